@@ -1,0 +1,1 @@
+"""The slice cache: its manifest (the one contract between writer and readers), store layout and lifecycle."""

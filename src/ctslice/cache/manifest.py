@@ -1,0 +1,153 @@
+"""CACHE/manifest.json: the one contract between the preprocessing writer and every reader.
+
+Readers take the label map, the split, each subject's geometry and the slice index location from here and never
+declare them again. The file is replaced atomically, so it is always either the previous or the next version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import CacheError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class SubjectRecord:
+    """One cached subject, as written by preprocessing (also stored in the subject group's attributes)."""
+
+    id: str
+    path: str
+    """The subject's zarr group, relative to the cache root."""
+    key: str
+    """Hash of the settings and the source files' contents: equal keys mean identical cached arrays."""
+    files: dict[str, dict[str, Any]]
+    """Source file (relative to the dataset root) -> {"size", "mtime_ns", "sha256"}."""
+    slices: int
+    shape: list[int]
+    """Cached (slices, rows, columns)."""
+    spacing: list[float]
+    """Cached voxel size in mm: (slice thickness, row spacing, column spacing)."""
+    geometry: dict[str, Any]
+    """preprocess.geometry.Geometry as JSON: maps cached slices back to the original grid."""
+    label_voxels: list[int]
+    """Voxels per label index in the cached volume (index 0 = background)."""
+    overlap_voxels: int = 0
+    """Voxels claimed by more than one structure mask (the later index won)."""
+    cropped_label_voxels: int = 0
+    """Labelled voxels that fell outside the cached slice size (lost to the crop)."""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SubjectRecord:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Manifest:
+    settings: dict[str, Any]
+    """Everything that determines the cached arrays, plus its `hash`; split settings under `split`."""
+    label_map: dict[str, str]
+    """{"0": "background", "1": "spleen", ...}: index -> structure name; model channels follow it."""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    """Where the data came from: {"root", "layout"}."""
+    splits: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": [], "test": []})
+    subjects: dict[str, SubjectRecord] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Subject -> reason, from the latest run."""
+    slice_index: str | None = None
+    """Folder (relative to the cache) of the consolidated slice index, written with this manifest."""
+    totals: dict[str, int] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    ctslice_version: str = __version__
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {int(k): v for k, v in sorted(self.label_map.items(), key=lambda kv: int(kv[0]))}
+
+    @property
+    def num_labels(self) -> int:
+        """Label-map entries including background: the number of model output channels."""
+        return len(self.label_map)
+
+    def split_of(self) -> dict[str, str]:
+        return {sid: name for name, ids in self.splits.items() for sid in ids}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["subjects"] = {k: v.to_json() for k, v in sorted(self.subjects.items())}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data["subjects"] = {k: SubjectRecord.from_json(v) for k, v in data.get("subjects", {}).items()}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def settings_hash(content_settings: dict[str, Any], label_map: dict[str, str]) -> str:
+    """Hash of what determines the cached arrays: the content settings, the label map and the format."""
+    blob = json.dumps({"format": FORMAT_VERSION, "settings": content_settings, "labels": label_map}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def manifest_path(cache: Path) -> Path:
+    return Path(cache) / MANIFEST_NAME
+
+
+def read_manifest(cache: Path) -> Manifest:
+    """The cache's manifest, or a CacheError naming the cache and what is wrong with it."""
+    path = manifest_path(cache)
+    if not Path(cache).is_dir():
+        raise CacheError(f"{cache}: no such cache folder (run `ctslice preprocess` first)")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CacheError(f"{cache}: no {MANIFEST_NAME}, so not a ctslice cache (run `ctslice preprocess`)") from None
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path}: unreadable manifest ({e})") from None
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
+        raise CacheError(
+            f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
+            f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
+        )
+    try:
+        return Manifest.from_json(data)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{path}: malformed manifest ({e})") from None
+
+
+def write_manifest(cache: Path, manifest: Manifest) -> None:
+    """Write to a temporary file, fsync, then rename over the old one: readers see old or new, never half."""
+    manifest.updated = time.time()
+    path = manifest_path(cache)
+    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        json.dump(manifest.to_json(), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

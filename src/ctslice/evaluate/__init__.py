@@ -1,0 +1,1 @@
+"""Stage 4: evaluation on whole 3D subjects."""

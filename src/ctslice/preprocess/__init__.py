@@ -1,0 +1,1 @@
+"""Stage 1: NIfTI subjects -> zarr slice cache. `run_preprocess` is the entry point."""

@@ -1,0 +1,78 @@
+"""Label maps and the merging of per-structure masks into one label volume. Pure functions.
+
+Index 0 is background. Where masks overlap, the structure with the later index wins (TotalSegmentator's rule),
+which `merge_mask` gets for free by being applied in index order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+MAX_LABELS = 255  # labels are stored as uint8
+
+
+@cache
+def official_total_classes() -> tuple[str, ...]:
+    """The 117 TotalSegmentator v2 'total' class names in official index order (index 1 first)."""
+    text = resources.files(__package__).joinpath("total_v2_classes.json").read_text()
+    by_index = json.loads(text)
+    return tuple(by_index[str(i)] for i in range(1, len(by_index) + 1))
+
+
+def build_label_map(names: Iterable[str], official: tuple[str, ...] | None = None) -> dict[int, str]:
+    """Index -> name, 0 = background, for a dataset whose masks carry these structure names.
+
+    - exactly the official 117 names: the official indices;
+    - a subset of them: the official relative order, renumbered 1..K (so a demo dataset with 12 structures
+      gets 12 channels, and overlaps resolve as they would with official indices);
+    - any other names: the known ones in official order first, then the others sorted alphabetically.
+    """
+    official = official_total_classes() if official is None else official
+    wanted = set(names) - {"background"}
+    rank = {name: i for i, name in enumerate(official)}
+    ordered = sorted(wanted & rank.keys(), key=rank.__getitem__) + sorted(wanted - rank.keys())
+    if len(ordered) > MAX_LABELS:
+        raise ValueError(f"{len(ordered)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
+    return {0: "background", **{i: name for i, name in enumerate(ordered, start=1)}}
+
+
+def label_map_to_json(label_map: Mapping[int, str]) -> dict[str, str]:
+    return {str(k): v for k, v in sorted(label_map.items())}
+
+
+def label_map_from_json(data: Mapping[str, str]) -> dict[int, str]:
+    return {int(k): v for k, v in sorted(data.items(), key=lambda kv: int(kv[0]))}
+
+
+def merge_mask(label: np.ndarray, mask: np.ndarray, index: int) -> int:
+    """Write `index` into `label` (in place) where `mask` is set; return how many voxels it took over from
+    an earlier structure. Called once per structure in increasing index order, so the later index wins."""
+    where = mask.astype(bool, copy=False)
+    overlap = int(np.count_nonzero(label[where]))
+    label[where] = index
+    return overlap
+
+
+def is_binary(mask: np.ndarray) -> bool:
+    """True when every voxel is 0 or 1 (checked without building a full unique() of a large volume)."""
+    if mask.dtype == bool:
+        return True
+    if np.issubdtype(mask.dtype, np.integer):
+        return bool(mask.min(initial=0) >= 0 and mask.max(initial=0) <= 1)
+    return bool(np.all((mask == 0) | (mask == 1)))
+
+
+def slice_statistics(label: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice of a (slices, H, W) label volume: foreground voxel count (int32) and which labels are present
+    (bool, slices x n_labels, column 0 = background). One bincount per slice: no per-class passes."""
+    n = label.shape[0]
+    counts = np.zeros((n, n_labels), dtype=np.int64)
+    for z in range(n):
+        counts[z] = np.bincount(label[z].ravel(), minlength=n_labels)[:n_labels]
+    foreground = (counts[:, 1:].sum(axis=1)).astype(np.int32)
+    return foreground, counts > 0

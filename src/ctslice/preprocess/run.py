@@ -1,0 +1,166 @@
+"""`run_preprocess`: bring a cache up to date with a dataset folder.
+
+Incremental by default: only added or modified subjects are processed, removed ones leave the cache, unchanged
+ones are not touched. Changed content settings (or label map, or format version) and `force` rebuild everything.
+
+Crash safety comes from the order of the steps: subjects are written to new folders (never over old ones), the
+manifest is swapped atomically at the end, and only then are folders that it no longer references deleted. A run
+killed at any point leaves the previous manifest and complete subject folders; the next run reuses the folders
+that were finished (same key) and removes the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cache import store
+from ..cache.cleanup import remove_leftovers
+from ..cache.fingerprint import Changes, compare
+from ..cache.lock import cache_lock
+from ..cache.manifest import (
+    FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_hash, write_manifest,
+)
+from ..config import PreprocessConfig
+from ..errors import CacheError
+from .labels import label_map_to_json
+from .parallel import map_unordered
+from .sources import Dataset, discover
+from .split import assign_splits, splits_to_lists
+from .subject import SubjectJob, SubjectOutcome, process_subject
+
+ProgressFn = Callable[[int, int, SubjectOutcome], None]
+
+
+@dataclass
+class PreprocessReport:
+    cache: Path
+    processed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rebuilt_all: str | None = None
+    """Why everything was rebuilt (None for an incremental run)."""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _previous_manifest(cache: Path) -> Manifest | None:
+    if not manifest_path(cache).exists():
+        return None
+    try:
+        return read_manifest(cache)
+    except CacheError as e:
+        if "format version" in str(e):
+            return None  # another format: rebuild everything (old folders are cleaned up afterwards)
+        raise
+
+
+def _rebuild_reason(previous: Manifest | None, changes: Changes, force: bool) -> str | None:
+    if force:
+        return "--force"
+    if previous is None:
+        return "new cache"
+    if previous.format_version != FORMAT_VERSION:
+        return f"cache format {previous.format_version} -> {FORMAT_VERSION}"
+    if changes.settings_changed:
+        return "settings or label map changed"
+    return None
+
+
+def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool = False,
+                   progress: ProgressFn | None = None) -> PreprocessReport:
+    """Preprocess `data` into `cache`. Raises CtsliceError for problems with the whole dataset or cache; problems
+    with single subjects end up in report.failed (and the manifest's `failed`) while the others go on."""
+    start = time.perf_counter()
+    cfg.validate()
+    data, cache = Path(data).resolve(), Path(cache).resolve()
+    dataset = discover(data)
+    labels = label_map_to_json(dataset.label_map)
+    content = cfg.content_settings()
+    shash = settings_hash(content, labels)
+    cache.mkdir(parents=True, exist_ok=True)
+    with cache_lock(cache):
+        previous = _previous_manifest(cache)
+        changes = compare(dataset, previous, shash)
+        report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous, changes, force))
+        settings = {**content, "hash": shash, "split": cfg.split_settings()}
+        manifest = Manifest(settings=settings, label_map=labels,
+                            dataset={"root": str(data), "layout": dataset.layout},
+                            created=previous.created if previous else time.time())
+        if previous is None:  # so that even a first run killed mid-way leaves a valid (empty) cache
+            write_manifest(cache, manifest)
+        keep: dict[str, SubjectRecord] = {}
+        if report.rebuilt_all is None:
+            for sid in changes.unchanged:
+                record = previous.subjects[sid]
+                if sid in changes.touched:
+                    record.files = changes.touched[sid]
+                keep[sid] = record
+            todo = set(changes.added) | set(changes.modified)
+            report.unchanged = sorted(changes.unchanged)
+        else:
+            todo = {s.id for s in dataset.subjects}
+        report.removed = sorted(changes.removed) if previous else []
+
+        outcomes = _process_all(dataset, cache, cfg, shash, todo, progress)
+        failed = {p.subject: str(p) for p in dataset.problems}
+        for outcome in outcomes:
+            if outcome.record is not None:
+                keep[outcome.subject] = outcome.record
+                (report.reused if outcome.reused else report.processed).append(outcome.subject)
+            else:
+                failed[outcome.subject] = outcome.error or "failed"
+        # A subject whose new input fails keeps its previous (complete, valid) version when settings allow.
+        if report.rebuilt_all is None:
+            for sid in failed:
+                if previous and sid in previous.subjects and sid not in keep:
+                    keep[sid] = previous.subjects[sid]
+        report.failed = dict(sorted(failed.items()))
+        report.processed.sort()
+        report.reused.sort()
+
+        manifest.subjects = keep
+        manifest.failed = report.failed
+        previous_split = previous.split_of() if previous and previous.settings.get("split") == settings["split"] else {}
+        manifest.splits = splits_to_lists(
+            assign_splits(keep, cfg.seed, cfg.val_fraction, dataset.official_split, previous_split))
+        index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
+        manifest.slice_index = store.write_slice_index(cache, index)
+        manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
+                           **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
+        write_manifest(cache, manifest)
+        remove_leftovers(cache, manifest)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _process_all(dataset: Dataset, cache: Path, cfg: PreprocessConfig, shash: str, todo: set[str],
+                 progress: ProgressFn | None) -> list[SubjectOutcome]:
+    jobs = [SubjectJob(s, str(dataset.root), str(cache), cfg.content_settings(), shash, dataset.label_map,
+                       dataset.label_values) for s in dataset.subjects if s.id in todo]
+    # Largest inputs first, so one big subject does not start last and hold up the end of the run.
+    jobs.sort(key=lambda j: -sum(_size(dataset.root / f) for f in j.source.files[:1]))
+
+    def lost(job: SubjectJob, error: BaseException) -> SubjectOutcome:
+        return SubjectOutcome(job.source.id, error=f"{job.source.id}: worker lost ({type(error).__name__}: {error})")
+
+    outcomes = []
+    for outcome in map_unordered(process_subject, jobs, cfg.workers, cfg.dask_scheduler, lost):
+        outcomes.append(outcome)
+        if progress:
+            progress(len(outcomes), len(jobs), outcome)
+    return outcomes
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,217 @@
+"""Finding the subjects of a dataset folder, whichever of the supported layouts it uses.
+
+1. TotalSegmentator: DATA/<subject>/ct.nii.gz and DATA/<subject>/segmentations/<structure>.nii.gz (one binary
+   mask per structure), optionally DATA/meta.csv (';'-separated, columns image_id and split).
+2. nnU-Net / Medical Segmentation Decathlon: DATA/imagesTr/<case>_0000.nii.gz, DATA/labelsTr/<case>.nii.gz
+   (one multi-label volume) and DATA/dataset.json whose "labels" maps names to values.
+
+Discovery only lists files; nothing is decoded here. Problems that concern one subject are collected per subject
+(the rest of the dataset goes on); problems with the whole folder raise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CtsliceError, InputError
+from .labels import MAX_LABELS, build_label_map
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SubjectSource:
+    """One subject's input files, as paths relative to the dataset root."""
+
+    id: str
+    image: str
+    masks: tuple[tuple[str, str], ...] = ()
+    """TotalSegmentator layout: (structure name, file) for each mask file present."""
+    label: str | None = None
+    """nnU-Net layout: the multi-label file."""
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.image, *(f for _, f in self.masks), *((self.label,) if self.label else ()))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    layout: str
+    subjects: tuple[SubjectSource, ...]
+    label_map: dict[int, str]
+    label_values: dict[int, int] | None = None
+    """nnU-Net layout: value in the label files -> index in the label map."""
+    official_split: dict[str, str] = field(default_factory=dict)
+    problems: tuple[InputError, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _strip_nifti(name: str) -> str | None:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _visible(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+
+
+def detect_layout(root: Path) -> str:
+    if not root.is_dir():
+        raise CtsliceError(f"dataset folder {root} does not exist or is not a folder")
+    if (root / "imagesTr").is_dir():
+        return "nnunet"
+    if any(p.is_dir() for p in _visible(root)):
+        return "totalsegmentator"
+    raise CtsliceError(
+        f"no subjects found in {root}: expected <subject>/ct.nii.gz with <subject>/segmentations/*.nii.gz "
+        "(TotalSegmentator) or imagesTr/, labelsTr/ and dataset.json (nnU-Net)"
+    )
+
+
+def discover(root: Path) -> Dataset:
+    root = Path(root)
+    layout = detect_layout(root)
+    return _discover_totalsegmentator(root) if layout == "totalsegmentator" else _discover_nnunet(root)
+
+
+def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[SubjectSource], list[InputError]]:
+    """Unsafe names and ids that collide (also case-insensitively, as they would on macOS or Windows)."""
+    by_folded: dict[str, list[str]] = defaultdict(list)
+    for sid in candidates:
+        by_folded[sid.lower()].append(sid)
+    good, bad = [], []
+    for sid, item in sorted(candidates.items()):
+        if isinstance(item, InputError):
+            bad.append(item)
+        elif not SAFE_ID.match(sid):
+            bad.append(InputError(sid, None, "subject id is not a safe folder name (letters, digits, '.', '_', '-')"))
+        elif len(by_folded[sid.lower()]) > 1:
+            others = ", ".join(o for o in by_folded[sid.lower()] if o != sid)
+            bad.append(InputError(sid, None, f"duplicate subject id (also: {others})"))
+        else:
+            good.append(item)
+    return good, bad
+
+
+def _discover_totalsegmentator(root: Path) -> Dataset:
+    candidates: dict[str, SubjectSource | InputError] = {}
+    duplicates: list[InputError] = []
+    for folder in (p for p in _visible(root) if p.is_dir()):
+        sid = folder.name
+        cts = [folder / f"ct{s}" for s in NIFTI_SUFFIXES if (folder / f"ct{s}").is_file()]
+        if not cts:
+            candidates[sid] = InputError(sid, f"{sid}/ct.nii.gz", "subject folder has no CT (ct.nii.gz)")
+            continue
+        if len(cts) > 1:
+            candidates[sid] = InputError(sid, f"{sid}/ct.nii.gz", "both ct.nii.gz and ct.nii present")
+            continue
+        masks: dict[str, str] = {}
+        seg = folder / "segmentations"
+        for f in _visible(seg) if seg.is_dir() else []:
+            name = _strip_nifti(f.name)
+            if name is None:
+                continue
+            if name in masks:
+                candidates[sid] = InputError(sid, f"{sid}/segmentations/{f.name}", f"two files for structure {name}")
+                break
+            masks[name] = f"{sid}/segmentations/{f.name}"
+        else:
+            candidates[sid] = SubjectSource(sid, cts[0].relative_to(root).as_posix(), tuple(sorted(masks.items())))
+    subjects, problems = _check_ids(candidates)
+    problems += duplicates
+    names = {name for s in subjects for name, _ in s.masks}
+    if subjects and not names:
+        raise CtsliceError(f"{root}: no subject has any mask in segmentations/*.nii.gz")
+    if len(names) > MAX_LABELS:
+        raise CtsliceError(f"{root}: {len(names)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
+    split, warnings = _read_meta_csv(root / "meta.csv")
+    return Dataset(root, "totalsegmentator", tuple(subjects), build_label_map(names), None, split,
+                   tuple(problems), tuple(warnings))
+
+
+def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
+    """Official split from TotalSegmentator's meta.csv (';'-separated, possibly with a byte-order mark)."""
+    if not path.is_file():
+        return {}, []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter=";"))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return {}, [f"meta.csv ignored: cannot read it ({e})"]
+    if not rows or "image_id" not in rows[0] or "split" not in rows[0]:
+        return {}, ["meta.csv ignored: it has no image_id and split columns"]
+    split, bad = {}, 0
+    for row in rows:
+        sid, value = (row.get("image_id") or "").strip(), (row.get("split") or "").strip().lower()
+        if value in SPLITS and sid:
+            split[sid] = value
+        else:
+            bad += 1
+    warnings = [f"meta.csv: {bad} row(s) without a train/val/test split ignored"] if bad else []
+    return split, warnings
+
+
+def _dataset_labels(root: Path) -> dict[int, str]:
+    """dataset.json "labels" as value -> name; accepts nnU-Net v2 ({"liver": 1}) and MSD ({"1": "liver"})."""
+    path = root / "dataset.json"
+    try:
+        labels = json.loads(path.read_text())["labels"]
+    except FileNotFoundError:
+        raise CtsliceError(f"{path}: missing (the nnU-Net layout needs dataset.json with 'labels')") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CtsliceError(f"{path}: cannot read 'labels' ({e})") from None
+    if all(isinstance(v, str) for v in labels.values()):  # MSD style: value -> name
+        pairs = [(k, v) for k, v in labels.items()]
+        by_value = {int(k): v for k, v in pairs}
+    elif all(isinstance(v, int) for v in labels.values()):
+        by_value = {v: k for k, v in labels.items()}
+    else:
+        raise CtsliceError(f"{path}: 'labels' must map names to integers (region-based labels are not supported)")
+    if 0 not in by_value:
+        raise CtsliceError(f"{path}: 'labels' has no background (value 0)")
+    return dict(sorted(by_value.items()))
+
+
+def _discover_nnunet(root: Path) -> Dataset:
+    by_value = _dataset_labels(root)
+    label_values = {value: index for index, value in enumerate(by_value)}
+    label_map = {index: ("background" if value == 0 else by_value[value]) for value, index in label_values.items()}
+    if len(label_map) - 1 > MAX_LABELS:
+        raise CtsliceError(f"{root}: {len(label_map) - 1} labels do not fit in uint8 (at most {MAX_LABELS})")
+    images: dict[str, list[str]] = defaultdict(list)
+    for f in _visible(root / "imagesTr"):
+        stem = _strip_nifti(f.name)
+        if stem is not None:
+            images[stem].append(f.relative_to(root).as_posix())
+    labels_dir = root / "labelsTr"
+    candidates: dict[str, SubjectSource | InputError] = {}
+    for stem, files in images.items():
+        case, _, channel = stem.rpartition("_")
+        if not case or not channel.isdigit():
+            candidates[stem] = InputError(stem, files[0], "image name must end in _0000 (nnU-Net channel suffix)")
+        elif channel != "0000":
+            candidates.setdefault(case, InputError(case, files[0], "multi-channel input is not supported"))
+        elif len(files) > 1:
+            candidates[case] = InputError(case, files[0], f"duplicate subject id ({' and '.join(files)})")
+        else:
+            found = [f"labelsTr/{case}{s}" for s in NIFTI_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
+            if len(found) != 1:
+                reason = "no label file" if not found else "both .nii.gz and .nii label files"
+                candidates[case] = InputError(case, f"labelsTr/{case}.nii.gz", reason)
+            elif not isinstance(candidates.get(case), InputError):
+                candidates[case] = SubjectSource(case, files[0], label=found[0])
+    if not candidates:
+        raise CtsliceError(f"no subjects found in {root / 'imagesTr'}")
+    subjects, problems = _check_ids(candidates)
+    return Dataset(root, "nnunet", tuple(subjects), label_map, label_values, {}, tuple(problems))

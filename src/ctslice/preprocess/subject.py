@@ -1,0 +1,152 @@
+"""The unit of parallel work: one subject from its NIfTI files to its folder in the cache.
+
+`process_subject` depends only on its job (no globals, no shared state) and never raises: a failure comes back as
+a message naming the subject and the file. Memory stays bounded by one subject: masks are read and merged one at
+a time, so 117 masks of 512 x 512 x 300 never sit in memory together.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import store
+from ..cache.fingerprint import file_fingerprint, subject_key
+from ..cache.manifest import SubjectRecord
+from ..errors import InputError
+from . import volume
+from .geometry import Geometry, image_to_cache, labels_to_cache, plan_geometry
+from .labels import is_binary, merge_mask, slice_statistics
+from .sources import SubjectSource
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    source: SubjectSource
+    data_root: str
+    cache: str
+    settings: dict[str, Any]
+    """PreprocessConfig.content_settings()."""
+    settings_hash: str
+    label_map: dict[int, str]
+    label_values: dict[int, int] | None = None
+    """nnU-Net layout: value in the label file -> label-map index."""
+
+
+@dataclass(frozen=True)
+class SubjectOutcome:
+    subject: str
+    record: SubjectRecord | None = None
+    error: str | None = None
+    reused: bool = False
+    """The subject's folder was already complete from an interrupted run (same key): nothing was recomputed."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def process_subject(job: SubjectJob) -> SubjectOutcome:
+    sid = job.source.id
+    try:
+        return _process(job)
+    except InputError as e:
+        return SubjectOutcome(sid, error=str(e))
+    except MemoryError:
+        return SubjectOutcome(sid, error=f"{sid}: out of memory while processing")
+    except Exception as e:  # a bug or an unforeseen file problem: report it with the subject, go on
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return SubjectOutcome(sid, error=f"{sid}: unexpected {type(e).__name__}: {e} (at {where.name}:{where.lineno})")
+
+
+def _process(job: SubjectJob) -> SubjectOutcome:
+    src, root = job.source, Path(job.data_root)
+    files = {}
+    for name in src.files:
+        try:
+            files[name] = file_fingerprint(root / name)
+        except OSError as e:
+            raise InputError(src.id, name, f"cannot read file ({e.strerror or e})") from None
+    key = subject_key(job.settings_hash, files)
+    folder = store.subject_folder(src.id, key)
+    if store.subject_exists(job.cache, folder):
+        record = SubjectRecord.from_json(store.read_subject_record(job.cache, folder))
+        record.files = files  # same bytes; keep the current times
+        return SubjectOutcome(src.id, record=record, reused=True)
+
+    s = job.settings
+    ct_img = volume.load_header(root / src.image, src.id, src.image)
+    geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
+    ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
+    warnings: list[str] = []
+    if job.label_values is None:
+        label, overlap, warnings = _merge_masks(job, ct_img, root)
+    else:
+        label, overlap = _read_label_file(job, ct_img, root), 0
+    image_cached = image_to_cache(ct, geometry, fill=s["hu_min"])
+    del ct
+    label_cached, cropped = labels_to_cache(label, geometry)
+    del label
+    if cropped:
+        warnings.append(f"{cropped} labelled voxels lie outside the {s['size']}x{s['size']} slice and were cropped")
+    foreground, present = slice_statistics(label_cached, len(job.label_map))
+    record = _record(src.id, folder, key, files, geometry, label_cached, overlap, cropped, warnings,
+                     len(job.label_map))
+    store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json())
+    return SubjectOutcome(src.id, record=record, warnings=warnings)
+
+
+def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, list[str]]:
+    """TotalSegmentator layout: merge the binary masks in label-map order (later index wins)."""
+    src = job.source
+    masks = dict(src.masks)
+    label = np.zeros(ct_img.shape, dtype=np.uint8)
+    overlap, missing = 0, []
+    for index, name in sorted(job.label_map.items()):
+        if index == 0:
+            continue
+        if name not in masks:
+            missing.append(name)
+            continue
+        file = masks[name]
+        img = volume.load_header(root / file, src.id, file)
+        volume.check_same_grid(ct_img, img, src.id, file)
+        mask = volume.read_data(img, np.uint8, src.id, file)
+        if not is_binary(mask):
+            values = np.unique(mask)[:6]
+            raise InputError(src.id, file, f"mask has values other than 0/1 (found {values.tolist()})")
+        overlap += merge_mask(label, mask, index)
+        del mask
+    warnings = []
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.append(f"{len(missing)} mask file(s) missing, counted as empty: {shown}")
+    return label, overlap, warnings
+
+
+def _read_label_file(job: SubjectJob, ct_img, root: Path) -> np.ndarray:
+    """nnU-Net layout: one multi-label file; its values are mapped to label-map indices."""
+    src, file = job.source, job.source.label
+    img = volume.load_header(root / file, src.id, file)
+    volume.check_same_grid(ct_img, img, src.id, file)
+    data = volume.read_data(img, np.int64, src.id, file)
+    values = np.unique(data)
+    unknown = [int(v) for v in values if int(v) not in job.label_values]
+    if unknown:
+        raise InputError(src.id, file, f"label values {unknown[:6]} are not in dataset.json's labels")
+    lut = np.zeros(int(values.max()) + 1 if values.size else 1, dtype=np.uint8)
+    for value, index in job.label_values.items():
+        if 0 <= value < len(lut):
+            lut[value] = index
+    return lut[data.astype(np.int64, copy=False)]
+
+
+def _record(sid: str, folder: str, key: str, files: dict, geometry: Geometry, label: np.ndarray, overlap: int,
+            cropped: int, warnings: list[str], n_labels: int) -> SubjectRecord:
+    voxels = np.bincount(label.ravel(), minlength=n_labels)[:n_labels]
+    return SubjectRecord(
+        id=sid, path=folder, key=key, files=files, slices=int(label.shape[0]), shape=list(label.shape),
+        spacing=list(geometry.spacing), geometry=geometry.to_json(), label_voxels=[int(v) for v in voxels],
+        overlap_voxels=int(overlap), cropped_label_voxels=int(cropped), warnings=warnings,
+    )
