@@ -22,7 +22,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 @contextmanager
@@ -33,7 +33,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CtsliceError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")

@@ -45,15 +45,19 @@ def preprocess(
             "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}}).preprocess
         columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("", total=None)
+        bar = Progress(*columns, console=console)  # started with the first subject, not before discovery
+        task = bar.add_task("", total=None)
 
-            def advance(done: int, total: int, outcome) -> None:
-                bar.update(task, completed=done, total=total, description=outcome.subject)
-                if outcome.error:
-                    bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False)
+        def advance(done: int, total: int, outcome) -> None:
+            bar.start()
+            bar.update(task, completed=done, total=total, description=outcome.subject)
+            if outcome.error:
+                bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
 
+        try:
             report = run_preprocess(data, cache, cfg, force=force, progress=advance)
+        finally:
+            bar.stop()
         summary = (f"{report.cache}: {len(report.processed)} processed, {len(report.reused)} reused, "
                    f"{len(report.unchanged)} unchanged, {len(report.removed)} removed, {len(report.failed)} failed "
                    f"in {report.seconds:.1f} s")

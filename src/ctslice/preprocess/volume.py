@@ -25,7 +25,7 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
     except FileNotFoundError:
         raise InputError(subject, name, "file not found") from None
     except _READ_ERRORS as e:
-        raise InputError(subject, name, f"not a readable NIfTI file ({e})") from None
+        raise InputError(subject, name, _describe(path, e)) from None
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:  # a 3D volume stored with a singleton 4th dimension
         img = img.slicer[..., 0]
@@ -37,6 +37,20 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         raise InputError(subject, name, "invalid affine (singular or not finite)")
     return img
+
+
+def _describe(path: Path, error: Exception) -> str:
+    """Say 'truncated' when that is what it is: nibabel only reports it cannot work out the file type."""
+    if str(path).endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except EOFError:
+            return "truncated gzip file (incomplete download or copy?)"
+        except (OSError, zlib.error):
+            return "corrupt gzip file"
+    return f"not a readable NIfTI file ({type(error).__name__}: {str(error).replace(str(path), path.name)})"
 
 
 def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.ndarray:

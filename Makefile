@@ -1,0 +1,59 @@
+# ctslice: make preprocess | make test | make bench
+# The first target run creates .venv and installs ctslice into it (pinned versions: constraints.txt).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+DATA    ?=
+CACHE   ?= cache
+WORKERS ?=
+ARGS    ?=
+DEMO    := data/demo
+DEMO_SUBJECTS ?= 12
+
+ifeq ($(strip $(DATA)),)
+  PREPROCESS_DATA := $(DEMO)
+  PREPROCESS_CONFIG := --config configs/demo.toml
+else
+  PREPROCESS_DATA := $(DATA)
+  PREPROCESS_CONFIG :=
+endif
+WORKERS_ARG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
+
+.PHONY: help venv test preprocess demo-data bench clean
+
+help:
+	@echo "make preprocess [DATA=/path/to/dataset] [CACHE=cache] [WORKERS=N] [ARGS='--size 256 ...']"
+	@echo "                  without DATA: generates the synthetic demo dataset in $(DEMO) first"
+	@echo "make test         run the test suite"
+	@echo "make bench        preprocessing, incremental-rebuild and loader benchmarks"
+	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+$(DEMO)/meta.csv: | $(STAMP)
+	$(BIN)/ctslice demo-data $(DEMO) --subjects $(DEMO_SUBJECTS)
+
+demo-data: $(DEMO)/meta.csv
+
+preprocess: $(STAMP) $(if $(strip $(DATA)),,$(DEMO)/meta.csv)
+	$(BIN)/ctslice preprocess $(PREPROCESS_DATA) --cache $(CACHE) $(PREPROCESS_CONFIG) $(WORKERS_ARG) $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/ctslice bench preprocess
+	$(BIN)/ctslice bench incremental
+	$(BIN)/ctslice bench loader
+
+clean:
+	rm -rf $(DEMO) $(CACHE) bench-out

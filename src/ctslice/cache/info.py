@@ -1,0 +1,116 @@
+"""`cache_info`: what a cache holds, from its manifest plus one walk over its files for the sizes.
+
+Nothing here decodes a chunk, so it is cheap enough to run before every training job. The compression ratio is
+taken against the raw arrays the cache stands for: every slice as int16 image plus uint8 label (3 bytes a pixel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cleanup import leftovers
+from .manifest import MANIFEST_NAME, read_manifest
+from .store import IMAGE_DTYPE, LABEL_DTYPE
+
+RAW_BYTES_PER_PIXEL = IMAGE_DTYPE.itemsize + LABEL_DTYPE.itemsize
+
+
+@dataclass(frozen=True)
+class FolderSize:
+    files: int = 0
+    bytes: int = 0
+    """Sum of the files' sizes: what the codecs produced."""
+    disk_bytes: int = 0
+    """Blocks allocated on disk (small chunk files round up to the filesystem's block size)."""
+
+    def __add__(self, other: FolderSize) -> FolderSize:
+        return FolderSize(self.files + other.files, self.bytes + other.bytes, self.disk_bytes + other.disk_bytes)
+
+
+@dataclass
+class CacheInfo:
+    cache: str
+    format_version: int
+    ctslice_version: str
+    """The ctslice version that last wrote the cache."""
+    created: float
+    updated: float
+    dataset: dict[str, Any]
+    settings: dict[str, Any]
+    subjects: int
+    slices: int
+    failed: int
+    splits: dict[str, dict[str, int]]
+    """Split name -> {"subjects", "slices"}."""
+    structures: int
+    """Label-map entries without background (the model has structures + 1 output channels)."""
+    slice_size: list[list[int]]
+    """Distinct (rows, columns) of the cached slices: one entry in a healthy cache."""
+    spacing_mm: dict[str, list[float]]
+    """{"slice": [min, max], "row": [min, max], "column": [min, max]} over the cached subjects."""
+    size: FolderSize
+    """Files the manifest references (subjects, slice index, manifest)."""
+    leftovers: FolderSize
+    """Files of interrupted runs or replaced subjects (`ctslice cache clean --leftovers`)."""
+    raw_bytes: int
+    compression_ratio: float
+    """raw_bytes / size.bytes."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def folder_size(path: Path) -> FolderSize:
+    """Files and bytes under `path` (a file counts as itself; a missing path as nothing)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return FolderSize()
+    if not os.path.isdir(path):
+        return FolderSize(1, st.st_size, st.st_blocks * 512)
+    total = FolderSize()
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                total += folder_size(Path(entry.path))
+            else:
+                s = entry.stat(follow_symlinks=False)
+                total += FolderSize(1, s.st_size, s.st_blocks * 512)
+    return total
+
+
+def _range(values: list[float]) -> list[float]:
+    return [round(min(values), 4), round(max(values), 4)] if values else []
+
+
+def cache_info(cache: Path) -> CacheInfo:
+    """Summarise a cache; raises CacheError when it is missing or unreadable."""
+    cache = Path(cache)
+    manifest = read_manifest(cache)
+    records = manifest.subjects
+    slices = sum(r.slices for r in records.values())
+    splits = {name: {"subjects": sum(sid in records for sid in ids),
+                     "slices": sum(records[sid].slices for sid in ids if sid in records)}
+              for name, ids in manifest.splits.items()}
+    shapes = sorted({tuple(r.shape[1:]) for r in records.values()})
+    raw = sum(r.slices * r.shape[1] * r.shape[2] for r in records.values()) * RAW_BYTES_PER_PIXEL
+    referenced = [cache / MANIFEST_NAME, *(cache / r.path for r in records.values())]
+    if manifest.slice_index:
+        referenced.append(cache / manifest.slice_index)
+    size = sum((folder_size(p) for p in referenced), FolderSize())
+    left = sum((folder_size(p) for p in leftovers(cache, manifest)), FolderSize())
+    spacing = {axis: _range([r.spacing[i] for r in records.values()])
+               for i, axis in enumerate(("slice", "row", "column"))}
+    return CacheInfo(
+        cache=str(cache), format_version=manifest.format_version, ctslice_version=manifest.ctslice_version,
+        created=manifest.created, updated=manifest.updated, dataset=dict(manifest.dataset),
+        settings=dict(manifest.settings), subjects=len(records), slices=slices, failed=len(manifest.failed),
+        splits=splits, structures=manifest.num_labels - 1, slice_size=[list(s) for s in shapes],
+        spacing_mm=spacing, size=size, leftovers=left, raw_bytes=raw,
+        compression_ratio=round(raw / size.bytes, 3) if size.bytes else 0.0, labels=dict(manifest.label_map),
+    )

@@ -1,0 +1,76 @@
+"""`cache_status`: what changed in the dataset since its cache was built, without writing anything.
+
+It answers the question a user asks before `ctslice preprocess`: would that run do anything? It classifies
+subjects exactly as the preprocess run will (`fingerprint.compare`), so the two can never disagree: a file that
+was only touched (same bytes, new time) is unchanged.
+
+The settings check needs the dataset, not only the manifest: the settings hash covers the label map, which is
+derived from the mask names found in the dataset, so a new structure changes it even with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import PreprocessConfig
+from ..errors import CacheError
+from ..preprocess.labels import label_map_to_json
+from ..preprocess.sources import discover
+from .fingerprint import compare
+from .manifest import Manifest, read_manifest, settings_hash
+
+
+@dataclass
+class CacheStatus:
+    cache: Path
+    data: Path
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+    """Unchanged subjects whose files only got a new modification time (not reprocessed)."""
+    retry: list[str] = field(default_factory=list)
+    """Added subjects that failed in the cache's last run: the next preprocess tries them again."""
+    settings_changed: bool = False
+    """The settings or the label map differ from the cache's: the next preprocess rebuilds everything."""
+
+    @property
+    def up_to_date(self) -> bool:
+        return not (self.added or self.removed or self.modified or self.settings_changed)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(cache=str(self.cache), data=str(self.data), up_to_date=self.up_to_date)
+        return data
+
+
+def preprocess_config_of(manifest: Manifest, **overrides: Any) -> PreprocessConfig:
+    """The PreprocessConfig a cache was built with (content and split settings), so that a later run on it
+    (status, repair) uses the same settings; `overrides` sets the others, e.g. workers."""
+    names = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    stored = {k: v for k, v in manifest.settings.items() if k in names}
+    stored.update({k: v for k, v in manifest.settings.get("split", {}).items() if k in names})
+    return dataclasses.replace(PreprocessConfig(workers=0), **{**stored, **overrides})
+
+
+def cache_status(cache: Path, data: Path | None = None) -> CacheStatus:
+    """Compare the dataset (default: the folder the cache was built from) with the cache's manifest."""
+    manifest = read_manifest(cache)
+    if data is None:
+        if not manifest.dataset.get("root"):
+            raise CacheError(f"{cache}: the manifest does not say which dataset it was built from; pass --data")
+        data = manifest.dataset["root"]
+    data = Path(data)
+    dataset = discover(data)
+    content = preprocess_config_of(manifest).content_settings()
+    shash = settings_hash(content, label_map_to_json(dataset.label_map))
+    changes = compare(dataset, manifest, shash)
+    return CacheStatus(
+        cache=Path(cache), data=data, added=changes.added, removed=changes.removed, modified=changes.modified,
+        unchanged=changes.unchanged, touched=sorted(changes.touched),
+        retry=[sid for sid in changes.added if sid in manifest.failed], settings_changed=changes.settings_changed,
+    )
