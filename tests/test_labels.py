@@ -45,6 +45,7 @@ def test_later_index_wins_and_overlap_is_counted():
 def test_is_binary():
     assert is_binary(np.array([0, 1, 1], np.uint8))
     assert not is_binary(np.array([0, 2], np.uint8))
+    assert not is_binary(np.array([0, -1], np.int16))
     assert not is_binary(np.array([0.0, 0.5]))
     assert is_binary(np.array([0.0, 1.0]))
 
@@ -53,8 +54,8 @@ def test_slice_statistics():
     label = np.zeros((2, 3, 3), np.uint8)
     label[1, 0, 0] = 2
     label[1, 1, 1] = 2
-    fg, present = slice_statistics(label, 3)
-    assert fg.tolist() == [0, 2]
+    fg, present, voxels = slice_statistics(label, 3)
+    assert fg.tolist() == [0, 2] and voxels.tolist() == [16, 0, 2]
     assert present.tolist() == [[True, False, False], [True, False, True]]
 
 

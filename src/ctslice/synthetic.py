@@ -92,8 +92,12 @@ class DemoSpec:
     test_fraction: float = 0.0  # rest is split train/val ~80/20
 
     def __post_init__(self) -> None:
-        if self.subjects < 0 or self.size < 4 or not 1 <= self.slices[0] <= self.slices[1]:
-            raise ValueError(f"bad subjects/size/slices in {self}")
+        if self.subjects < 0:
+            raise ValueError(f"subjects must be >= 0, got {self.subjects}")
+        if self.size < 4:
+            raise ValueError(f"size must be >= 4 voxels, got {self.size}")
+        if not 1 <= self.slices[0] <= self.slices[1]:
+            raise ValueError(f"need 1 <= min slices <= max slices, got {self.slices}")
         for lo, hi in (self.spacing_mm, self.slice_thickness_mm):
             if not 0 < lo <= hi:
                 raise ValueError(f"bad spacing range ({lo}, {hi})")

@@ -85,8 +85,17 @@ def demo_data(
     Example: ctslice demo-data data/demo --subjects 20 --size 512 --min-slices 100 --max-slices 120
     """
     with user_errors():
+        from rich.progress import Progress
+
+        from ..errors import CtsliceError
+
         from ..synthetic import DemoSpec, generate_demo_dataset
 
-        spec = DemoSpec(subjects=subjects, size=size, slices=(min_slices, max_slices), seed=seed)
-        ids = generate_demo_dataset(out_dir, spec)
+        try:
+            spec = DemoSpec(subjects=subjects, size=size, slices=(min_slices, max_slices), seed=seed)
+        except ValueError as e:
+            raise CtsliceError(f"demo-data: {e}") from None
+        with Progress(console=console) as bar:
+            task = bar.add_task("demo-data", total=subjects)
+            ids = generate_demo_dataset(out_dir, spec, progress=lambda done, total: bar.update(task, completed=done))
         out.print(f"{out_dir}: {len(ids)} synthetic subjects ({size}x{size}, {min_slices}-{max_slices} slices)")

@@ -32,7 +32,7 @@ def dask_client(workers: int, scheduler: str | None):
             yield client
         return
     # One thread per process: the work is numpy/zlib-heavy and each worker should hold one subject at a time.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 

@@ -19,7 +19,7 @@ from ..cache.fingerprint import file_fingerprint, subject_key
 from ..cache.manifest import SubjectRecord
 from ..errors import InputError
 from . import volume
-from .geometry import Geometry, image_to_cache, labels_to_cache, plan_geometry
+from .geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
 
@@ -90,9 +90,13 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     del label
     if cropped:
         warnings.append(f"{cropped} labelled voxels lie outside the {s['size']}x{s['size']} slice and were cropped")
-    foreground, present = slice_statistics(label_cached, len(job.label_map))
-    record = _record(src.id, folder, key, files, geometry, label_cached, overlap, cropped, warnings,
-                     len(job.label_map))
+    foreground, present, voxels = slice_statistics(label_cached, len(job.label_map))
+    record = SubjectRecord(
+        id=src.id, path=folder, key=key, files=files, slices=int(label_cached.shape[0]),
+        shape=list(label_cached.shape), spacing=list(geometry.spacing), geometry=geometry.to_json(),
+        label_voxels=[int(v) for v in voxels], overlap_voxels=int(overlap), cropped_label_voxels=int(cropped),
+        warnings=warnings,
+    )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json())
     return SubjectOutcome(src.id, record=record, warnings=warnings)
 
@@ -101,7 +105,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
     """TotalSegmentator layout: merge the binary masks in label-map order (later index wins)."""
     src = job.source
     masks = dict(src.masks)
-    label = np.zeros(ct_img.shape, dtype=np.uint8)
+    label = np.zeros(ct_img.shape, dtype=np.uint8, order="F")  # NIfTI data comes in Fortran order
     overlap, missing = 0, []
     for index, name in sorted(job.label_map.items()):
         if index == 0:
@@ -140,13 +144,3 @@ def _read_label_file(job: SubjectJob, ct_img, root: Path) -> np.ndarray:
         if 0 <= value < len(lut):
             lut[value] = index
     return lut[data.astype(np.int64, copy=False)]
-
-
-def _record(sid: str, folder: str, key: str, files: dict, geometry: Geometry, label: np.ndarray, overlap: int,
-            cropped: int, warnings: list[str], n_labels: int) -> SubjectRecord:
-    voxels = np.bincount(label.ravel(), minlength=n_labels)[:n_labels]
-    return SubjectRecord(
-        id=sid, path=folder, key=key, files=files, slices=int(label.shape[0]), shape=list(label.shape),
-        spacing=list(geometry.spacing), geometry=geometry.to_json(), label_voxels=[int(v) for v in voxels],
-        overlap_voxels=int(overlap), cropped_label_voxels=int(cropped), warnings=warnings,
-    )
