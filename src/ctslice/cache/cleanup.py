@@ -1,13 +1,15 @@
-"""Leftovers: what the manifest no longer references. Deleted at the end of every preprocess run (which holds
-the cache lock) and by `ctslice cache clean --leftovers`."""
+"""Removing things: leftovers (what the manifest no longer references; deleted at the end of every preprocess
+run, which holds the cache lock, and by `ctslice cache clean --leftovers`) and whole caches (`cache clean`)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from ..errors import CacheError
 from . import store
-from .manifest import Manifest
+from .lock import LOCK_NAME, cache_lock
+from .manifest import MANIFEST_NAME, Manifest
 
 
 def leftovers(cache: Path, manifest: Manifest) -> list[Path]:
@@ -34,3 +36,34 @@ def remove_leftovers(cache: Path, manifest: Manifest) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return gone
+
+
+# Entries a cache folder can hold before its first manifest is written (a run killed at its very start).
+_PRE_MANIFEST = {".lock", ".staging"}
+
+
+def check_removable(cache: Path) -> None:
+    """Raise unless `cache` is a ctslice cache (has manifest.json), an empty folder or one only a run killed at
+    its very start left behind: `clean` deletes recursively, so it must never get a wrong folder."""
+    if cache.is_symlink() or not cache.is_dir():
+        raise CacheError(f"{cache}: not a folder (or a symbolic link); nothing removed")
+    names = {p.name for p in cache.iterdir()}
+    if MANIFEST_NAME not in names and not names <= _PRE_MANIFEST:
+        raise CacheError(f"{cache}: has no {MANIFEST_NAME} and is not empty, so it is not a ctslice cache; "
+                         "nothing removed")
+
+
+def remove_cache(cache: Path) -> None:
+    """Under the lock (no preprocess may be writing it), delete everything but the manifest, then the manifest:
+    a clean that is interrupted leaves a folder `clean` still recognises. The lock file goes last."""
+    with cache_lock(cache):
+        for path in sorted(cache.iterdir()):
+            if path.name in (LOCK_NAME, MANIFEST_NAME):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        (cache / MANIFEST_NAME).unlink(missing_ok=True)
+    (cache / LOCK_NAME).unlink(missing_ok=True)
+    cache.rmdir()

@@ -2,4 +2,198 @@
 
 from __future__ import annotations
 
-from .app import cache_app  # noqa: F401
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import cache_app, console, out, user_errors
+
+CacheArg = Annotated[Path, typer.Argument(help="Cache folder (the one holding manifest.json).")]
+
+
+def _say(text: str) -> None:
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _ids(ids: list[str], limit: int = 20) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+@cache_app.command()
+def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What a cache holds: subjects and slices per split, structures, slice size, spacing, settings, size on disk.
+
+    Example: ctslice cache info /fast/cache --json
+    """
+    with user_errors():
+        from ..cache.info import cache_info
+
+        i = cache_info(cache)
+        if as_json:
+            typer.echo(json.dumps(i.to_json(), indent=1))
+            return
+        spacing = "native" if i.settings.get("spacing") is None else f"{i.settings['spacing']} mm"
+        lines = [
+            f"cache      {i.cache}",
+            f"dataset    {i.dataset.get('root', '?')} ({i.dataset.get('layout', '?')} layout)",
+            f"format     version {i.format_version}, written by ctslice {i.ctslice_version}",
+            f"created    {_when(i.created)}, updated {_when(i.updated)}",
+            f"subjects   {i.subjects} ({i.slices} slices)" + (f", {i.failed} failed" if i.failed else ""),
+            *(f"  {name:<8} {s['subjects']} subjects, {s['slices']} slices" for name, s in i.splits.items()),
+            f"structures {i.structures} (+ background)",
+            f"slices     {', '.join('x'.join(map(str, s)) for s in i.slice_size) or '-'} px, in-plane spacing "
+            f"{spacing}",
+            "spacing    " + (", ".join(f"{axis} {r[0]}-{r[1]} mm" for axis, r in i.spacing_mm.items() if r) or "-"),
+            "settings   " + ", ".join(f"{k}={v}" for k, v in i.settings.items()),
+            f"size       {_size(i.size.bytes)} in {i.size.files} files ({_size(i.size.disk_bytes)} on disk); "
+            f"raw {_size(i.raw_bytes)}, compression {i.compression_ratio:.2f}x",
+        ]
+        if i.leftovers.files:
+            lines.append(f"leftovers  {_size(i.leftovers.bytes)} in {i.leftovers.files} files "
+                         "(ctslice cache clean --leftovers)")
+        _say("\n".join(lines))
+
+
+@cache_app.command()
+def status(
+    cache: CacheArg,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder [default: the one the cache was built "
+                                                      "from].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What changed in the dataset since the cache was built. Exit code 0: up to date, 1: stale.
+
+    Example: ctslice cache status /fast/cache --data /data/Totalsegmentator_dataset_v201
+    """
+    with user_errors():
+        from ..cache.status import cache_status
+
+        s = cache_status(cache, data)
+        if as_json:
+            typer.echo(json.dumps(s.to_json(), indent=1))
+        else:
+            lines = [f"{s.cache} against {s.data}:"]
+            if s.settings_changed:
+                lines.append("  settings or label map differ: the next preprocess rebuilds every subject")
+            for name in ("added", "modified", "removed"):
+                ids = getattr(s, name)
+                if ids:
+                    lines.append(f"  {name:<9} {len(ids):>5}: {_ids(ids)}")
+            if s.retry:
+                lines.append(f"  (failed in the last run, tried again by the next: {_ids(s.retry)})")
+            lines.append(f"  unchanged {len(s.unchanged):>5}" +
+                         (f" ({len(s.touched)} only touched)" if s.touched else ""))
+            lines.append("up to date" if s.up_to_date else "stale: run `ctslice preprocess` to update")
+            _say("\n".join(lines))
+        if not s.up_to_date:
+            raise typer.Exit(1)
+
+
+@cache_app.command()
+def verify(
+    cache: CacheArg,
+    repair: Annotated[bool, typer.Option("--repair", help="Reprocess damaged subjects from the dataset.")] = False,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder for --repair [default: the one the cache "
+                                                      "was built from].")] = None,
+    workers: Annotated[int, typer.Option(help="Threads decoding chunks.")] = 4,
+    repair_workers: Annotated[int, typer.Option(help="Dask workers for --repair (0 = in this process).")] = 0,
+) -> None:
+    """Decode every chunk, check its checksum, and check that manifest, arrays and slice index agree.
+    Exit code 1 when anything is wrong (each problem is listed with subject and slice).
+
+    Example: ctslice cache verify /fast/cache --repair --data /data/Totalsegmentator_dataset_v201
+    """
+    with user_errors():
+        from ..cache.verify import repair_cache, verify_cache
+
+        report = _verify_with_progress(cache, workers, verify_cache)
+        _print_verify(report)
+        if report.ok or not repair:
+            if not report.ok:
+                raise typer.Exit(1)
+            return
+        result = repair_cache(cache, data, workers=repair_workers, report=report)
+        pre = result.preprocess
+        _say(f"repair: dropped {len(result.dropped)} damaged subject(s), processed {len(pre.processed)}, "
+             f"failed {len(pre.failed)}")
+        for reason in pre.failed.values():
+            _say(f"  failed: {reason}")
+        again = _verify_with_progress(cache, workers, verify_cache)
+        _print_verify(again)
+        if not again.ok or pre.failed:
+            raise typer.Exit(1)
+
+
+def _verify_with_progress(cache: Path, workers: int, verify_cache):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def advance(done: int, total: int, subject: str) -> None:
+            bar.update(task, completed=done, total=total, description=subject)
+
+        return verify_cache(cache, workers=workers, progress=advance)
+
+
+def _print_verify(report) -> None:
+    for problem in report.problems:
+        _say(f"problem: {problem}")
+    for path in report.leftovers:
+        _say(f"leftover (not an error; removed by the next preprocess or `cache clean --leftovers`): {path}")
+    verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    if report.damaged_subjects:
+        verdict += f", damaged subject(s): {_ids(report.damaged_subjects)}"
+    _say(f"{report.cache}: {report.subjects} subjects, {report.slices} slices, {report.chunks} chunks checked: "
+         f"{verdict}")
+
+
+@cache_app.command()
+def clean(
+    cache: CacheArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    leftovers: Annotated[bool, typer.Option("--leftovers", help="Remove only what interrupted runs left behind; "
+                                                                "keep the cache.")] = False,
+) -> None:
+    """Remove a cache folder, or with --leftovers only the files its manifest does not reference.
+
+    Refuses a folder that has no manifest.json and is not empty, so that a mistyped path is never deleted.
+
+    Example: ctslice cache clean /fast/cache --leftovers
+    """
+    with user_errors():
+        from ..cache.cleanup import check_removable, remove_cache, remove_leftovers
+        from ..cache.lock import cache_lock
+        from ..cache.manifest import read_manifest
+
+        cache = Path(cache)
+        if leftovers:
+            read_manifest(cache)  # a clear error for a folder that is not a cache, before taking its lock
+            with cache_lock(cache):
+                gone = remove_leftovers(cache, read_manifest(cache))
+            for path in gone:
+                _say(f"removed {path}")
+            _say(f"{cache}: {len(gone)} leftover(s) removed")
+            return
+        check_removable(cache)
+        if not yes:
+            typer.confirm(f"Remove the cache {cache} and everything in it?", abort=True)
+        remove_cache(cache)
+        _say(f"{cache}: removed")

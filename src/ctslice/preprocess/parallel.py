@@ -39,11 +39,12 @@ def dask_client(workers: int, scheduler: str | None):
 
 def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, scheduler: str | None,
                   on_error: Callable[[T, BaseException], R]) -> Iterator[R]:
-    """fn(item) for each item, yielded in completion order. workers == 0 (and no scheduler) runs in this process.
+    """fn(item) for each item, yielded in completion order. workers == 0 (and no scheduler) runs in this process,
+    and so does a single item: starting a local cluster (~1-3 s) would only delay it.
     A task whose worker died (e.g. killed for memory) yields on_error(item, exception) instead."""
     if not items:
         return
-    if workers == 0 and not scheduler:
+    if (workers == 0 or len(items) == 1) and not scheduler:
         for item in items:
             yield fn(item)
         return

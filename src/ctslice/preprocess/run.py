@@ -12,6 +12,7 @@ that were finished (same key) and removes the rest.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,18 +99,24 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             write_manifest(cache, manifest)
         keep: dict[str, SubjectRecord] = {}
         if report.rebuilt_all is None:
+            todo = set(changes.added) | set(changes.modified)
             for sid in changes.unchanged:
                 record = previous.subjects[sid]
+                if not store.subject_exists(cache, record.path):  # deleted by hand: make it again
+                    todo.add(sid)
+                    continue
                 if sid in changes.touched:
                     record.files = changes.touched[sid]
                 keep[sid] = record
-            todo = set(changes.added) | set(changes.modified)
-            report.unchanged = sorted(changes.unchanged)
+            report.unchanged = sorted(keep)
         else:
             todo = {s.id for s in dataset.subjects}
         report.removed = sorted(changes.removed) if previous else []
 
-        outcomes = _process_all(dataset, cache, cfg, shash, todo, progress)
+        # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
+        # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
+        job_hash = f"{shash}+force-{uuid.uuid4().hex[:8]}" if force else shash
+        outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress)
         failed = {p.subject: str(p) for p in dataset.problems}
         for outcome in outcomes:
             if outcome.record is not None:
@@ -120,7 +127,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         # A subject whose new input fails keeps its previous (complete, valid) version when settings allow.
         if report.rebuilt_all is None:
             for sid in failed:
-                if previous and sid in previous.subjects and sid not in keep:
+                if previous and sid in previous.subjects and sid not in keep \
+                        and store.subject_exists(cache, previous.subjects[sid].path):
                     keep[sid] = previous.subjects[sid]
         report.failed = dict(sorted(failed.items()))
         report.processed.sort()

@@ -1,0 +1,1 @@
+"""Benchmarks: library functions that measure and return numbers; `ctslice bench ...` prints them."""

@@ -1,0 +1,288 @@
+"""`verify_cache`: is every byte of a cache still good, and do its manifest and arrays agree?
+
+Every slice chunk is read from its file and decoded as the loader would (`store.decode_chunk`: crc32c, then
+Blosc), so a damaged byte anywhere is found and named by subject, array and slice. The per-subject statistics
+(foreground counts, present labels, label voxel totals) are recomputed from the decoded labels, and the slice
+index and splits are checked against the subjects. Leftovers of interrupted runs are reported but are not
+problems: readers never look at them.
+
+`repair_cache` reprocesses the damaged subjects from the dataset. Subject folders are content-addressed (the
+name carries the key of settings and source bytes), so a damaged folder would be found again and reused: repair
+first takes the damaged subjects out of the manifest and deletes their folders, under the cache lock, so the
+preprocess run that follows sees them as added.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CacheError
+from ..preprocess.run import PreprocessReport, ProgressFn as PreprocessProgress, run_preprocess
+from . import store
+from .cleanup import leftovers
+from .lock import cache_lock
+from .manifest import Manifest, SubjectRecord, read_manifest, write_manifest
+from .status import preprocess_config_of
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    subject: str | None = None
+    """The damaged subject; None for problems of the manifest or slice index as a whole."""
+    slice: int | None = None
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (self.subject, None if self.slice is None else f"slice {self.slice}") if p)
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass
+class VerifyReport:
+    cache: Path
+    subjects: int = 0
+    slices: int = 0
+    chunks: int = 0
+    """Chunk files decoded and checked."""
+    problems: list[Problem] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    """Paths (relative to the cache) the manifest does not reference: information, not problems."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def damaged_subjects(self) -> list[str]:
+        return sorted({p.subject for p in self.problems if p.subject is not None})
+
+
+@dataclass
+class SubjectCheck:
+    """One subject's problems, plus its decoded statistics for the slice-index check."""
+
+    problems: list[Problem] = field(default_factory=list)
+    chunks: int = 0
+    foreground: np.ndarray | None = None
+    present: np.ndarray | None = None
+
+
+def _expected_arrays(record: SubjectRecord, num_labels: int) -> dict[str, tuple[tuple, tuple, np.dtype]]:
+    """Array name -> (shape, chunks, dtype), as store.write_subject creates them."""
+    s, h, w = record.shape
+    return {
+        "image": ((s, h, w), (1, h, w), store.IMAGE_DTYPE),
+        "label": ((s, h, w), (1, h, w), store.LABEL_DTYPE),
+        "foreground": ((s,), (s,), np.dtype("int32")),
+        "present": ((s, num_labels), (s, num_labels), np.dtype(bool)),
+    }
+
+
+def _read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One chunk file, checksum-checked and decoded (CacheError naming `where` if it is missing or damaged)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CacheError(f"{where}: chunk file is missing") from None
+    except OSError as e:
+        raise CacheError(f"{where}: cannot read chunk ({e.strerror or e})") from None
+    flat = store.decode_chunk(raw, dtype, (1, int(np.prod(shape))), where)
+    return flat.reshape(shape)
+
+
+def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> SubjectCheck:
+    """Check one subject's folder against its manifest record; decodes every chunk it holds."""
+    cache, sid, check = Path(cache), record.id, SubjectCheck()
+    problem = check.problems.append
+    if not store.subject_exists(cache, record.path):
+        problem(Problem(f"subject folder {record.path} is missing", sid))
+        return check
+    try:
+        group = store.open_subject(cache, record.path)
+        stored_key = dict(group.attrs.get("record", {})).get("key")
+        arrays = {name: group[name] for name in ("image", "label", "foreground", "present")}
+    except (CacheError, KeyError, ValueError) as e:
+        problem(Problem(f"subject folder {record.path} is unreadable ({e})", sid))
+        return check
+    if stored_key != record.key:
+        problem(Problem(f"folder {record.path} holds key {str(stored_key)[:16]}, the manifest says "
+                        f"{record.key[:16]}", sid))
+    if record.slices != record.shape[0]:
+        problem(Problem(f"manifest says {record.slices} slices but shape {record.shape}", sid))
+    for name, (shape, chunks, dtype) in _expected_arrays(record, num_labels).items():
+        a = arrays[name]
+        if (tuple(a.shape), tuple(a.chunks), np.dtype(a.dtype)) != (shape, chunks, dtype):
+            problem(Problem(f"array {name} is {a.dtype}{list(a.shape)} in chunks {list(a.chunks)}, expected "
+                            f"{dtype}{list(shape)} in chunks {list(chunks)}", sid))
+    if check.problems:
+        return check
+
+    folder = cache / record.path
+    s, h, w = record.shape
+    for name, chunk, dtype, shape in (("foreground", "c/0", np.dtype("int32"), (s,)),
+                                      ("present", "c/0/0", np.dtype(bool), (s, num_labels))):
+        check.chunks += 1
+        try:
+            setattr(check, name, _read_chunk(folder / name / chunk, dtype, shape, name))
+        except CacheError as e:
+            problem(Problem(str(e), sid))
+    totals = np.zeros(num_labels, dtype=np.int64)
+    for z in range(s):
+        for name, dtype in (("image", store.IMAGE_DTYPE), ("label", store.LABEL_DTYPE)):
+            check.chunks += 1
+            try:
+                data = _read_chunk(store.chunk_path(cache, record.path, name, z), dtype, (h, w), name)
+            except CacheError as e:
+                problem(Problem(str(e), sid, z))
+                continue
+            if name == "label":
+                totals += _check_label_slice(data, sid, z, num_labels, check)
+    if not any(p.slice is not None for p in check.problems) and totals.tolist() != list(record.label_voxels):
+        problem(Problem(f"label voxel counts {totals.tolist()} differ from the manifest's {record.label_voxels}",
+                        sid))
+    return check
+
+
+def _check_label_slice(label: np.ndarray, sid: str, z: int, num_labels: int, check: SubjectCheck) -> np.ndarray:
+    """Label values within the label map, and the stored foreground/present statistics of slice z."""
+    top = int(label.max(initial=0))
+    if top >= num_labels:
+        check.problems.append(Problem(f"label value {top} is outside the label map (0..{num_labels - 1})", sid, z))
+        return np.zeros(num_labels, dtype=np.int64)
+    counts = np.bincount(label.ravel(), minlength=num_labels)
+    if check.foreground is not None and int(check.foreground[z]) != int(counts[1:].sum()):
+        check.problems.append(Problem(f"foreground says {int(check.foreground[z])} labelled voxels, the label "
+                                      f"chunk has {int(counts[1:].sum())}", sid, z))
+    if check.present is not None and not np.array_equal(check.present[z], counts > 0):
+        check.problems.append(Problem("present labels disagree with the label chunk", sid, z))
+    return counts
+
+
+def _check_manifest(cache: Path, manifest: Manifest, checks: dict[str, SubjectCheck]) -> list[Problem]:
+    """Splits, totals and the slice index against the subjects (each subject's own arrays checked already)."""
+    problems = []
+    records = manifest.subjects
+    seen: dict[str, str] = {}
+    for name, ids in manifest.splits.items():
+        for sid in ids:
+            if sid in seen:
+                problems.append(Problem(f"subject {sid} is in both splits {seen[sid]} and {name}"))
+            seen[sid] = name
+            if sid not in records:
+                problems.append(Problem(f"split {name} lists subject {sid}, which the cache does not hold"))
+    problems += [Problem(f"subject {sid} is in no split") for sid in sorted(set(records) - set(seen))]
+    slices = sum(r.slices for r in records.values())
+    for key, value in (("subjects", len(records)), ("slices", slices)):
+        if key in manifest.totals and manifest.totals[key] != value:
+            problems.append(Problem(f"manifest totals say {manifest.totals[key]} {key}, the subjects hold {value}"))
+    if manifest.slice_index is None:
+        return problems + ([Problem("the manifest names no slice index")] if records else [])
+    return problems + _check_slice_index(cache, manifest, checks)
+
+
+def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, SubjectCheck]) -> list[Problem]:
+    """The consolidated index must list the cached subjects in id order, each with its slices 0..S-1 and the
+    same statistics as the subject's own arrays (readers sample from the index, not from the subjects)."""
+    try:
+        index = store.read_slice_index(cache, manifest.slice_index)
+    except Exception as e:  # noqa: BLE001  (any decoding failure means a damaged index)
+        message = str(e) if isinstance(e, CacheError) else f"slice index {manifest.slice_index}: {e}"
+        return [Problem(message.removeprefix(f"{cache}: "))]
+    ids = tuple(sorted(manifest.subjects))
+    if index.subjects != ids:
+        missing, extra = sorted(set(ids) - set(index.subjects)), sorted(set(index.subjects) - set(ids))
+        return [Problem(f"slice index lists other subjects than the manifest (missing: {missing or 'none'}, "
+                        f"extra: {extra or 'none'}, or another order)")]
+    n_labels = manifest.num_labels
+    if index.present.ndim != 2 or (len(index) and index.present.shape[1] != n_labels):
+        return [Problem(f"slice index has present columns {index.present.shape[1:]}, expected {n_labels}")]
+    problems = []
+    for i, sid in enumerate(ids):
+        rows = np.flatnonzero(index.subject == i)
+        record, check = manifest.subjects[sid], checks.get(sid)
+        if not np.array_equal(index.slice[rows], np.arange(record.slices)):
+            problems.append(Problem(f"slice index has {len(rows)} rows for subject {sid}, not slices "
+                                    f"0..{record.slices - 1}"))
+            continue
+        if check is None or check.foreground is None or check.present is None:
+            continue  # the subject's own arrays are damaged: reported with the subject
+        bad = np.flatnonzero((index.foreground[rows] != check.foreground)
+                             | np.any(index.present[rows] != check.present, axis=1))
+        if bad.size:
+            shown = ", ".join(str(z) for z in bad[:5]) + (" ..." if bad.size > 5 else "")
+            problems.append(Problem(f"slice index statistics of subject {sid} differ from its arrays at slice(s) "
+                                    f"{shown}"))
+    return problems
+
+
+def verify_cache(cache: Path, workers: int = 4, progress: ProgressFn | None = None) -> VerifyReport:
+    """Check a whole cache. `workers` threads decode subjects in parallel (crc32c and Blosc release the GIL).
+    Raises CacheError only when the manifest itself cannot be read."""
+    cache = Path(cache)
+    manifest = read_manifest(cache)
+    report = VerifyReport(cache, subjects=len(manifest.subjects),
+                          slices=sum(r.slices for r in manifest.subjects.values()))
+    records = [manifest.subjects[sid] for sid in sorted(manifest.subjects)]
+    checks: dict[str, SubjectCheck] = {}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for done, (record, check) in enumerate(
+                zip(records, pool.map(lambda r: verify_subject(cache, r, manifest.num_labels), records)), 1):
+            checks[record.id] = check
+            report.problems += check.problems
+            report.chunks += check.chunks
+            if progress:
+                progress(done, len(records), record.id)
+    report.problems += _check_manifest(cache, manifest, checks)
+    report.leftovers = [p.relative_to(cache).as_posix() for p in leftovers(cache, manifest)]
+    return report
+
+
+@dataclass
+class RepairReport:
+    dropped: list[str]
+    """Damaged subjects taken out of the cache before reprocessing."""
+    preprocess: PreprocessReport
+
+
+def drop_subjects(cache: Path, subject_ids: list[str]) -> list[str]:
+    """Take subjects out of the manifest, then delete their folders (in that order, so the manifest never names
+    a deleted folder), under the cache lock. Their split assignment is kept, so that preprocessing them again
+    puts them back where they were. Returns the ids that were in the cache."""
+    cache = Path(cache)
+    with cache_lock(cache):
+        manifest = read_manifest(cache)
+        dropped = [sid for sid in subject_ids if sid in manifest.subjects]
+        folders = [manifest.subjects.pop(sid).path for sid in dropped]
+        if dropped:
+            index = store.build_slice_index(cache, {sid: r.path for sid, r in manifest.subjects.items()})
+            manifest.slice_index = store.write_slice_index(cache, index)
+            manifest.totals.update(subjects=len(manifest.subjects), slices=len(index))
+            write_manifest(cache, manifest)
+        for folder in folders:
+            shutil.rmtree(cache / folder, ignore_errors=True)
+    return dropped
+
+
+def repair_cache(cache: Path, data: Path | None = None, workers: int = 0, report: VerifyReport | None = None,
+                 progress: PreprocessProgress | None = None) -> RepairReport:
+    """Reprocess the subjects `report` (default: a fresh verify) found damaged, from `data` (default: the dataset
+    the cache was built from), with the cache's own settings. Damage to the slice index alone is repaired by
+    the same run, which always writes a new index. Subjects that are no longer in the dataset just leave."""
+    cache = Path(cache)
+    report = report if report is not None else verify_cache(cache)
+    manifest = read_manifest(cache)
+    if data is None:
+        if not manifest.dataset.get("root"):
+            raise CacheError(f"{cache}: the manifest does not say which dataset it was built from; pass --data")
+        data = Path(manifest.dataset["root"])
+    dropped = drop_subjects(cache, report.damaged_subjects)
+    cfg = preprocess_config_of(manifest, workers=workers)
+    return RepairReport(dropped, run_preprocess(data, cache, cfg, progress=progress))

@@ -1,0 +1,131 @@
+"""verify finds every kind of damage, names subject and slice, and repair fixes it by reprocessing."""
+
+import shutil
+
+import numpy as np
+import zarr
+from typer.testing import CliRunner
+
+from ctslice.cache import store
+from ctslice.cache.manifest import read_manifest, write_manifest
+from ctslice.cache.verify import repair_cache, verify_cache
+from ctslice.cli import app
+
+SID = "demo0002"
+
+
+def flip_byte(path, at=None):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if at is None else at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def folder(cache, sid=SID):
+    return read_manifest(cache).subjects[sid].path
+
+
+def writable(cache, sid=SID):
+    return zarr.open_group(zarr.storage.LocalStore(cache / folder(cache, sid)), mode="r+")
+
+
+def test_fresh_cache_is_ok_and_every_chunk_is_checked(tiny_cache):
+    report = verify_cache(tiny_cache)
+    manifest = read_manifest(tiny_cache)
+    assert report.ok, report.problems
+    assert report.subjects == 5 and report.slices == manifest.totals["slices"]
+    assert report.chunks == 2 * report.slices + 2 * report.subjects  # image+label per slice, 2 small arrays
+    assert report.leftovers == []
+
+
+def test_damaged_image_chunk_is_named_by_subject_and_slice(tiny_cache):
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "image", 3))
+    manifest = (tiny_cache / "manifest.json").read_bytes()
+    report = verify_cache(tiny_cache)
+    assert not report.ok and report.damaged_subjects == [SID]
+    [problem] = report.problems
+    assert (problem.subject, problem.slice) == (SID, 3) and "checksum" in problem.message
+    result = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache)])
+    assert result.exit_code == 1
+    assert f"problem: {SID} slice 3: image" in result.output and f"damaged subject(s): {SID}" in result.output
+    assert (tiny_cache / "manifest.json").read_bytes() == manifest  # without --repair, verify only reads
+
+
+def test_missing_chunks_folders_and_damaged_statistics(tiny_cache):
+    store.chunk_path(tiny_cache, folder(tiny_cache), "label", 1).unlink()
+    shutil.rmtree(tiny_cache / folder(tiny_cache, "demo0004"))
+    flip_byte(tiny_cache / folder(tiny_cache, "demo0000") / "present" / "c" / "0" / "0")
+    report = verify_cache(tiny_cache)
+    assert report.damaged_subjects == ["demo0000", SID, "demo0004"]
+    assert any(p.subject == "demo0000" and p.message.startswith("present: checksum") for p in report.problems)
+    assert any(p.subject == SID and p.slice == 1 and "missing" in p.message for p in report.problems)
+    assert any(p.subject == "demo0004" and "folder" in p.message for p in report.problems)
+
+
+def test_label_values_outside_the_label_map_are_found(tiny_cache):
+    writable(tiny_cache)["label"][2, 0, 0] = 200  # a valid chunk (good checksum) with a bad value
+    report = verify_cache(tiny_cache)
+    assert any(p.subject == SID and p.slice == 2 and "outside the label map" in p.message for p in report.problems)
+
+
+def test_statistics_that_disagree_with_the_labels_are_found(tiny_cache):
+    group = writable(tiny_cache)
+    group["foreground"][4] = int(group["foreground"][4]) + 1
+    report = verify_cache(tiny_cache)
+    assert any(p.subject == SID and p.slice == 4 and "foreground" in p.message for p in report.problems)
+    assert any(p.subject is None and f"subject {SID}" in p.message for p in report.problems)  # the index
+
+
+def test_slice_index_and_splits_are_checked_against_the_subjects(tiny_cache):
+    manifest = read_manifest(tiny_cache)
+    fewer = {sid: r.path for sid, r in manifest.subjects.items() if sid != SID}
+    manifest.slice_index = store.write_slice_index(tiny_cache, store.build_slice_index(tiny_cache, fewer))
+    other = next(name for name, ids in manifest.splits.items() if SID not in ids)
+    manifest.splits[other].append(SID)
+    write_manifest(tiny_cache, manifest)
+    messages = [str(p) for p in verify_cache(tiny_cache).problems]
+    assert any("slice index lists other subjects" in m and SID in m for m in messages)
+    assert any(f"subject {SID} is in both splits" in m for m in messages)
+
+
+def test_damaged_slice_index_is_reported_without_a_subject(tiny_cache):
+    manifest = read_manifest(tiny_cache)
+    flip_byte(tiny_cache / manifest.slice_index / "foreground" / "c" / "0")
+    report = verify_cache(tiny_cache)
+    assert not report.ok and report.damaged_subjects == []
+    assert "slice index" in str(report.problems[0])
+
+
+def test_leftovers_are_reported_but_are_not_problems(tiny_cache):
+    (tiny_cache / ".staging" / "demo0009-abc.123").mkdir(parents=True)
+    shutil.copytree(tiny_cache / folder(tiny_cache), tiny_cache / "subjects" / "demo0002-0000000000000000")
+    report = verify_cache(tiny_cache)
+    assert report.ok
+    assert report.leftovers == ["subjects/demo0002-0000000000000000", ".staging"]
+
+
+def test_repair_reprocesses_only_the_damaged_subject(tiny_dataset, tiny_cache):
+    before = read_manifest(tiny_cache)
+    good_label = np.asarray(store.open_subject(tiny_cache, folder(tiny_cache))["label"][...])
+    untouched = {sid: (tiny_cache / r.path / "zarr.json").stat().st_mtime_ns
+                 for sid, r in before.subjects.items() if sid != SID}
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "label", 0))
+    result = repair_cache(tiny_cache, tiny_dataset)
+    assert result.dropped == [SID] and result.preprocess.processed == [SID] and result.preprocess.ok
+    assert verify_cache(tiny_cache).ok
+    after = read_manifest(tiny_cache)
+    assert after.subjects[SID].key == before.subjects[SID].key  # same input, same content
+    assert np.array_equal(np.asarray(store.open_subject(tiny_cache, folder(tiny_cache))["label"][...]), good_label)
+    assert after.splits == before.splits
+    assert {sid: (tiny_cache / after.subjects[sid].path / "zarr.json").stat().st_mtime_ns
+            for sid in untouched} == untouched
+
+
+def test_cli_verify_exit_codes_and_repair_of_a_damaged_index(tiny_dataset, tiny_cache):
+    ok = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    flip_byte(tiny_cache / read_manifest(tiny_cache).slice_index / "present" / "c" / "0" / "0")
+    bad = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache)])
+    assert bad.exit_code == 1 and "problem: slice index" in bad.output and "Traceback" not in bad.output
+    fixed = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache), "--repair", "--data", str(tiny_dataset)])
+    assert fixed.exit_code == 0, fixed.output
+    assert "dropped 0 damaged subject(s), processed 0" in fixed.output and fixed.output.rstrip().endswith("OK")
