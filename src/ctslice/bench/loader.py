@@ -1,0 +1,415 @@
+"""How fast training can read slice pairs: the naive NIfTI way, the ctslice dataset and DataLoader, and the
+same DataLoader over an uncompressed .npy memmap of the same slices (the practical ceiling).
+
+`run_loader_benchmark` returns a plain dict (the `--json` output); `format_table` turns it into lines.
+All ways read the same slices of one split, in the same random order, from a warm page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..cache.manifest import read_manifest
+from ..config import LoaderConfig, PreprocessConfig
+from ..errors import CacheError, CtsliceError
+from ..train.dataset import SliceDataset, batch_items, empty_batch
+from ..train.loader import loader_kwargs, single_threaded_blosc
+
+Log = Callable[[str], None]
+
+
+# --- The benchmark cache and its raw copy -------------------------------------------------------------------------
+
+def ensure_bench_cache(out: Path, subjects: int, size: int, slices: tuple[int, int], seed: int = 0,
+                       log: Log | None = None) -> Path:
+    """Demo data and its cache under `out`, generated once and reused (preprocess skips unchanged subjects)."""
+    from ..preprocess.run import run_preprocess
+    from .demo import benchmark_spec, ensure_demo_dataset
+
+    tag = f"{size}px-{subjects}x{slices[0]}-{slices[1]}-seed{seed}"
+    data, cache = Path(out) / f"demo-{tag}", Path(out) / f"loader-cache-{tag}"
+    if log:
+        log(f"demo data {data} (generated once) ...")
+    ensure_demo_dataset(data, benchmark_spec(subjects, size, slices, seed))
+    if log:
+        log(f"cache {cache} (built once) ...")
+    report = run_preprocess(data, cache, PreprocessConfig(size=size))
+    if not report.ok:
+        raise CtsliceError(f"{cache}: benchmark cache build failed: {report.failed}")
+    return cache
+
+
+def ensure_npy_copy(ds: SliceDataset, folder: Path) -> tuple[Path, Path]:
+    """image.npy (N, k, H, W) int16 and label.npy (N, H, W) uint8: the dataset's items, uncompressed, in order.
+    Rewritten only when the cache (its slice index), split or context change; a stamp written last marks it
+    complete."""
+    folder = Path(folder)
+    image_path, label_path, stamp = folder / "image.npy", folder / "label.npy", folder / "stamp.json"
+    wanted = json.dumps({"cache": str(ds.reader.cache.resolve()), "index": ds.reader.manifest.slice_index,
+                         "split": ds.split, "k": ds.context_slices, "n": len(ds)})
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return image_path, label_path
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    first = ds[0]
+    images = np.lib.format.open_memmap(image_path, "w+", np.int16, (len(ds), *first["image"].shape))
+    labels = np.lib.format.open_memmap(label_path, "w+", np.uint8, (len(ds), *first["label"].shape))
+    for start in range(0, len(ds), 64):
+        items = ds.__getitems__(list(range(start, min(start + 64, len(ds)))))
+        for j, item in enumerate(items):
+            images[start + j] = item["image"].numpy()
+            labels[start + j] = item["label"].numpy()
+    images.flush()
+    labels.flush()
+    del images, labels
+    stamp.write_text(wanted)
+    return image_path, label_path
+
+
+class NpySliceDataset(Dataset):
+    """The ceiling: the same items as SliceDataset, copied from uncompressed memmaps into the same batch buffers
+    (`__getitems__`), so the two DataLoaders differ only in where the bytes come from."""
+
+    def __init__(self, image_path: Path, label_path: Path):
+        self.paths = (str(image_path), str(label_path))
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None  # opened lazily in each process
+        self._len = len(np.load(image_path, mmap_mode="r"))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(p, mmap_mode="r") for p in self.paths)
+        images_in, labels_in = self._arrays
+        images = empty_batch((len(indices), *images_in.shape[1:]), torch.int16)
+        labels = empty_batch((len(indices), *labels_in.shape[1:]), torch.uint8)
+        image_out, label_out = images.numpy(), labels.numpy()
+        for j, i in enumerate(indices):
+            image_out[j] = images_in[i]
+            label_out[j] = labels_in[i]
+        return batch_items(images, labels, [(0, int(i)) for i in indices])
+
+
+# --- The naive way ------------------------------------------------------------------------------------------------
+
+def naive_pair(data_root: Path, masks: list[str], ct: str, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the original training script did per sample: load the CT and every mask file, take one slice."""
+    import nibabel as nib
+
+    volume = np.asanyarray(nib.load(data_root / ct).dataobj)
+    z = min(z, volume.shape[2] - 1)
+    label = np.zeros(volume.shape[:2], np.uint8)
+    for index, mask_file in enumerate(masks, start=1):
+        mask = np.asanyarray(nib.load(data_root / mask_file).dataobj)
+        label[mask[:, :, z] > 0] = index
+    return volume[:, :, z].astype(np.int16), label
+
+
+# --- Measuring ------------------------------------------------------------------------------------------------
+
+def _worker_memory(pids: list[int]) -> list[dict[str, float]]:
+    """Peak resident memory (VmHWM, Linux) and current unique memory (USS) of each worker, in MB."""
+    import psutil
+
+    rows = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            uss = proc.memory_full_info().uss
+            peak = proc.memory_info().rss
+            status = Path(f"/proc/{pid}/status")
+            if status.is_file():
+                line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
+                peak = int(line.split()[1]) * 1024
+            rows.append({"peak_rss_mb": peak / 2**20, "uss_mb": uss / 2**20})
+        except (psutil.Error, OSError, StopIteration):
+            continue
+    return rows
+
+
+def _time_items(ds: Dataset, order: list[int]) -> float:
+    """Seconds to read the items one by one (each dropped before the next, as a training step would)."""
+    ds[order[0]]
+    start = time.perf_counter()
+    for i in order:
+        ds[i]
+    return time.perf_counter() - start
+
+
+def _time_loader(ds: Dataset, order: list[int], cfg: LoaderConfig, batches: int) -> tuple[float, int, list]:
+    """(seconds, pairs, worker memory) for `batches` batches after warm-up (worker start and queues filled)."""
+    import psutil
+
+    warmup = 2 * max(cfg.workers, 1) + 1
+    need = (warmup + batches) * cfg.batch_size
+    sampler = (order * (need // len(order) + 1))[:need]
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    loader = DataLoader(ds, sampler=sampler, **loader_kwargs(cfg))
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    pairs, start = 0, time.perf_counter()
+    for batch in it:
+        pairs += len(batch["label"])
+    seconds = time.perf_counter() - start
+    workers = [p.pid for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    memory = _worker_memory(workers)
+    del it, loader
+    return seconds, pairs, memory
+
+
+def _entry(name: str, kind: str, workers: int, pairs: int, seconds: float, memory: list | None = None) -> dict:
+    rate = pairs / seconds if seconds > 0 else float("nan")
+    return {"name": name, "kind": kind, "workers": workers, "pairs": pairs, "seconds": round(seconds, 4),
+            "pairs_per_s": rate, "pairs_per_s_per_worker": rate / max(workers, 1),
+            "worker_memory": memory or []}
+
+
+def _disk_bytes(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            total += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return total
+
+
+def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker_counts: tuple[int, ...] = (0, 1, 2),
+                         batch_size: int = 16, batches: int = 48, samples: int = 1000, naive_samples: int = 3,
+                         context_slices: int = 1, seed: int = 0, log: Log | None = None) -> dict:
+    """Measure every way of reading on the same slices of `split`; returns the results as a JSON-able dict."""
+    single_threaded_blosc()  # as in loader workers: one core per reader, for every row alike
+    ds = SliceDataset(cache, split, context_slices)
+    manifest = read_manifest(cache)
+    if len(ds) == 0:
+        raise CacheError(f"{cache}: split {split!r} has no slices to read")
+    order = np.random.default_rng(seed).permutation(len(ds)).tolist()
+    shapes = [r.shape for r in manifest.subjects.values()]
+    raw_bytes = sum(s * h * w * 3 for s, h, w in shapes)  # int16 image + uint8 label per pixel
+    result = {"cache": str(cache), "split": split, "split_slices": len(ds), "cache_slices": len(ds.reader),
+              "slice_shape": list(shapes[0][1:]) if shapes else [], "context_slices": context_slices,
+              "batch_size": batch_size, "cores": len(os.sched_getaffinity(0)),
+              "pinned": loader_kwargs(LoaderConfig(pin_memory=True))["pin_memory"],
+              "cache_bytes": _disk_bytes(Path(cache)), "raw_bytes": raw_bytes, "results": []}
+    add = result["results"].append
+
+    data_root = Path(manifest.dataset.get("root", ""))
+    if naive_samples and data_root.is_dir():
+        from ..preprocess.sources import discover
+
+        if log:
+            log(f"naive: {naive_samples} samples, each loading a CT and all its masks ...")
+        sources = {s.id: s for s in discover(data_root).subjects}
+        picks = [ds.locate(i) for i in order[:naive_samples]]
+        start = time.perf_counter()
+        for s, z in picks:
+            src = sources[ds.reader.subjects[s]]
+            naive_pair(data_root, [f for _, f in src.masks], src.image, z)
+        add(_entry("naive: nibabel CT + all masks per sample", "naive", 0, len(picks), time.perf_counter() - start))
+
+    if log:
+        log(f"raw .npy copy of the {len(ds)} {split} slices (written once) ...")
+    npy_folder = Path(out) / "loader-npy" / f"{Path(cache).name}-{split}-k{context_slices}"
+    npy = NpySliceDataset(*ensure_npy_copy(ds, npy_folder))
+    sample = order[:samples]
+    if log:
+        log(f"single process: {len(sample)} pairs each ...")
+    add(_entry("ctslice dataset, one process", "dataset", 0, len(sample), _time_items(ds, sample)))
+    add(_entry(".npy memmap dataset, one process", "npy_dataset", 0, len(sample), _time_items(npy, sample)))
+    for workers in worker_counts:
+        cfg = LoaderConfig(batch_size=batch_size, workers=workers, seed=seed, context_slices=context_slices)
+        if log:
+            log(f"DataLoader, {workers} workers: {batches} batches of {batch_size} each ...")
+        for name, kind, dataset in (("ctslice DataLoader", "loader", ds),
+                                    (".npy memmap DataLoader", "npy_loader", npy)):
+            seconds, pairs, memory = _time_loader(dataset, order, cfg, batches)
+            add(_entry(f"{name}, {workers} workers", kind, workers, pairs, seconds, memory))
+    result.update(_ratios(result["results"]))
+    return result
+
+
+def _ratios(results: list[dict]) -> dict:
+    def rate(kind: str, workers: int | None = None) -> float | None:
+        rows = [r for r in results if r["kind"] == kind and (workers is None or r["workers"] == workers)]
+        return rows[0]["pairs_per_s"] if rows else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    loaders = sorted({r["workers"] for r in results if r["kind"] == "loader"})
+    return {"dataset_vs_npy": ratio(rate("dataset"), rate("npy_dataset")),
+            "loader_vs_npy_loader": {str(w): ratio(rate("loader", w), rate("npy_loader", w)) for w in loaders},
+            "dataset_vs_naive": ratio(rate("dataset"), rate("naive"))}
+
+
+# --- Alternatives behind the reader's design (`--alternatives`) --------------------------------------------------
+
+class _ThreadedSliceDataset(SliceDataset):
+    """Alternative: the rows of a batch decoded by a thread pool inside the process (one pool per process;
+    the reader keeps one read buffer per thread)."""
+
+    threads = 2
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
+    def _fill(self, image_out, label_out, where, rows) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if "_pool" not in self.__dict__:
+            self._pool = ThreadPoolExecutor(self.threads)
+        rows = list(rows)
+        parts = [rows[j::self.threads] for j in range(self.threads)]
+        list(self._pool.map(lambda part: super(_ThreadedSliceDataset, self)._fill(image_out, label_out, where, part),
+                            parts))
+
+
+def _rate(fn: Callable[[], int], rounds: int = 3) -> float:
+    """Best of `rounds` (pairs / seconds): the least disturbed run on a shared machine."""
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        pairs = fn()
+        best = max(best, pairs / (time.perf_counter() - start))
+    return best
+
+
+def measure_alternatives(cache: Path, split: str = "train", samples: int = 400, batch_size: int = 16,
+                         seed: int = 0) -> list[dict]:
+    """Pairs/s of other ways to read the same slices, one process, for the choices in cache/reader.py and
+    train/dataset.py. Each row: {"name", "pairs_per_s"}."""
+    import numcodecs.blosc
+    from torch.utils.data import default_collate
+
+    from ..cache import store
+
+    ds = SliceDataset(cache, split)
+    reader = ds.reader
+    order = np.random.default_rng(seed).permutation(len(ds))[:samples].tolist()
+    where = [ds.locate(i) for i in order]
+    h, w = (int(v) for v in reader.shapes[0, 1:])
+    folders = [reader.manifest.subjects[sid].path for sid in reader.subjects]
+    groups: dict[int, tuple] = {}
+
+    def zarr_python() -> int:
+        for s, z in where:
+            if s not in groups:
+                group = store.open_subject(reader.cache, folders[s])
+                groups[s] = (group["image"], group["label"])
+            np.asarray(groups[s][0][z]), np.asarray(groups[s][1][z])
+        return len(where)
+
+    def read_bytes_copy() -> int:
+        for s, z in where:
+            for array, dtype in (("image", np.int16), ("label", np.uint8)):
+                raw = store.chunk_path(reader.cache, folders[s], array, z).read_bytes()
+                store.decode_chunk(raw, np.dtype(dtype), (h, w), "x").copy()
+        return len(where)
+
+    def os_call(call: str) -> Callable[[], int]:
+        def run() -> int:
+            for s, z in where:
+                for array, dtype in (("image", np.int16), ("label", np.uint8)):
+                    out = np.empty((h, w), dtype)
+                    fd = os.open(str(store.chunk_path(reader.cache, folders[s], array, z)), os.O_RDONLY)
+                    try:
+                        size = out.nbytes + 4096
+                        raw = os.read(fd, size) if call == "read" else os.pread(fd, size, 0)
+                    finally:
+                        os.close(fd)
+                    store.decode_chunk(raw, out.dtype, out.shape, "x", out=out)
+            return len(where)
+        return run
+
+    def reader_rows() -> int:
+        for s, z in where:
+            reader.read_image(s, [z], out=np.empty((1, h, w), np.int16))
+            reader.read_label(s, z, out=np.empty((h, w), np.uint8))
+        return len(where)
+
+    def items() -> int:
+        for i in order:
+            ds[i]
+        return len(order)
+
+    def batches(dataset: Dataset, stacked: bool) -> Callable[[], int]:
+        def run() -> int:
+            for b in range(0, len(order), batch_size):
+                chunk = order[b:b + batch_size]
+                default_collate([dataset[i] for i in chunk]) if stacked else dataset.__getitems__(chunk)
+            return len(order)
+        return run
+
+    threaded = _ThreadedSliceDataset(cache, split)
+    saved = numcodecs.blosc.use_threads
+    rows = []
+    try:
+        numcodecs.blosc.use_threads = False
+        for name, fn in (("zarr-python array indexing, per slice", zarr_python),
+                         ("Path.read_bytes + decode_chunk + copy", read_bytes_copy),
+                         ("os.open + os.read (new bytes) + decode into array", os_call("read")),
+                         ("os.open + os.pread (new bytes) + decode into array", os_call("pread")),
+                         ("reader: os.readv into reused buffer (chosen)", reader_rows),
+                         ("dataset item (reader + tensors)", items),
+                         ("batch of 16: items + default_collate stack", batches(ds, stacked=True)),
+                         ("batch of 16: __getitems__ into one buffer (chosen)", batches(ds, stacked=False)),
+                         (f"batch of 16: __getitems__, {threaded.threads} threads", batches(threaded, stacked=False))):
+            rows.append({"name": name, "pairs_per_s": _rate(fn)})
+        numcodecs.blosc.use_threads = True
+        rows.append({"name": "reader + Blosc internal threads", "pairs_per_s": _rate(reader_rows)})
+    finally:
+        numcodecs.blosc.use_threads = saved
+    return rows
+
+
+# --- Output ---------------------------------------------------------------------------------------------------
+
+TARGETS = {"dataset_vs_npy": 0.40, "loader_vs_npy_loader": 0.50, "dataset_vs_naive": 1000.0}
+
+
+def format_table(result: dict) -> list[str]:
+    """The human-readable report: one row per way of reading, then sizes and ratios against the targets."""
+    h, w = result["slice_shape"] or ("?", "?")
+    lines = [f"loader benchmark: {result['cache']}, split {result['split']} ({result['split_slices']} of "
+             f"{result['cache_slices']} slices, {h}x{w}, k={result['context_slices']}), batch {result['batch_size']}, "
+             f"{result['cores']} cores, pinned memory {'on' if result['pinned'] else 'off (no CUDA)'}",
+             f"{'way of reading':44s} {'workers':>7s} {'pairs/s':>10s} {'per worker':>10s} {'peak RSS MB':>12s}"
+             f" {'USS MB':>7s}"]
+    for r in result["results"]:
+        memory = r["worker_memory"]
+        peak = "/".join(f"{m['peak_rss_mb']:.0f}" for m in memory) or "-"
+        uss = "/".join(f"{m['uss_mb']:.0f}" for m in memory) or "-"
+        lines.append(f"{r['name']:44s} {r['workers']:7d} {r['pairs_per_s']:10.1f} {r['pairs_per_s_per_worker']:10.1f}"
+                     f" {peak:>12s} {uss:>7s}")
+    cache_b, raw_b = result["cache_bytes"], result["raw_bytes"]
+    lines.append(f"cache on disk {cache_b / 2**20:,.0f} MiB, raw {raw_b / 2**20:,.0f} MiB "
+                 f"(int16 image + uint8 label): {raw_b / max(cache_b, 1):.2f}x smaller")
+
+    def verdict(value: float | None, target: float) -> str:
+        if value is None:
+            return "n/a"
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.4f}"  # 4 decimals: 0.4996 must not read as 0.5
+        return f"{shown} (target >= {target:g}: {'met' if value >= target else 'NOT met'})"
+
+    lines.append(f"dataset / .npy dataset (one process): "
+                 f"{verdict(result['dataset_vs_npy'], TARGETS['dataset_vs_npy'])}")
+    for workers, value in result["loader_vs_npy_loader"].items():
+        lines.append(f"DataLoader / .npy DataLoader, {workers} workers: "
+                     f"{verdict(value, TARGETS['loader_vs_npy_loader'])}")
+    lines.append(f"dataset / naive: {verdict(result['dataset_vs_naive'], TARGETS['dataset_vs_naive'])}")
+    return lines

@@ -1,0 +1,106 @@
+"""`build_loader`: the DataLoader that feeds training from the cache, set from `LoaderConfig`.
+
+    loader = build_loader("cache", "train", cfg.loader)             # class-aware sampling, shuffled
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader: ...                                     # batch["image"]: int16 (B, k, H, W)
+
+Workers are separate processes that each read and decode slices (one core each, see cache/reader.py); batches
+come back through shared memory in their stored dtypes, pinned when a GPU is there so the copy to it is
+asynchronous, and `prefetch_factor` batches per worker stay queued so the GPU does not wait for data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, default_collate
+
+from ..config import LoaderConfig
+from .dataset import SliceDataset
+from .sampler import ClassAwareSampler
+
+
+def single_threaded_blosc() -> None:
+    """Decode with one thread per process. numcodecs lets Blosc start its own threads when called from a process's
+    main thread: true in a spawned or forkserver worker and in the training process, false in a forked worker.
+    For lz4 slices those threads cost more than they gain (one process: ~2,800-3,300 against ~3,300-4,200 pairs/s
+    with `ctslice bench loader --alternatives` on 2 cores), and workers are already one per core."""
+    import numcodecs.blosc
+
+    numcodecs.blosc.use_threads = False
+
+
+def seed_worker(worker_id: int) -> None:
+    """Each worker: numpy/python RNGs seeded from torch's per-worker seed (which the DataLoader derives from its
+    generator, so the same config gives the same streams with fork and spawn), and single-threaded Blosc."""
+    import random
+
+    single_threaded_blosc()
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def collate_slices(items: list[dict]) -> dict:
+    """Batch of items from `SliceDataset.__getitems__`: their tensors are consecutive views of one batch
+    buffer, which is returned as is (no stacking copy). Anything else goes to default_collate."""
+    batch = {key: _whole_buffer([item[key] for item in items]) for key in ("image", "label")}
+    if any(b is None for b in batch.values()):
+        return default_collate(items)
+    rest = default_collate([{k: v for k, v in item.items() if k not in batch} for item in items])
+    return {**batch, **rest}
+
+
+def _whole_buffer(views: list) -> torch.Tensor | None:
+    """The (n, ...) tensor that `views` (n tensors) exactly tile, in order; None if they do not."""
+    first = views[0]
+    if not all(isinstance(v, torch.Tensor) for v in views):
+        return None
+    storage = first.untyped_storage()
+    step = first.numel()
+    if (storage.nbytes() != len(views) * step * first.element_size()
+            or any(v.untyped_storage().data_ptr() != storage.data_ptr() or v.storage_offset() != j * step
+                   or v.shape != first.shape or not v.is_contiguous() for j, v in enumerate(views))):
+        return None
+    return torch.empty(0, dtype=first.dtype).set_(storage, 0, (len(views), *first.shape))
+
+
+def loader_kwargs(cfg: LoaderConfig, multiprocessing_context: str | None = None) -> dict:
+    """DataLoader keyword arguments from the config (shared with the benchmark's .npy ceiling loader)."""
+    workers = cfg.workers
+    kwargs = dict(batch_size=cfg.batch_size, num_workers=workers, worker_init_fn=seed_worker, collate_fn=collate_slices,
+                  pin_memory=cfg.pin_memory and torch.cuda.is_available())  # pinning without CUDA only warns
+    if workers > 0:
+        kwargs.update(prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers,
+                      multiprocessing_context=multiprocessing_context)
+    return kwargs
+
+
+def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: bool = True,
+                 num_replicas: int = 1, rank: int = 0, multiprocessing_context: str | None = None,
+                 dataset: Dataset | None = None) -> DataLoader:
+    """A DataLoader over `split` of the cache.
+
+    shuffle=True (training): `ClassAwareSampler` with cfg.oversample_fraction and cfg.seed, call
+    `loader.sampler.set_epoch(epoch)` each epoch; with num_replicas/rank, this rank's disjoint, equal-length share.
+    shuffle=False (evaluation): every slice once, in order; with num_replicas > 1, slices rank, rank + R, ...
+    (no padding, so shares may differ by one). `dataset`: a prepared SliceDataset (anything with `present`).
+    multiprocessing_context: "fork", "spawn" or "forkserver" (None: the platform's default).
+    """
+    cfg.validate()
+    if cfg.workers == 0:
+        single_threaded_blosc()  # this process reads: same decoding as in a worker
+    dataset = dataset if dataset is not None else SliceDataset(cache, split, cfg.context_slices)
+    if shuffle:
+        sampler = ClassAwareSampler(dataset.present, cfg.batch_size, cfg.oversample_fraction, cfg.seed,
+                                    num_replicas=num_replicas, rank=rank)
+    elif num_replicas > 1:
+        sampler = range(rank, len(dataset), num_replicas)
+    else:
+        sampler = SequentialSampler(dataset)
+    generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds follow from it: reproducible workers
+    return DataLoader(dataset, sampler=sampler, generator=generator,
+                      **loader_kwargs(cfg, multiprocessing_context))

@@ -1,0 +1,137 @@
+"""CacheReader: exact slices by (subject, z) and by row, clear errors for damaged or foreign caches, pickling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SETTINGS
+
+from ctslice.cache import store
+from ctslice.cache.manifest import manifest_path, read_manifest
+from ctslice.cache.reader import CacheReader
+from ctslice.errors import CacheError
+from ctslice.preprocess.run import run_preprocess
+
+
+@pytest.fixture(scope="module")
+def cache(_tiny_dataset_master, tmp_path_factory) -> Path:
+    """One tiny cache for the tests that only read (those that damage a cache use `tiny_cache`)."""
+    path = tmp_path_factory.mktemp("reader") / "cache"
+    assert run_preprocess(_tiny_dataset_master, path, TINY_SETTINGS).ok
+    return path
+
+
+def _zarr_arrays(cache: Path, sid: str) -> tuple[np.ndarray, np.ndarray]:
+    group = store.open_subject(cache, read_manifest(cache).subjects[sid].path)
+    return np.asarray(group["image"][...]), np.asarray(group["label"][...])
+
+
+def test_reads_every_slice_exactly_as_zarr(cache):
+    reader = CacheReader(cache)
+    assert len(reader) == sum(r.slices for r in reader.manifest.subjects.values())
+    for s, sid in enumerate(reader.subjects):
+        image, label = _zarr_arrays(cache, sid)
+        for z in range(len(image)):
+            got_image, got_label = reader.read(sid, z)
+            assert got_image.dtype == np.int16 and got_label.dtype == np.uint8
+            np.testing.assert_array_equal(got_image, image[z])
+            np.testing.assert_array_equal(got_label, label[z])
+            assert got_image.flags.writeable and got_label.flags.writeable
+        assert label.any(), "the tiny cache should have labelled slices"
+
+
+def test_rows_follow_the_slice_index(cache):
+    reader = CacheReader(cache)
+    index = reader.index
+    for row in range(0, len(reader), 7):
+        assert reader.locate(row) == (index.subject[row], index.slice[row])
+        image, label = reader.read_at(row)
+        expected = reader.read(int(index.subject[row]), int(index.slice[row]))
+        np.testing.assert_array_equal(image, expected[0])
+        np.testing.assert_array_equal(label, expected[1])
+
+
+def test_context_stack_reads_edge_slices_once_and_repeats_them(cache):
+    reader = CacheReader(cache)
+    image, _ = _zarr_arrays(cache, reader.subjects[0])
+    stack = reader.read_image(0, [0, 0, 1])
+    np.testing.assert_array_equal(stack, image[[0, 0, 1]])
+
+
+def test_out_of_range_and_unknown_subject(cache):
+    reader = CacheReader(cache)
+    with pytest.raises(IndexError):
+        reader.locate(len(reader))
+    with pytest.raises(IndexError, match="slice 99 out of range"):
+        reader.read(0, 99)
+    with pytest.raises(CacheError, match="no subject nobody"):
+        reader.read("nobody", 0)
+
+
+def _chunk(cache: Path, sid: str, array: str, z: int) -> Path:
+    return store.chunk_path(cache, read_manifest(cache).subjects[sid].path, array, z)
+
+
+def test_corrupted_chunk_names_cache_subject_and_slice(tiny_cache):
+    reader = CacheReader(tiny_cache)
+    sid = reader.subjects[1]
+    path = _chunk(tiny_cache, sid, "image", 3)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    raw[20] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CacheError) as e:
+        reader.read(sid, 3)
+    message = str(e.value)
+    assert str(tiny_cache) in message and f"subject {sid} slice 3 (image)" in message
+    assert "checksum mismatch" in message and "\n" not in message
+    reader.read(sid, 2)  # the neighbours are fine
+
+
+def test_missing_and_truncated_chunks(tiny_cache):
+    reader = CacheReader(tiny_cache)
+    sid = reader.subjects[0]
+    _chunk(tiny_cache, sid, "label", 4).unlink()
+    with pytest.raises(CacheError, match=f"subject {sid} slice 4 \\(label\\): chunk file .* is missing"):
+        reader.read(sid, 4)
+    _chunk(tiny_cache, sid, "image", 5).write_bytes(b"\x01\x02")
+    with pytest.raises(CacheError, match=f"subject {sid} slice 5 \\(image\\): chunk is truncated"):
+        reader.read(sid, 5)
+
+
+def test_chunk_of_the_wrong_size_is_an_error_not_garbage(tiny_cache):
+    reader = CacheReader(tiny_cache)
+    sid = reader.subjects[0]
+    # A valid, checksummed chunk of the other array: half the bytes an image slice needs.
+    _chunk(tiny_cache, sid, "image", 1).write_bytes(_chunk(tiny_cache, sid, "label", 1).read_bytes())
+    with pytest.raises(CacheError, match="chunk holds .* bytes, expected"):
+        reader.read(sid, 1)
+
+
+def test_missing_manifest_and_unknown_format_version(tmp_path, tiny_cache):
+    with pytest.raises(CacheError, match="no such cache folder"):
+        CacheReader(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CacheError, match="no manifest.json, so not a ctslice cache"):
+        CacheReader(tmp_path / "empty")
+    data = json.loads(manifest_path(tiny_cache).read_text())
+    data["format_version"] = 99
+    manifest_path(tiny_cache).write_text(json.dumps(data))
+    with pytest.raises(CacheError, match="cache format version 99"):
+        CacheReader(tiny_cache)
+
+
+def test_pickles_as_plain_paths_and_reads_the_same(cache):
+    reader = CacheReader(cache)
+    expected = reader.read_at(5)
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._manifest is None and clone._index is None and "_local" not in clone.__dict__
+    got = clone.read_at(5)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert clone.index.present.shape == reader.index.present.shape  # reloaded on demand
