@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from builders import AFFINE, SHAPE, box_mask, ct_volume, nnunet_dataset, save, ts_subject
+from builders import SHAPE, box_mask, nnunet_dataset, save, ts_subject
 from conftest import REAL_SUBJECT, TINY_SETTINGS, require_real_subject
 from ctslice import __version__
 from ctslice.cache import store

@@ -69,7 +69,7 @@ def bench_loader(
         for line in format_table(result):
             out.print(line, highlight=False)
         if alternatives:
-            from ..bench.loader import measure_alternatives
+            from ..bench.read_alternatives import measure_alternatives
 
             log("alternatives (one process, best of 3) ...")
             result["alternatives"] = measure_alternatives(cache, split, batch_size=batch_size)

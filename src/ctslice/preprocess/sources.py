@@ -106,7 +106,6 @@ def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[
 
 def _discover_totalsegmentator(root: Path) -> Dataset:
     candidates: dict[str, SubjectSource | InputError] = {}
-    duplicates: list[InputError] = []
     for folder in (p for p in _visible(root) if p.is_dir()):
         sid = folder.name
         cts = [folder / f"ct{s}" for s in NIFTI_SUFFIXES if (folder / f"ct{s}").is_file()]
@@ -129,7 +128,6 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
         else:
             candidates[sid] = SubjectSource(sid, cts[0].relative_to(root).as_posix(), tuple(sorted(masks.items())))
     subjects, problems = _check_ids(candidates)
-    problems += duplicates
     names = {name for s in subjects for name, _ in s.masks}
     if subjects and not names:
         raise CtsliceError(f"{root}: no subject has any mask in segmentations/*.nii.gz")
@@ -172,8 +170,7 @@ def _dataset_labels(root: Path) -> dict[int, str]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CtsliceError(f"{path}: cannot read 'labels' ({e})") from None
     if all(isinstance(v, str) for v in labels.values()):  # MSD style: value -> name
-        pairs = [(k, v) for k, v in labels.items()]
-        by_value = {int(k): v for k, v in pairs}
+        by_value = {int(k): v for k, v in labels.items()}
     elif all(isinstance(v, int) for v in labels.values()):
         by_value = {v: k for k, v in labels.items()}
     else:
