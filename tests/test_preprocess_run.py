@@ -198,3 +198,29 @@ def test_manifest_is_plain_json_and_settings_hash_tracks_content(tiny_dataset, t
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert a["settings"]["hash"] != b["settings"]["hash"]
     assert not list((tmp_path / "a").rglob("*.pkl"))
+
+
+def test_runs_on_an_existing_dask_cluster_by_address_and_scheduler_file(tiny_dataset, tmp_path):
+    """--dask-scheduler: the same job on a cluster that ctslice did not start (here: threads on loopback)."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster:
+        by_address = run_preprocess(tiny_dataset, tmp_path / "a",
+                                    PreprocessConfig(spacing=None, size=40, dask_scheduler=cluster.scheduler_address))
+        scheduler_file = tmp_path / "scheduler.json"
+        with Client(cluster) as client:
+            client.write_scheduler_file(str(scheduler_file))
+        by_file = run_preprocess(tiny_dataset, tmp_path / "b",
+                                 PreprocessConfig(spacing=None, size=40, dask_scheduler=str(scheduler_file)))
+    assert by_address.ok and by_file.ok and len(by_address.processed) == len(by_file.processed) == 5
+    assert _content(tmp_path / "a")[0] == _content(tmp_path / "b")[0]
+
+
+def test_unreachable_scheduler_is_a_clear_error(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("ctslice.preprocess.parallel.CONNECT_TIMEOUT", "1s")
+    cfg = PreprocessConfig(spacing=None, size=40, dask_scheduler="tcp://127.0.0.1:9")
+    with pytest.raises(CtsliceError, match="cannot reach the dask scheduler"):
+        run_preprocess(tiny_dataset, tmp_path / "c", cfg)

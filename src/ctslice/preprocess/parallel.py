@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from ..errors import CtsliceError
 
+CONNECT_TIMEOUT = "30s"  # to an existing scheduler; a busy cluster can take a while to answer
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -23,9 +25,9 @@ def dask_client(workers: int, scheduler: str | None):
     if scheduler:
         try:
             if Path(scheduler).is_file():
-                client = Client(scheduler_file=scheduler, timeout="30s")
+                client = Client(scheduler_file=scheduler, timeout=CONNECT_TIMEOUT)
             else:
-                client = Client(scheduler, timeout="30s")
+                client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as e:
             raise CtsliceError(f"cannot reach the dask scheduler at {scheduler}: {e}") from None
         with client:
