@@ -7,7 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import PreprocessConfig
 from .app import app, console, out, user_errors
+
+# Defaults live in config.py; the help shows them from there. Options default to None = "not given", so that a
+# --config file can set them too (flags > file > defaults).
+_D = PreprocessConfig()
 
 
 @app.command()
@@ -17,14 +22,18 @@ def preprocess(
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [preprocess] section.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local dask worker processes (default: all cores; "
                                                         "0 = no dask, in this process).")] = None,
-    dask_scheduler: Annotated[Optional[str], typer.Option(help="Existing dask cluster: tcp://host:8786 or a "
-                                                               "scheduler file. The cache must be on shared storage.")] = None,
-    spacing: Annotated[Optional[str], typer.Option(help="In-plane spacing in mm, or 'native'. [default: 1.5]")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Slice size in pixels (centre pad/crop). [default: 512]")] = None,
-    hu_min: Annotated[Optional[int], typer.Option(help="Lower HU clip. [default: -1024]")] = None,
-    hu_max: Annotated[Optional[int], typer.Option(help="Upper HU clip. [default: 3071]")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Val share without an official split. [default: 0.2]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the split rule. [default: 0]")] = None,
+    dask_scheduler: Annotated[Optional[str], typer.Option(
+        help="Existing dask cluster: tcp://host:8786 or a scheduler file; the cache must be on shared storage.",
+    )] = None,
+    spacing: Annotated[Optional[str], typer.Option(
+        help=f"In-plane spacing in mm, or 'native'. [default: {_D.spacing}]")] = None,
+    size: Annotated[Optional[int], typer.Option(
+        help=f"Slice size in pixels (centre pad/crop). [default: {_D.size}]")] = None,
+    hu_min: Annotated[Optional[int], typer.Option(help=f"Lower HU clip. [default: {_D.hu_min}]")] = None,
+    hu_max: Annotated[Optional[int], typer.Option(help=f"Upper HU clip. [default: {_D.hu_max}]")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(
+        help=f"Val share without an official split. [default: {_D.val_fraction}]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Seed of the split rule. [default: {_D.seed}]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every subject, even unchanged ones.")] = False,
 ) -> None:
     """Build or update the slice cache of a dataset: only new or changed subjects are processed.

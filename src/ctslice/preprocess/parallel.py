@@ -41,8 +41,9 @@ def dask_client(workers: int, scheduler: str | None):
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
     # One thread per process: the work is numpy/zlib-heavy and each worker should hold one subject at a time.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 
