@@ -12,7 +12,7 @@ import numpy as np
 from conftest import TINY_SETTINGS
 from ctslice.bench.incremental import bench_incremental, modify_subject
 from ctslice.cache import store
-from ctslice.cache.manifest import read_manifest, write_manifest
+from ctslice.cache.manifest import FORMAT_VERSION, read_manifest, write_manifest
 from ctslice.config import PreprocessConfig
 from ctslice.preprocess.run import run_preprocess
 
@@ -161,3 +161,13 @@ def test_incremental_benchmark_processes_exactly_one_subject(tmp_path):
     result = bench_incremental(subjects=3, size=16, slices=(4, 5), workdir=tmp_path)
     assert result.full_s > 0 and result.incremental_s > 0 and result.ideal == 1 / 3
     assert list(tmp_path.iterdir()) == []  # its temporary dataset and cache are gone
+
+
+def test_cache_of_another_format_version_is_rebuilt(tiny_dataset, tiny_cache):
+    import json
+
+    path = tiny_cache / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": 0}))
+    report = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
+    assert report.rebuilt_all.startswith("cache of another format") and report.processed == IDS
+    assert read_manifest(tiny_cache).format_version == FORMAT_VERSION

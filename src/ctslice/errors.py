@@ -18,3 +18,7 @@ class InputError(CtsliceError):
 
 class CacheError(CtsliceError):
     """A cache that cannot be used as asked: missing, damaged, locked or of another format."""
+
+
+class CacheFormatError(CacheError):
+    """A cache written in another format version: readers refuse it, preprocess rebuilds it."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..cache.info import folder_size
 from ..cache.manifest import read_manifest
 from ..config import LoaderConfig, PreprocessConfig
 from ..errors import CacheError, CtsliceError
@@ -180,15 +181,6 @@ def _entry(name: str, kind: str, workers: int, pairs: int, seconds: float, memor
             "worker_memory": memory or []}
 
 
-def _disk_bytes(folder: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            st = os.stat(os.path.join(root, name))
-            total += getattr(st, "st_blocks", 0) * 512 or st.st_size
-    return total
-
-
 def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker_counts: tuple[int, ...] = (0, 1, 2),
                          batch_size: int = 16, batches: int = 48, samples: int = 1000, naive_samples: int = 3,
                          context_slices: int = 1, seed: int = 0, log: Log | None = None) -> dict:
@@ -205,7 +197,7 @@ def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker
               "slice_shape": list(shapes[0][1:]) if shapes else [], "context_slices": context_slices,
               "batch_size": batch_size, "cores": len(os.sched_getaffinity(0)),
               "pinned": loader_kwargs(LoaderConfig(pin_memory=True))["pin_memory"],
-              "cache_bytes": _disk_bytes(Path(cache)), "raw_bytes": raw_bytes, "results": []}
+              "cache_bytes": folder_size(Path(cache)).disk_bytes, "raw_bytes": raw_bytes, "results": []}
     add = result["results"].append
 
     data_root = Path(manifest.dataset.get("root", ""))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CacheError
+from ..errors import CacheError, CacheFormatError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -122,7 +122,7 @@ def read_manifest(cache: Path) -> Manifest:
         raise CacheError(f"{path}: unreadable manifest ({e})") from None
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
-        raise CacheError(
+        raise CacheFormatError(
             f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
             f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
         )

@@ -57,14 +57,19 @@ def preprocess_config_of(manifest: Manifest, **overrides: Any) -> PreprocessConf
     return dataclasses.replace(PreprocessConfig(workers=0), **{**stored, **overrides})
 
 
+def dataset_folder(cache: Path, manifest: Manifest, data: Path | None = None) -> Path:
+    """`data` if given, else the dataset folder the cache was built from."""
+    if data is not None:
+        return Path(data)
+    if not manifest.dataset.get("root"):
+        raise CacheError(f"{cache}: the manifest does not say which dataset it was built from; pass --data")
+    return Path(manifest.dataset["root"])
+
+
 def cache_status(cache: Path, data: Path | None = None) -> CacheStatus:
     """Compare the dataset (default: the folder the cache was built from) with the cache's manifest."""
     manifest = read_manifest(cache)
-    if data is None:
-        if not manifest.dataset.get("root"):
-            raise CacheError(f"{cache}: the manifest does not say which dataset it was built from; pass --data")
-        data = manifest.dataset["root"]
-    data = Path(data)
+    data = dataset_folder(cache, manifest, data)
     dataset = discover(data)
     content = preprocess_config_of(manifest).content_settings()
     shash = settings_hash(content, label_map_to_json(dataset.label_map))

@@ -28,7 +28,7 @@ from . import store
 from .cleanup import leftovers
 from .lock import cache_lock
 from .manifest import Manifest, SubjectRecord, read_manifest, write_manifest
-from .status import preprocess_config_of
+from .status import dataset_folder, preprocess_config_of
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -279,10 +279,7 @@ def repair_cache(cache: Path, data: Path | None = None, workers: int = 0, report
     cache = Path(cache)
     report = report if report is not None else verify_cache(cache)
     manifest = read_manifest(cache)
-    if data is None:
-        if not manifest.dataset.get("root"):
-            raise CacheError(f"{cache}: the manifest does not say which dataset it was built from; pass --data")
-        data = Path(manifest.dataset["root"])
+    data = dataset_folder(cache, manifest, data)
     dropped = drop_subjects(cache, report.damaged_subjects)
     cfg = preprocess_config_of(manifest, workers=workers)
     return RepairReport(dropped, run_preprocess(data, cache, cfg, progress=progress))

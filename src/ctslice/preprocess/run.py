@@ -25,7 +25,7 @@ from ..cache.manifest import (
     FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_hash, write_manifest,
 )
 from ..config import PreprocessConfig
-from ..errors import CacheError
+from ..errors import CacheFormatError
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
@@ -52,24 +52,21 @@ class PreprocessReport:
         return not self.failed
 
 
-def _previous_manifest(cache: Path) -> Manifest | None:
+def _previous_manifest(cache: Path) -> tuple[Manifest | None, str | None]:
+    """The cache's manifest, or None with the reason to build everything."""
     if not manifest_path(cache).exists():
-        return None
+        return None, "new cache"
     try:
-        return read_manifest(cache)
-    except CacheError as e:
-        if "format version" in str(e):
-            return None  # another format: rebuild everything (old folders are cleaned up afterwards)
-        raise
+        return read_manifest(cache), None
+    except CacheFormatError:  # rebuilt in the current format; the old folders are cleaned up afterwards
+        return None, f"cache of another format (this ctslice writes format {FORMAT_VERSION})"
 
 
-def _rebuild_reason(previous: Manifest | None, changes: Changes, force: bool) -> str | None:
+def _rebuild_reason(previous_problem: str | None, changes: Changes, force: bool) -> str | None:
     if force:
         return "--force"
-    if previous is None:
-        return "new cache"
-    if previous.format_version != FORMAT_VERSION:
-        return f"cache format {previous.format_version} -> {FORMAT_VERSION}"
+    if previous_problem:
+        return previous_problem
     if changes.settings_changed:
         return "settings or label map changed"
     return None
@@ -88,9 +85,9 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
     shash = settings_hash(content, labels)
     cache.mkdir(parents=True, exist_ok=True)
     with cache_lock(cache):
-        previous = _previous_manifest(cache)
+        previous, previous_problem = _previous_manifest(cache)
         changes = compare(dataset, previous, shash)
-        report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous, changes, force))
+        report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous_problem, changes, force))
         settings = {**content, "hash": shash, "split": cfg.split_settings()}
         manifest = Manifest(settings=settings, label_map=labels,
                             dataset={"root": str(data), "layout": dataset.layout},
@@ -111,7 +108,7 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             report.unchanged = sorted(keep)
         else:
             todo = {s.id for s in dataset.subjects}
-        report.removed = sorted(changes.removed) if previous else []
+        report.removed = sorted(changes.removed)
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
@@ -154,7 +151,7 @@ def _process_all(dataset: Dataset, cache: Path, cfg: PreprocessConfig, shash: st
     jobs = [SubjectJob(s, str(dataset.root), str(cache), cfg.content_settings(), shash, dataset.label_map,
                        dataset.label_values) for s in dataset.subjects if s.id in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.
-    jobs.sort(key=lambda j: -sum(_size(dataset.root / f) for f in j.source.files[:1]))
+    jobs.sort(key=lambda j: -_size(dataset.root / j.source.image))
 
     def lost(job: SubjectJob, error: BaseException) -> SubjectOutcome:
         return SubjectOutcome(job.source.id, error=f"{job.source.id}: worker lost ({type(error).__name__}: {error})")
