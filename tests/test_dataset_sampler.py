@@ -14,9 +14,9 @@ from ctslice.cache import store
 from ctslice.cache.manifest import read_manifest
 from ctslice.errors import CacheError
 from ctslice.preprocess.run import run_preprocess
-from ctslice.train.dataset import SliceDataset, context_window
-from ctslice.train.loader import collate_slices
-from ctslice.train.sampler import ClassAwareSampler, class_pools, epoch_order, oversampled_positions
+from ctslice.data.dataset import SliceDataset, context_window
+from ctslice.data.loader import collate_slices
+from ctslice.data.sampler import ClassAwareSampler, class_pools, epoch_order, oversampled_positions
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_no_structure_in_split_falls_back_to_uniform():
 
 
 def test_normalize_batch_maps_the_window_to_unit_range():
-    from ctslice.train.transforms import normalize_batch
+    from ctslice.data.transforms import normalize_batch
 
     images = torch.tensor([[-3000, -1024, 0, 1023, 3071, 5000]], dtype=torch.int16)
     out = normalize_batch(images)

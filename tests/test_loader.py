@@ -11,8 +11,8 @@ from conftest import TINY_SETTINGS
 
 from ctslice.config import LoaderConfig
 from ctslice.preprocess.run import run_preprocess
-from ctslice.train.dataset import SliceDataset
-from ctslice.train.loader import build_loader, seed_worker
+from ctslice.data.dataset import SliceDataset
+from ctslice.data.loader import build_loader, seed_worker
 
 CFG = LoaderConfig(batch_size=4, workers=0, prefetch_factor=2, oversample_fraction=0.5, context_slices=3, seed=7)
 

@@ -109,9 +109,28 @@ class LoaderConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The 2D U-Net. Input channels come from the loader's context_slices and outputs from the cache's label map,
+    so neither is set here."""
+
+    base_width: int = 32
+    """Channels of the first stage; each deeper stage doubles them (32-64-128-256-512 at depth 5)."""
+
+    depth: int = 5
+    """Stages including the bottleneck; slice sizes must be divisible by 2**(depth-1)."""
+
+    def validate(self) -> None:
+        if self.base_width < 1:
+            raise CtsliceError(f"base_width must be >= 1, got {self.base_width}")
+        if not 2 <= self.depth <= 8:
+            raise CtsliceError(f"depth must be between 2 and 8, got {self.depth}")
+
+
+@dataclass(frozen=True)
 class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,4 +177,5 @@ def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] |
             cfg = dataclasses.replace(cfg, **{name: _merge(getattr(cfg, name), values, f"{where} [{name}]")})
     cfg.preprocess.validate()
     cfg.loader.validate()
+    cfg.model.validate()
     return cfg

@@ -21,8 +21,8 @@ from ..cache.info import folder_size
 from ..cache.manifest import read_manifest
 from ..config import LoaderConfig, PreprocessConfig
 from ..errors import CacheError, CtsliceError
-from ..train.dataset import SliceDataset, batch_items, empty_batch
-from ..train.loader import loader_kwargs, single_threaded_blosc
+from ..data.dataset import SliceDataset, batch_items, empty_batch
+from ..data.loader import loader_kwargs, single_threaded_blosc
 
 Log = Callable[[str], None]
 

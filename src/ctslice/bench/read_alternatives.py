@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..train.dataset import SliceDataset
+from ..data.dataset import SliceDataset
 
 class _ThreadedSliceDataset(SliceDataset):
     """Alternative: the rows of a batch decoded by a thread pool inside the process (one pool per process;

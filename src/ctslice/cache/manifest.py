@@ -45,6 +45,9 @@ class SubjectRecord:
     """Voxels claimed by more than one structure mask (the later index won)."""
     cropped_label_voxels: int = 0
     """Labelled voxels that fell outside the cached slice size (lost to the crop)."""
+    missing_structures: list[str] = field(default_factory=list)
+    """Label-map names whose mask file this subject lacks: unknown there (not background), so training and
+    evaluation leave them out of this subject's loss and metrics."""
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -70,6 +73,10 @@ class Manifest:
     slice_index: str | None = None
     """Folder (relative to the cache) of the consolidated slice index, written with this manifest."""
     totals: dict[str, int] = field(default_factory=dict)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    """Dataset statistics computed while preprocessing: {"structures": {name: {"subjects", "voxels", "ml"}},
+    "intensity": {"mean", "std", "p00_5", "p99_5", "min", "max"} of foreground voxels in HU (nnU-Net's CT
+    fingerprint), "spacing": {"slice_thickness": [min, max], "in_plane": [min, max]} of the originals}."""
     format_version: int = FORMAT_VERSION
     ctslice_version: str = __version__
     created: float = field(default_factory=time.time)

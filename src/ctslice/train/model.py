@@ -1,0 +1,61 @@
+"""The classic 2D U-Net (Ronneberger et al. 2015) with BatchNorm: the network the project exists to train.
+
+    model = build_model(ModelConfig(), in_channels=1, num_classes=118)   # 7,769,270 parameters
+
+Per stage two 3x3 convolutions + BatchNorm + ReLU; max-pool down, transposed convolution up, skip connections
+by concatenation; a 1x1 head with one output channel per label-map entry, background included. Input height and
+width must be divisible by 2**(depth-1) (512 and 128, the preprocessing sizes, are).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import CtsliceError
+
+
+def double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    # Convolutions keep their bias (redundant before BatchNorm, but the original network had it: 7,769,270
+    # parameters at 1 input / 118 outputs, which existing comparisons and the issue's count rely on).
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, base_width: int = 32, depth: int = 5):
+        super().__init__()
+        widths = [base_width * 2**i for i in range(depth)]
+        self.down = nn.ModuleList([double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths)])
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList([nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1])])
+        self.merge = nn.ModuleList([double_conv(w * 2, w) for w in reversed(widths[:-1])])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.multiple = 2 ** (depth - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else self.pool(x))
+            skips.append(x)
+        skips.pop()  # the bottleneck's output is x itself
+        for up, merge in zip(self.up, self.merge):
+            x = merge(torch.cat([skips.pop(), up(x)], dim=1))
+        return self.head(x)
+
+
+def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:
+    """The U-Net for `in_channels` input slices (the loader's context_slices) and `num_classes` outputs (the
+    cache's label map, background included)."""
+    if in_channels < 1 or num_classes < 2:
+        raise CtsliceError(f"a model needs >= 1 input channel and >= 2 classes, got {in_channels}, {num_classes}")
+    return UNet(in_channels, num_classes, cfg.base_width, cfg.depth)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
