@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import CacheError
 from . import store
 from .lock import LOCK_NAME, cache_lock
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON, Manifest
 
 
 def leftovers(cache: Path, manifest: Manifest) -> list[Path]:
@@ -20,10 +20,13 @@ def leftovers(cache: Path, manifest: Manifest) -> list[Path]:
     found = []
     for folder in (store.SUBJECTS_DIR, store.INDEX_DIR):
         if (cache / folder).is_dir():
-            found += [p for p in sorted((cache / folder).iterdir()) if f"{folder}/{p.name}" not in referenced]
+            found += [p for p in sorted((cache / folder).iterdir())
+                      if f"{folder}/{p.name}" not in referenced and p.name != ZARR_JSON]
     if (cache / store.STAGING_DIR).exists():
         found.append(cache / store.STAGING_DIR)
-    found += sorted(cache.glob(".manifest.json.*.tmp"))
+    for name in (MANIFEST_NAME, LABEL_MAP_NAME, SPLITS_NAME, ZARR_JSON):
+        found += sorted(cache.glob(f".{name}.*.tmp"))
+        found += sorted(cache.glob(f"{store.SUBJECTS_DIR}/.{name}.*.tmp"))
     return found
 
 

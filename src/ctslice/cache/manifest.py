@@ -6,7 +6,9 @@ declare them again. The file is replaced atomically, so it is always either the 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import time
@@ -19,6 +21,12 @@ from ..errors import CacheError, CacheFormatError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Written beside the manifest with each manifest write, for people who open the cache by hand; the manifest
+# stays the contract.
+LABEL_MAP_NAME = "label_map.json"
+SPLITS_NAME = "splits.csv"
+ZARR_JSON = "zarr.json"
+SUBJECTS_DIR = "subjects"
 
 
 @dataclass
@@ -94,6 +102,12 @@ class Manifest:
     def split_of(self) -> dict[str, str]:
         return {sid: name for name, ids in self.splits.items() for sid in ids}
 
+    def stored_settings(self) -> dict[str, Any]:
+        """The content and split settings the cache was built with, flat ({"spacing", "size", ..., "seed"}):
+        the defaults of the cache's next update."""
+        flat = {k: v for k, v in self.settings.items() if k not in ("hash", "split")}
+        return {**flat, **self.settings.get("split", {})}
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["subjects"] = {k: v.to_json() for k, v in sorted(self.subjects.items())}
@@ -110,6 +124,20 @@ def settings_hash(content_settings: dict[str, Any], label_map: dict[str, str]) -
     """Hash of what determines the cached arrays: the content settings, the label map and the format."""
     blob = json.dumps({"format": FORMAT_VERSION, "settings": content_settings, "labels": label_map}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def settings_diff(old: Manifest, content_settings: dict[str, Any], label_map: dict[str, str]
+                  ) -> dict[str, list[Any]]:
+    """What differs between a cache's content settings and label map and new ones: name -> [old, new]
+    (for the label map: [structures before, after] plus the names added and removed), so that a full rebuild
+    can say why."""
+    diff = {name: [old.settings.get(name), value] for name, value in content_settings.items()
+            if old.settings.get(name) != value}
+    if old.label_map != label_map:
+        before, after = set(old.label_map.values()), set(label_map.values())
+        diff["label_map"] = [len(before) - 1, len(after) - 1,
+                             {"added": sorted(after - before), "removed": sorted(before - after)}]
+    return diff
 
 
 def manifest_path(cache: Path) -> Path:
@@ -140,12 +168,35 @@ def read_manifest(cache: Path) -> Manifest:
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:
-    """Write to a temporary file, fsync, then rename over the old one: readers see old or new, never half."""
+    """Write the manifest, then label_map.json and splits.csv from it, each atomically: to a temporary file,
+    fsync, then renamed over the old one, so readers see old or new, never half."""
     manifest.updated = time.time()
-    path = manifest_path(cache)
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    _write_atomic(manifest_path(cache), json.dumps(manifest.to_json(), indent=1))
+    _write_atomic(Path(cache) / LABEL_MAP_NAME, json.dumps(manifest.label_map, indent=1) + "\n")
+    _write_atomic(Path(cache) / SPLITS_NAME, splits_csv(manifest))
+    # The cache root and subjects/ as zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
+    # group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
+    # hand so that it too is replaced atomically.
+    group = json.dumps({"zarr_format": 3, "node_type": "group",
+                        "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
+    for folder in (Path(cache), Path(cache) / SUBJECTS_DIR):
+        folder.mkdir(exist_ok=True)
+        _write_atomic(folder / ZARR_JSON, group)
+
+
+def splits_csv(manifest: Manifest) -> str:
+    """`subject,split` rows in subject order."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["subject", "split"])
+    writer.writerows(sorted(manifest.split_of().items()))
+    return text.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w") as f:
-        json.dump(manifest.to_json(), f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -1,8 +1,11 @@
 """The cache's files on disk: zarr v3 groups, one per subject, one chunk per slice.
 
     CACHE/manifest.json                  the contract (manifest.py)
+    CACHE/zarr.json, subjects/zarr.json  zarr v3 group metadata, so plain zarr opens the cache
+    CACHE/label_map.json, splits.csv     copies of the manifest's label map and splits, for people
     CACHE/subjects/<id>-<key>/           zarr group per subject: image (S,H,W) int16, label (S,H,W) uint8,
-                                         foreground (S,) int32, present (S, labels) bool; attrs = its record
+                                         foreground (S,) int32, present (S, labels) bool, hu_histogram
+                                         (65536,) int64; attrs = its record
     CACHE/slice_index/<token>/           zarr group: the slice index of all subjects, consolidated
     CACHE/.staging/                      subjects being written (moved into subjects/ when complete)
     CACHE/.lock                          held by the one process writing the cache
@@ -28,10 +31,11 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import CacheError
+from .manifest import SUBJECTS_DIR
 
-SUBJECTS_DIR = "subjects"
 INDEX_DIR = "slice_index"
 STAGING_DIR = ".staging"
+HISTOGRAM = "hu_histogram"
 
 # Codec, chosen by `ctslice bench codecs` (one core, 512x512 demo slices with CT-like noise; README "Cache
 # format"): Blosc lz4 level 5 with byte shuffle decodes images at ~3,800 MB/s (0.14 ms a slice) at a 2.0x ratio;
@@ -58,7 +62,7 @@ def _create(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, .
 
 
 def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray, foreground: np.ndarray,
-                  present: np.ndarray, record: dict[str, Any]) -> None:
+                  present: np.ndarray, record: dict[str, Any], hu_histogram: np.ndarray | None = None) -> None:
     """Write a subject's arrays under a temporary name, then rename the folder into place.
 
     If the folder already exists, it holds the same content (same key) from an earlier, interrupted run or
@@ -75,6 +79,8 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
         _create(group, "label", label.astype(LABEL_DTYPE, copy=False), slice_chunks, LABEL_CODECS)
         _create(group, "foreground", foreground.astype(np.int32, copy=False), foreground.shape, SMALL_CODECS)
         _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
+        if hu_histogram is not None:  # foreground HU counts, for the dataset statistics (preprocess/statistics.py)
+            _create(group, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), hu_histogram.shape, SMALL_CODECS)
         if target.exists():
             return
         os.rename(staging, target)
@@ -93,6 +99,12 @@ def open_subject(cache: Path, folder: str) -> zarr.Group:
         return zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CacheError(f"{cache}: subject folder {folder} is missing or unreadable ({e})") from None
+
+
+def read_histogram(cache: Path, folder: str) -> np.ndarray | None:
+    """A subject's foreground HU histogram, or None for a subject written without one."""
+    group = open_subject(cache, folder)
+    return np.asarray(group[HISTOGRAM][...]) if HISTOGRAM in group else None
 
 
 def read_subject_record(cache: Path, folder: str) -> dict[str, Any]:

@@ -11,26 +11,33 @@ that were finished (same key) and removes the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..cache import store
 from ..cache.cleanup import remove_leftovers
 from ..cache.fingerprint import Changes, compare
 from ..cache.lock import cache_lock
 from ..cache.manifest import (
-    FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_hash, write_manifest,
+    FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_diff, settings_hash,
+    write_manifest,
 )
+from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
 from ..errors import CacheFormatError
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
 from .split import assign_splits, splits_to_lists
+from .statistics import HIST_BINS, dataset_statistics
 from .subject import SubjectJob, SubjectOutcome, process_subject
+from .workers import available_resources, cap_workers, worker_bytes
 
 ProgressFn = Callable[[int, int, SubjectOutcome], None]
 
@@ -45,6 +52,12 @@ class PreprocessReport:
     failed: dict[str, str] = field(default_factory=dict)
     rebuilt_all: str | None = None
     """Why everything was rebuilt (None for an incremental run)."""
+    changed_settings: dict[str, list] = field(default_factory=dict)
+    """Content settings (and label map) that differ from the cache's: name -> [old, new]."""
+    notes: list[str] = field(default_factory=list)
+    """Things said once, e.g. that --workers was capped."""
+    warnings: dict = field(default_factory=dict)
+    """cache.warnings.warning_summary of the cache this run left."""
     seconds: float = 0.0
 
     @property
@@ -62,13 +75,28 @@ def _previous_manifest(cache: Path) -> tuple[Manifest | None, str | None]:
         return None, f"cache of another format (this ctslice writes format {FORMAT_VERSION})"
 
 
-def _rebuild_reason(previous_problem: str | None, changes: Changes, force: bool) -> str | None:
+def describe_changes(diff: dict[str, list]) -> str:
+    """'size 128 -> 256, label map 14 -> 15 structures (+liver)': each changed setting, old -> new."""
+    parts = []
+    for name, (old, new, *detail) in diff.items():
+        if name == "label_map":
+            names = [f"+{n}" for n in detail[0]["added"]] + [f"-{n}" for n in detail[0]["removed"]]
+            shown = " ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            parts.append(f"label map {old} -> {new} structures ({shown})")
+        else:
+            fmt = lambda v: "native" if name == "spacing" and v is None else v  # noqa: E731
+            parts.append(f"{name} {fmt(old)} -> {fmt(new)}")
+    return ", ".join(parts)
+
+
+def _rebuild_reason(previous_problem: str | None, changes: Changes, diff: dict[str, list], force: bool
+                    ) -> str | None:
     if force:
         return "--force"
     if previous_problem:
         return previous_problem
     if changes.settings_changed:
-        return "settings or label map changed"
+        return f"settings changed: {describe_changes(diff)}" if diff else "settings changed"
     return None
 
 
@@ -87,10 +115,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
     with cache_lock(cache):
         previous, previous_problem = _previous_manifest(cache)
         changes = compare(dataset, previous, shash)
-        report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous_problem, changes, force))
+        diff = settings_diff(previous, content, labels) if previous else {}
+        report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous_problem, changes, diff, force),
+                                  changed_settings=diff)
         settings = {**content, "hash": shash, "split": cfg.split_settings()}
         manifest = Manifest(settings=settings, label_map=labels,
-                            dataset={"root": str(data), "layout": dataset.layout},
+                            dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings)},
                             created=previous.created if previous else time.time())
         if previous is None:  # so that even a first run killed mid-way leaves a valid (empty) cache
             write_manifest(cache, manifest)
@@ -113,7 +143,7 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
         job_hash = f"{shash}+force-{uuid.uuid4().hex[:8]}" if force else shash
-        outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress)
+        outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress, report.notes)
         failed = {p.subject: str(p) for p in dataset.problems}
         for outcome in outcomes:
             if outcome.record is not None:
@@ -140,18 +170,38 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
+        manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, _summed_histogram(cache, keep))
         write_manifest(cache, manifest)
+        report.warnings = warning_summary(manifest)
         remove_leftovers(cache, manifest)
     report.seconds = time.perf_counter() - start
     return report
 
 
+def _summed_histogram(cache: Path, records: dict[str, SubjectRecord]) -> np.ndarray:
+    """The subjects' foreground HU histograms summed (one small array read per subject; subjects cached before
+    histograms existed have none and are left out)."""
+    total = np.zeros(HIST_BINS, dtype=np.int64)
+    for record in records.values():
+        hist = store.read_histogram(cache, record.path)
+        if hist is not None:
+            total += hist
+    return total
+
+
 def _process_all(dataset: Dataset, cache: Path, cfg: PreprocessConfig, shash: str, todo: set[str],
-                 progress: ProgressFn | None) -> list[SubjectOutcome]:
+                 progress: ProgressFn | None, notes: list[str]) -> list[SubjectOutcome]:
     jobs = [SubjectJob(s, str(dataset.root), str(cache), cfg.content_settings(), shash, dataset.label_map,
                        dataset.label_values) for s in dataset.subjects if s.id in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.
     jobs.sort(key=lambda j: -_size(dataset.root / j.source.image))
+    if jobs and cfg.workers > 1 and not cfg.dask_scheduler:
+        cores, memory = available_resources()
+        workers, note = cap_workers(cfg.workers, cores, len(jobs), memory,
+                                    worker_bytes(dataset.root / jobs[0].source.image))
+        cfg = dataclasses.replace(cfg, workers=workers)
+        if note:
+            notes.append(note)
 
     def lost(job: SubjectJob, error: BaseException) -> SubjectOutcome:
         return SubjectOutcome(job.source.id, error=f"{job.source.id}: worker lost ({type(error).__name__}: {error})")

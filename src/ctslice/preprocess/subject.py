@@ -8,7 +8,7 @@ a time, so 117 masks of 512 x 512 x 300 never sit in memory together.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from . import volume
 from .geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
+from .statistics import foreground_histogram
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,6 @@ class SubjectOutcome:
     error: str | None = None
     reused: bool = False
     """The subject's folder was already complete from an interrupted run (same key): nothing was recomputed."""
-    warnings: list[str] = field(default_factory=list)
 
 
 def process_subject(job: SubjectJob) -> SubjectOutcome:
@@ -79,30 +79,38 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     ct_img = volume.load_header(root / src.image, src.id, src.image)
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
     ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
-    warnings: list[str] = []
+    missing: list[str] = []
     if job.label_values is None:
-        label, overlap, warnings = _merge_masks(job, ct_img, root)
+        label, overlap, missing = _merge_masks(job, ct_img, root)
     else:
         label, overlap = _read_label_file(job, ct_img, root), 0
     image_cached = image_to_cache(ct, geometry, fill=s["hu_min"])
     del ct
     label_cached, cropped = labels_to_cache(label, geometry)
     del label
-    if cropped:
-        warnings.append(f"{cropped} labelled voxels lie outside the {s['size']}x{s['size']} slice and were cropped")
     foreground, present, voxels = slice_statistics(label_cached, len(job.label_map))
+    warnings = []
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.append(f"{len(missing)} mask file(s) missing, unknown in this subject: {shown}")
+    if cropped:
+        share = cropped / (cropped + int(voxels[1:].sum()))
+        warnings.append(f"{cropped} labelled voxels ({share:.1%} of its labels) lie outside the "
+                        f"{s['size']}x{s['size']} slice and were cropped")
     record = SubjectRecord(
         id=src.id, path=folder, key=key, files=files, slices=int(label_cached.shape[0]),
         shape=list(label_cached.shape), spacing=list(geometry.spacing), geometry=geometry.to_json(),
         label_voxels=[int(v) for v in voxels], overlap_voxels=int(overlap), cropped_label_voxels=int(cropped),
-        warnings=warnings,
+        missing_structures=missing, warnings=warnings,
     )
-    store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json())
-    return SubjectOutcome(src.id, record=record, warnings=warnings)
+    store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
+                        foreground_histogram(image_cached, label_cached))
+    return SubjectOutcome(src.id, record=record)
 
 
 def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, list[str]]:
-    """TotalSegmentator layout: merge the binary masks in label-map order (later index wins)."""
+    """TotalSegmentator layout: merge the binary masks in label-map order (later index wins).
+    Returns the label volume, the overlapping voxels and the label-map names without a mask file."""
     src = job.source
     masks = dict(src.masks)
     label = np.zeros(ct_img.shape, dtype=np.uint8, order="F")  # NIfTI data comes in Fortran order
@@ -122,11 +130,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
             raise InputError(src.id, file, f"mask has values other than 0/1 (found {values.tolist()})")
         overlap += merge_mask(label, mask, index)
         del mask
-    warnings = []
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        warnings.append(f"{len(missing)} mask file(s) missing, counted as empty: {shown}")
-    return label, overlap, warnings
+    return label, overlap, missing
 
 
 def _read_label_file(job: SubjectJob, ct_img, root: Path) -> np.ndarray:

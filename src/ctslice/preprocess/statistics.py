@@ -1,0 +1,83 @@
+"""Dataset statistics for the manifest, gathered while preprocessing without another pass over the data.
+
+Each subject contributes a histogram of its foreground HU values (integer bins over the whole int16 range,
+stored in its group as `hu_histogram`, so unchanged subjects need not be read again); the run sums them. A
+histogram of integers gives the exact mean, standard deviation and percentiles of all foreground voxels, where
+nnU-Net's fingerprint samples them. Structure counts and volumes come from the records' voxel counts.
+Statistics describe the cached arrays (what training normalises), foreground meaning any label > 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..cache.manifest import SubjectRecord
+
+HIST_OFFSET = 32768  # bin i holds HU value i - 32768: every int16 value has its bin
+HIST_BINS = 65536
+
+
+def foreground_histogram(image: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """int64 (65536,): how many labelled voxels have each int16 HU value."""
+    values = image[label > 0].astype(np.int32) + HIST_OFFSET
+    return np.bincount(values, minlength=HIST_BINS).astype(np.int64)
+
+
+def _percentile(cumulative: np.ndarray, q: float) -> int:
+    """The smallest value whose cumulative count reaches q% of all (numpy's 'inverted_cdf' percentile)."""
+    rank = q / 100 * cumulative[-1]
+    return int(np.searchsorted(cumulative, rank, side="left")) - HIST_OFFSET
+
+
+def intensity_statistics(histogram: np.ndarray) -> dict[str, Any]:
+    """{"voxels", "mean", "std", "p00_5", "p99_5", "min", "max"} in HU of the voxels a histogram counts;
+    an empty histogram gives only {"voxels": 0}."""
+    counts = np.asarray(histogram, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return {"voxels": 0}
+    values = np.arange(HIST_BINS, dtype=np.float64) - HIST_OFFSET
+    mean = float(counts @ values) / n
+    std = float(np.sqrt(max(float(counts @ (values - mean) ** 2) / n, 0.0)))
+    cumulative = np.cumsum(counts)
+    nonzero = np.flatnonzero(counts)
+    return {"voxels": n, "mean": round(mean, 4), "std": round(std, 4),
+            "p00_5": _percentile(cumulative, 0.5), "p99_5": _percentile(cumulative, 99.5),
+            "min": int(nonzero[0]) - HIST_OFFSET, "max": int(nonzero[-1]) - HIST_OFFSET}
+
+
+def _range(values: list[float]) -> list[float]:
+    return [round(min(values), 4), round(max(values), 4)] if values else []
+
+
+def original_spacing(geometry: Mapping[str, Any]) -> tuple[float, list[float]]:
+    """(slice thickness, [in-plane spacings]) in mm of a subject's original grid, from its recorded affine."""
+    zooms = np.linalg.norm(np.asarray(geometry["original_affine"], dtype=float)[:3, :3], axis=0)
+    axcodes = geometry["original_axcodes"]
+    axial = next(i for i, code in enumerate(axcodes) if code in "SI")
+    return float(zooms[axial]), [float(z) for i, z in enumerate(zooms) if i != axial]
+
+
+def dataset_statistics(records: Iterable[SubjectRecord], label_map: Mapping[int, str],
+                       histogram: np.ndarray) -> dict[str, Any]:
+    """The manifest's `statistics` (documented on Manifest.statistics) from the subjects' records and their
+    summed foreground histogram."""
+    records = list(records)
+    structures = {}
+    for index, name in sorted(label_map.items()):
+        if index == 0:
+            continue
+        voxels = [r.label_voxels[index] if index < len(r.label_voxels) else 0 for r in records]
+        ml = sum(v * float(np.prod(r.spacing)) / 1000 for v, r in zip(voxels, records))
+        structures[name] = {"subjects": sum(v > 0 for v in voxels), "voxels": int(sum(voxels)), "ml": round(ml, 3)}
+    thickness, in_plane = [], []
+    for r in records:
+        t, p = original_spacing(r.geometry)
+        thickness.append(t)
+        in_plane += p
+    return {"subjects": len(records), "structures": structures, "intensity": intensity_statistics(histogram),
+            "spacing": {"slice_thickness": _range(thickness), "in_plane": _range(in_plane)},
+            "slices": _range([r.slices for r in records])}
