@@ -49,7 +49,7 @@ def test_info_counts_leftovers_apart_from_the_cache(tiny_cache):
 
 def test_status_of_a_fresh_cache_is_up_to_date(tiny_dataset, tiny_cache):
     status = cache_status(tiny_cache)
-    assert status.up_to_date and status.unchanged == IDS and status.data == tiny_dataset.resolve()
+    assert status.up_to_date and status.changes.unchanged == IDS and status.data == tiny_dataset.resolve()
     result = cli("cache", "status", tiny_cache)
     assert result.exit_code == 0 and "up to date" in result.output
 
@@ -58,7 +58,7 @@ def test_touched_files_are_unchanged(tiny_dataset, tiny_cache):
     ct = tiny_dataset / "demo0001" / "ct.nii.gz"
     os.utime(ct, ns=(ct.stat().st_atime_ns, ct.stat().st_mtime_ns + 5 * 10**9))
     status = cache_status(tiny_cache)
-    assert status.up_to_date and status.touched == ["demo0001"] and "demo0001" in status.unchanged
+    assert status.up_to_date and list(status.changes.touched) == ["demo0001"] and "demo0001" in status.changes.unchanged
 
 
 def test_same_size_new_bytes_is_modified(tiny_dataset, tiny_cache):
@@ -66,7 +66,7 @@ def test_same_size_new_bytes_is_modified(tiny_dataset, tiny_cache):
     data = bytearray(mask.read_bytes())
     data[-10] ^= 0x01
     mask.write_bytes(bytes(data))  # same size, new time, new bytes: the hash decides
-    assert cache_status(tiny_cache).modified == ["demo0003"]
+    assert cache_status(tiny_cache).changes.modified == ["demo0003"]
 
 
 def test_status_lists_added_removed_modified_and_exits_1(tiny_dataset, tiny_cache):
@@ -74,8 +74,8 @@ def test_status_lists_added_removed_modified_and_exits_1(tiny_dataset, tiny_cach
     shutil.rmtree(tiny_dataset / "demo0004")
     modify_subject(tiny_dataset, "demo0002")
     status = cache_status(tiny_cache)
-    assert (status.added, status.removed, status.modified) == (["extra01"], ["demo0004"], ["demo0002"])
-    assert status.unchanged == ["demo0000", "demo0001", "demo0003"] and not status.settings_changed
+    assert (status.changes.added, status.changes.removed, status.changes.modified) == (["extra01"], ["demo0004"], ["demo0002"])
+    assert status.changes.unchanged == ["demo0000", "demo0001", "demo0003"] and not status.changes.settings_changed
     assert not status.up_to_date
     result = cli("cache", "status", tiny_cache)
     assert result.exit_code == 1
@@ -87,7 +87,10 @@ def test_a_new_structure_is_a_settings_change(tiny_dataset, tiny_cache):
     seg = tiny_dataset / "demo0000" / "segmentations"
     shutil.copy(next(seg.iterdir()), seg / "brand_new_structure.nii.gz")
     status = cache_status(tiny_cache)
-    assert status.settings_changed and status.modified == ["demo0000"] and not status.up_to_date
+    assert status.changes.settings_changed and status.changes.modified == ["demo0000"] and not status.up_to_date
+    assert status.changed_settings["label_map"][2] == {"added": ["brand_new_structure"], "removed": []}
+    result = cli("cache", "status", tiny_cache)
+    assert "label map" in result.output and "+brand_new_structure" in result.output
 
 
 def test_status_against_another_copy_of_the_dataset(tiny_dataset, tiny_cache, tmp_path):

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import nibabel as nib
+import pytest
 import numpy as np
 
 from conftest import TINY_SETTINGS
@@ -14,6 +15,7 @@ from ctslice.bench.incremental import bench_incremental, modify_subject
 from ctslice.cache import store
 from ctslice.cache.manifest import FORMAT_VERSION, read_manifest, write_manifest
 from ctslice.config import PreprocessConfig
+from ctslice.errors import CtsliceError
 from ctslice.preprocess.run import run_preprocess
 
 IDS = ["demo0000", "demo0001", "demo0002", "demo0003", "demo0004"]
@@ -98,11 +100,13 @@ def test_touched_files_are_rehashed_not_reprocessed_and_their_times_recorded(tin
 def test_content_setting_change_rebuilds_every_subject(tiny_dataset, tiny_cache):
     before = snapshot(tiny_cache)
     report = run_preprocess(tiny_dataset, tiny_cache, PreprocessConfig(spacing=None, size=48, workers=0))
-    assert report.rebuilt_all == "settings or label map changed" and report.processed == IDS
+    assert report.rebuilt_all == "settings changed: size 40 -> 48" and report.processed == IDS
+    assert report.changed_settings == {"size": [40, 48]}
+    assert report.notes == ["full rebuild of 5 subject(s): settings changed: size 40 -> 48"]
     manifest = read_manifest(tiny_cache)
     assert all(r.shape[1:] == [48, 48] for r in manifest.subjects.values())
     assert set(snapshot(tiny_cache)) == set(before)
-    assert sorted(p.name for p in (tiny_cache / "subjects").iterdir()) == sorted(
+    assert sorted(p.name for p in (tiny_cache / "subjects").iterdir() if p.name != "zarr.json") == sorted(
         r.path.split("/")[-1] for r in manifest.subjects.values())  # old folders removed
 
 
@@ -110,7 +114,8 @@ def test_new_structure_changes_the_label_map_and_rebuilds_every_subject(tiny_dat
     seg = tiny_dataset / "demo0000" / "segmentations"
     shutil.copy(next(seg.iterdir()), seg / "brand_new_structure.nii.gz")
     report = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
-    assert report.rebuilt_all == "settings or label map changed" and report.processed == IDS
+    assert report.rebuilt_all.startswith("settings changed: label map") and report.processed == IDS
+    assert "+brand_new_structure" in report.rebuilt_all
     assert "brand_new_structure" in read_manifest(tiny_cache).label_map.values()
 
 
@@ -157,10 +162,15 @@ def test_modify_subject_changes_the_ct_bytes_but_not_its_shape(tiny_dataset):
     assert np.array_equal(np.asanyarray(nib.load(path).dataobj), data + 3)
 
 
-def test_incremental_benchmark_processes_exactly_one_subject(tmp_path):
+def test_incremental_benchmark_processes_exactly_one_subject(tmp_path, monkeypatch):
     result = bench_incremental(subjects=3, size=16, slices=(4, 5), workdir=tmp_path)
-    assert result.full_s > 0 and result.incremental_s > 0 and result.ideal == 1 / 3
+    assert result.full_s > 0 and result.incremental_s > 0 and result.subjects == 3
     assert list(tmp_path.iterdir()) == []  # its temporary dataset and cache are gone
+    # the benchmark checks what each run processed: with no subject modified, its last run processes none
+    monkeypatch.setattr("ctslice.bench.incremental.modify_subject", lambda data, subject: None)
+    with pytest.raises(CtsliceError, match=r"processed \[\] \(expected 1\)"):
+        bench_incremental(subjects=3, size=16, slices=(4, 5), workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cache_of_another_format_version_is_rebuilt(tiny_dataset, tiny_cache):

@@ -22,11 +22,29 @@ def test_totalsegmentator_layout(tmp_path):
 def test_meta_csv_split_with_byte_order_mark(tmp_path):
     for sid in ("s01", "s02", "s03"):
         ts_subject(tmp_path, sid)
-    (tmp_path / "meta.csv").write_bytes("\ufeffimage_id;age;split\ns01;50;train\ns02;60;test\ns03;70;bogus\n"
+    (tmp_path / "meta.csv").write_bytes("\ufeffimage_id;age;split\ns01;50;train\ns02;60;test\ns03;70;\n"
                                         .encode("utf-8"))
     ds = discover(tmp_path)
     assert ds.official_split == {"s01": "train", "s02": "test"}
     assert any("1 row" in w for w in ds.warnings)
+
+
+def test_utf16_meta_csv_is_read(tmp_path):
+    ts_subject(tmp_path, "s01")
+    (tmp_path / "meta.csv").write_text("image_id;split\ns01;test\n", encoding="utf-16")
+    assert discover(tmp_path).official_split == {"s01": "test"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("image_id,split\ns01,test\n".encode(), "image_id and split"),  # comma-separated
+    (b"image_id;split\ns01;t\xe9st\n", "cannot read"),  # Latin-1, not UTF-8
+    (b"image_id;split\ns01;testing\n", "other than train/val/test"),
+])
+def test_meta_csv_that_cannot_be_read_whole_is_an_error(tmp_path, content, message):
+    ts_subject(tmp_path, "s01")
+    (tmp_path / "meta.csv").write_bytes(content)
+    with pytest.raises(CtsliceError, match=message):
+        discover(tmp_path)
 
 
 def test_nnunet_layout_v2_and_msd_labels(tmp_path):

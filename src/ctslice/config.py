@@ -156,11 +156,20 @@ def _merge(section: Any, values: dict[str, Any], where: str) -> Any:
     return dataclasses.replace(section, **values)
 
 
-def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
-    """Defaults, then the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}}; None values
-    mean "not given" and are skipped, so CLI options can be passed straight through)."""
+def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+                cache_settings: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the settings an existing cache was built with (`cache_settings`, flat as
+    Manifest.stored_settings gives them: they stick, so updating a cache without flags keeps its settings), then
+    the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}}; None values mean "not given" and
+    are skipped, so CLI options can be passed straight through)."""
     cfg = Config()
     layers: list[tuple[str, dict[str, Any]]] = []
+    if cache_settings:
+        known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+        stored = {k: v for k, v in cache_settings.items() if k in known}
+        if "spacing" in stored and stored["spacing"] is None:  # None would read as "not given"
+            stored["spacing"] = "native"
+        layers.append(("the cache's settings", {"preprocess": stored}))
     if path is not None:
         try:
             layers.append((str(path), tomllib.loads(Path(path).read_text())))

@@ -19,33 +19,31 @@ from ..config import PreprocessConfig
 from ..errors import CacheError
 from ..preprocess.labels import label_map_to_json
 from ..preprocess.sources import discover
-from .fingerprint import compare
-from .manifest import Manifest, read_manifest, settings_hash
+from .fingerprint import Changes, compare
+from .manifest import Manifest, read_manifest, settings_diff, settings_hash
 
 
 @dataclass
 class CacheStatus:
     cache: Path
     data: Path
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    modified: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    touched: list[str] = field(default_factory=list)
-    """Unchanged subjects whose files only got a new modification time (not reprocessed)."""
+    changes: Changes
+    """The subjects classified exactly as the next preprocess will (fingerprint.compare)."""
+    changed_settings: dict[str, list[Any]] = field(default_factory=dict)
+    """What differs from the cache's settings (manifest.settings_diff): the next preprocess rebuilds everything."""
     retry: list[str] = field(default_factory=list)
     """Added subjects that failed in the cache's last run: the next preprocess tries them again."""
-    settings_changed: bool = False
-    """The settings or the label map differ from the cache's: the next preprocess rebuilds everything."""
 
     @property
     def up_to_date(self) -> bool:
-        return not (self.added or self.removed or self.modified or self.settings_changed)
+        return self.changes.up_to_date
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.update(cache=str(self.cache), data=str(self.data), up_to_date=self.up_to_date)
-        return data
+        c = self.changes
+        return {"cache": str(self.cache), "data": str(self.data), "added": c.added, "removed": c.removed,
+                "modified": c.modified, "unchanged": c.unchanged, "touched": sorted(c.touched),
+                "retry": self.retry, "settings_changed": c.settings_changed,
+                "changed_settings": self.changed_settings, "up_to_date": self.up_to_date}
 
 
 def preprocess_config_of(manifest: Manifest, **overrides: Any) -> PreprocessConfig:
@@ -74,8 +72,6 @@ def cache_status(cache: Path, data: Path | None = None) -> CacheStatus:
     content = preprocess_config_of(manifest).content_settings()
     shash = settings_hash(content, label_map_to_json(dataset.label_map))
     changes = compare(dataset, manifest, shash)
-    return CacheStatus(
-        cache=Path(cache), data=data, added=changes.added, removed=changes.removed, modified=changes.modified,
-        unchanged=changes.unchanged, touched=sorted(changes.touched),
-        retry=[sid for sid in changes.added if sid in manifest.failed], settings_changed=changes.settings_changed,
-    )
+    return CacheStatus(cache=Path(cache), data=data, changes=changes,
+                       changed_settings=settings_diff(manifest, content, label_map_to_json(dataset.label_map)),
+                       retry=[sid for sid in changes.added if sid in manifest.failed])

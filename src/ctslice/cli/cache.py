@@ -82,22 +82,25 @@ def status(
     """
     with user_errors():
         from ..cache.status import cache_status
+        from ..preprocess.run import describe_changes
 
         s = cache_status(cache, data)
         if as_json:
             typer.echo(json.dumps(s.to_json(), indent=1))
         else:
+            c = s.changes
             lines = [f"{s.cache} against {s.data}:"]
-            if s.settings_changed:
-                lines.append("  settings or label map differ: the next preprocess rebuilds every subject")
+            if c.settings_changed:
+                what = describe_changes(s.changed_settings) or "the format"
+                lines.append(f"  settings changed: {what}: the next preprocess rebuilds every subject")
             for name in ("added", "modified", "removed"):
-                ids = getattr(s, name)
+                ids = getattr(c, name)
                 if ids:
                     lines.append(f"  {name:<9} {len(ids):>5}: {_ids(ids)}")
             if s.retry:
                 lines.append(f"  (failed in the last run, tried again by the next: {_ids(s.retry)})")
-            lines.append(f"  unchanged {len(s.unchanged):>5}" +
-                         (f" ({len(s.touched)} only touched)" if s.touched else ""))
+            lines.append(f"  unchanged {len(c.unchanged):>5}" +
+                         (f" ({len(c.touched)} only touched)" if c.touched else ""))
             lines.append("up to date" if s.up_to_date else "stale: run `ctslice preprocess` to update")
             _say("\n".join(lines))
         if not s.up_to_date:

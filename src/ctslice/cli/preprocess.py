@@ -26,19 +26,25 @@ def preprocess(
         help="Existing dask cluster: tcp://host:8786 or a scheduler file; the cache must be on shared storage.",
     )] = None,
     spacing: Annotated[Optional[str], typer.Option(
-        help=f"In-plane spacing in mm, or 'native'. [default: {_D.spacing}]")] = None,
+        help=f"In-plane spacing in mm, or 'native'. [default: the cache's; new: {_D.spacing}]")] = None,
     size: Annotated[Optional[int], typer.Option(
-        help=f"Slice size in pixels (centre pad/crop). [default: {_D.size}]")] = None,
-    hu_min: Annotated[Optional[int], typer.Option(help=f"Lower HU clip. [default: {_D.hu_min}]")] = None,
-    hu_max: Annotated[Optional[int], typer.Option(help=f"Upper HU clip. [default: {_D.hu_max}]")] = None,
+        help=f"Slice size in pixels (centre pad/crop). [default: the cache's; new: {_D.size}]")] = None,
+    hu_min: Annotated[Optional[int], typer.Option(
+        help=f"Lower HU clip. [default: the cache's; new: {_D.hu_min}]")] = None,
+    hu_max: Annotated[Optional[int], typer.Option(
+        help=f"Upper HU clip. [default: the cache's; new: {_D.hu_max}]")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(
-        help=f"Val share without an official split. [default: {_D.val_fraction}]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help=f"Seed of the split rule. [default: {_D.seed}]")] = None,
+        help=f"Val share without an official split. [default: the cache's; new: {_D.val_fraction}]")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help=f"Seed of the split rule. [default: the cache's; new: {_D.seed}]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every subject, even unchanged ones.")] = False,
 ) -> None:
     """Build or update the slice cache of a dataset: only new or changed subjects are processed.
 
     Example: ctslice preprocess /data/Totalsegmentator_dataset_v201 --cache /fast/cache --workers 8
+
+    Updating an existing cache keeps its settings (spacing, size, HU range, split); a flag that differs
+    rebuilds every subject, and the output says which setting changed.
 
     Subjects that fail are named with file and reason, listed in the manifest, and make the command exit 1;
     the other subjects, and what the cache already held, are kept.
@@ -46,12 +52,15 @@ def preprocess(
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from ..cache.warnings import summary_lines
         from ..config import load_config
-        from ..preprocess.run import run_preprocess
+        from ..preprocess.run import cache_settings, run_preprocess
 
+        # An existing cache's settings are the defaults of its update; given flags or --config values win.
         cfg = load_config(config, {"preprocess": {
             "workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
-            "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}}).preprocess
+            "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}},
+            cache_settings=cache_settings(cache)).preprocess
         columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
         bar = Progress(*columns, console=console)  # started with the first subject, not before discovery
@@ -64,7 +73,8 @@ def preprocess(
                 bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
 
         try:
-            report = run_preprocess(data, cache, cfg, force=force, progress=advance)
+            report = run_preprocess(data, cache, cfg, force=force, progress=advance,
+                                    say=lambda note: console.print(note, highlight=False, soft_wrap=True))
         finally:
             bar.stop()
         summary = (f"{report.cache}: {len(report.processed)} processed, {len(report.reused)} reused, "
@@ -73,6 +83,8 @@ def preprocess(
         if report.rebuilt_all:
             summary += f" (full build: {report.rebuilt_all})"
         out.print(summary, highlight=False)
+        for line in summary_lines(report.warnings):
+            console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
         if report.failed:
             console.print(f"[bold red]{len(report.failed)} subject(s) failed:[/]")
             for reason in report.failed.values():

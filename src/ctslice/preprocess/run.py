@@ -30,7 +30,7 @@ from ..cache.manifest import (
 )
 from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
-from ..errors import CacheFormatError
+from ..errors import CacheError, CacheFormatError
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
@@ -100,10 +100,22 @@ def _rebuild_reason(previous_problem: str | None, changes: Changes, diff: dict[s
     return None
 
 
+def cache_settings(cache: Path) -> dict:
+    """The settings an existing cache was built with (Manifest.stored_settings), the defaults of its update;
+    {} for a new cache or one that will be rebuilt anyway (another format, unreadable manifest)."""
+    try:
+        return read_manifest(cache).stored_settings() if manifest_path(cache).exists() else {}
+    except CacheError:
+        return {}
+
+
 def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool = False,
-                   progress: ProgressFn | None = None) -> PreprocessReport:
+                   progress: ProgressFn | None = None, say: Callable[[str], None] | None = None
+                   ) -> PreprocessReport:
     """Preprocess `data` into `cache`. Raises CtsliceError for problems with the whole dataset or cache; problems
-    with single subjects end up in report.failed (and the manifest's `failed`) while the others go on."""
+    with single subjects end up in report.failed (and the manifest's `failed`) while the others go on.
+    `say` gets, once and before the work starts, what the run is about to do when that needs saying: a full
+    rebuild and why, a capped number of workers (also kept in report.notes)."""
     start = time.perf_counter()
     cfg.validate()
     data, cache = Path(data).resolve(), Path(cache).resolve()
@@ -139,11 +151,17 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         else:
             todo = {s.id for s in dataset.subjects}
         report.removed = sorted(changes.removed)
+        if report.rebuilt_all and previous is not None:
+            report.notes.append(f"full rebuild of {len(todo)} subject(s): {report.rebuilt_all}")
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
         job_hash = f"{shash}+force-{uuid.uuid4().hex[:8]}" if force else shash
-        outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress, report.notes)
+        cfg = _capped(cfg, dataset, todo, report.notes)
+        for note in report.notes:
+            if say:
+                say(note)
+        outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress)
         failed = {p.subject: str(p) for p in dataset.problems}
         for outcome in outcomes:
             if outcome.record is not None:
@@ -189,19 +207,24 @@ def _summed_histogram(cache: Path, records: dict[str, SubjectRecord]) -> np.ndar
     return total
 
 
+def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list[str]) -> PreprocessConfig:
+    """cfg with local workers capped (workers.cap_workers), the per-worker memory estimated from the largest CT."""
+    if len(todo) < 2 or cfg.workers < 2 or cfg.dask_scheduler:
+        return cfg
+    largest = max((s.image for s in dataset.subjects if s.id in todo), key=lambda f: _size(dataset.root / f))
+    cores, memory = available_resources()
+    workers, note = cap_workers(cfg.workers, cores, len(todo), memory, worker_bytes(dataset.root / largest))
+    if note:
+        notes.append(note)
+    return dataclasses.replace(cfg, workers=workers)
+
+
 def _process_all(dataset: Dataset, cache: Path, cfg: PreprocessConfig, shash: str, todo: set[str],
-                 progress: ProgressFn | None, notes: list[str]) -> list[SubjectOutcome]:
+                 progress: ProgressFn | None) -> list[SubjectOutcome]:
     jobs = [SubjectJob(s, str(dataset.root), str(cache), cfg.content_settings(), shash, dataset.label_map,
                        dataset.label_values) for s in dataset.subjects if s.id in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.
     jobs.sort(key=lambda j: -_size(dataset.root / j.source.image))
-    if jobs and cfg.workers > 1 and not cfg.dask_scheduler:
-        cores, memory = available_resources()
-        workers, note = cap_workers(cfg.workers, cores, len(jobs), memory,
-                                    worker_bytes(dataset.root / jobs[0].source.image))
-        cfg = dataclasses.replace(cfg, workers=workers)
-        if note:
-            notes.append(note)
 
     def lost(job: SubjectJob, error: BaseException) -> SubjectOutcome:
         return SubjectOutcome(job.source.id, error=f"{job.source.id}: worker lost ({type(error).__name__}: {error})")

@@ -12,6 +12,7 @@ Discovery only lists files; nothing is decoded here. Problems that concern one s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import defaultdict
@@ -139,24 +140,34 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
 
 
 def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Official split from TotalSegmentator's meta.csv (';'-separated, possibly with a byte-order mark)."""
+    """Official split from TotalSegmentator's meta.csv (';'-separated; UTF-8, with or without a byte-order mark,
+    or UTF-16 with one). A meta.csv that cannot be read whole is an error, not a warning: ignoring it would put
+    its test subjects into train. Rows with an empty split are only a warning (those subjects get the rule's)."""
     if not path.is_file():
         return {}, []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f, delimiter=";"))
+        raw = path.read_bytes()
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return {}, [f"meta.csv ignored: cannot read it ({e})"]
+        raise CtsliceError(f"{path}: cannot read it ({e}); it must be UTF-8 text") from None
     if not rows or "image_id" not in rows[0] or "split" not in rows[0]:
-        return {}, ["meta.csv ignored: it has no image_id and split columns"]
-    split, bad = {}, 0
+        found = ", ".join(map(repr, list(rows[0])[:4])) if rows else "no rows"
+        raise CtsliceError(f"{path}: needs ';'-separated columns image_id and split (found {found}); fix it or "
+                           "remove it to split by the rule")
+    split, empty, bad = {}, 0, []
     for row in rows:
         sid, value = (row.get("image_id") or "").strip(), (row.get("split") or "").strip().lower()
         if value in SPLITS and sid:
             split[sid] = value
+        elif value:
+            bad.append(f"{sid or '?'}: {value!r}")
         else:
-            bad += 1
-    warnings = [f"meta.csv: {bad} row(s) without a train/val/test split ignored"] if bad else []
+            empty += 1
+    if bad:
+        raise CtsliceError(f"{path}: {len(bad)} row(s) with a split other than train/val/test: "
+                           f"{', '.join(bad[:5])}")
+    warnings = [f"meta.csv: {empty} row(s) without a split (split by the rule instead)"] if empty else []
     return split, warnings
 
 
