@@ -15,6 +15,7 @@ from typing import Any
 from .cleanup import leftovers
 from .manifest import MANIFEST_NAME, read_manifest
 from .store import IMAGE_DTYPE, LABEL_DTYPE
+from .warnings import warning_summary
 
 RAW_BYTES_PER_PIXEL = IMAGE_DTYPE.itemsize + LABEL_DTYPE.itemsize
 
@@ -60,6 +61,8 @@ class CacheInfo:
     compression_ratio: float
     """raw_bytes / size.bytes."""
     labels: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, Any] = field(default_factory=dict)
+    """cache.warnings.warning_summary: crops, missing masks, overlaps, the dataset's own warnings."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,4 +116,5 @@ def cache_info(cache: Path) -> CacheInfo:
         splits=splits, structures=manifest.num_labels - 1, slice_size=[list(s) for s in shapes],
         spacing_mm=spacing, size=size, leftovers=left, raw_bytes=raw,
         compression_ratio=round(raw / size.bytes, 3) if size.bytes else 0.0, labels=dict(manifest.label_map),
+        warnings=warning_summary(manifest),
     )

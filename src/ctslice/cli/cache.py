@@ -42,6 +42,7 @@ def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="
     """
     with user_errors():
         from ..cache.info import cache_info
+        from ..cache.warnings import summary_lines
 
         i = cache_info(cache)
         if as_json:
@@ -66,6 +67,7 @@ def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="
         if i.leftovers.files:
             lines.append(f"leftovers  {_size(i.leftovers.bytes)} in {i.leftovers.files} files "
                          "(ctslice cache clean --leftovers)")
+        lines += [f"warning    {line}" for line in summary_lines(i.warnings)]
         _say("\n".join(lines))
 
 

@@ -1,0 +1,5 @@
+"""`python -m ctslice`: the same as the `ctslice` command."""
+
+from .cli import app
+
+app()
