@@ -202,3 +202,66 @@ def clean(
             typer.confirm(f"Remove the cache {cache} and everything in it?", abort=True)
         remove_cache(cache)
         _say(f"{cache}: removed")
+
+
+@cache_app.command()
+def show(
+    cache: CacheArg,
+    subject: Annotated[str, typer.Argument(help="Subject id (as in `cache info` or splits.csv).")],
+    slice_: Annotated[Optional[int], typer.Option("--slice", help="One slice index along --axis [default: a "
+                                                                  "montage of evenly spaced slices].")] = None,
+    axis: Annotated[str, typer.Option(help="axial, coronal or sagittal.")] = "axial",
+    window: Annotated[str, typer.Option(help="soft (400/40), bone (1800/400), lung (1500/-600) or W,L in "
+                                             "HU.")] = "soft",
+    out_png: Annotated[Optional[Path], typer.Option("--out", help="PNG to write [default: "
+                                                                  "SUBJECT-AXIS[-SLICE].png].")] = None,
+) -> None:
+    """Draw a cached subject's CT with its labels as a coloured overlay and a legend of the structures present:
+    the first thing to look at after preprocessing a new dataset (orientation, labels, windowing).
+
+    Example: ctslice cache show /fast/cache s0011 --axis coronal --window bone --out s0011.png
+    """
+    with user_errors():
+        from ..view.show import show_subject
+
+        _say(f"wrote {show_subject(cache, subject, out_png, slice_, axis, window)}")
+
+
+@cache_app.command()
+def stats(
+    cache: CacheArg,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for structures.png and dataset.png "
+                                                                  "[default: CACHE-stats beside the cache].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's statistics as JSON.")] = False,
+) -> None:
+    """Dataset statistics from the manifest: per structure the subjects containing it, voxels and volume;
+    foreground HU statistics (nnU-Net's CT normalisation); spacing; and figures of them.
+
+    Example: ctslice cache stats /fast/cache --out /tmp/cache-stats
+    """
+    with user_errors():
+        from ..cache.manifest import read_manifest
+        from ..view.stats import structure_rows, write_figures
+
+        manifest = read_manifest(cache)
+        st = manifest.statistics
+        if as_json:
+            typer.echo(json.dumps(st, indent=1))
+            return
+        n = max(st.get("subjects", 0), 1)
+        lines = [f"{'index':>5}  {'structure':<32} {'subjects':>8} {'%':>6} {'voxels':>13} {'ml':>11}"]
+        for i, name, subjects, voxels, ml in structure_rows(manifest):
+            lines.append(f"{i:>5}  {name:<32} {subjects:>8} {subjects / n:>6.0%} {voxels:>13,} {ml:>11,.1f}")
+        hu = st.get("intensity", {})
+        if hu.get("voxels"):
+            lines.append(f"foreground HU: mean {hu['mean']:.1f}, std {hu['std']:.1f}, 0.5-99.5% {hu['p00_5']} to "
+                         f"{hu['p99_5']}, range {hu['min']} to {hu['max']} ({hu['voxels']:,} voxels)")
+        spacing = st.get("spacing", {})
+        if spacing.get("slice_thickness"):
+            lines.append(f"original spacing: slice thickness {spacing['slice_thickness'][0]}-"
+                         f"{spacing['slice_thickness'][1]} mm, in-plane {spacing['in_plane'][0]}-"
+                         f"{spacing['in_plane'][1]} mm")
+        _say("\n".join(lines))
+        out_dir = out_dir or Path(f"{Path(cache).resolve()}-stats")
+        for path in write_figures(cache, out_dir):
+            _say(f"wrote {path}")

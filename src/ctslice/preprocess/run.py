@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..cache import store
 from ..cache.cleanup import remove_leftovers
 from ..cache.fingerprint import Changes, compare
@@ -35,7 +33,7 @@ from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
 from .split import assign_splits, splits_to_lists
-from .statistics import HIST_BINS, dataset_statistics
+from .statistics import dataset_statistics, summed_histogram
 from .subject import SubjectJob, SubjectOutcome, process_subject
 from .workers import available_resources, cap_workers, worker_bytes
 
@@ -188,23 +186,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
-        manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, _summed_histogram(cache, keep))
+        manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, summed_histogram(cache, keep.values()))
         write_manifest(cache, manifest)
         report.warnings = warning_summary(manifest)
         remove_leftovers(cache, manifest)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _summed_histogram(cache: Path, records: dict[str, SubjectRecord]) -> np.ndarray:
-    """The subjects' foreground HU histograms summed (one small array read per subject; subjects cached before
-    histograms existed have none and are left out)."""
-    total = np.zeros(HIST_BINS, dtype=np.int64)
-    for record in records.values():
-        hist = store.read_histogram(cache, record.path)
-        if hist is not None:
-            total += hist
-    return total
 
 
 def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list[str]) -> PreprocessConfig:

@@ -1,0 +1,1 @@
+"""Pictures of a cache: slice overlays (`cache show`) and dataset statistics (`cache stats`)."""

@@ -1,0 +1,65 @@
+"""CT windowing and label overlays as pure functions on arrays, shared by `cache show` and any figure that
+shows labels (colours from ctslice.colors, the one colour table)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..colors import color_table
+from ..errors import CtsliceError
+
+WINDOWS = {"soft": (400, 40), "bone": (1800, 400), "lung": (1500, -600)}
+"""name -> (width, level) in HU: the usual radiology presets."""
+
+
+def parse_window(value: str) -> tuple[float, float]:
+    """'soft', 'bone', 'lung' or 'W,L' (e.g. '350,50') -> (width, level)."""
+    if value in WINDOWS:
+        return WINDOWS[value]
+    try:
+        width, level = (float(v) for v in value.split(","))
+    except ValueError:
+        raise CtsliceError(f"window must be {', '.join(WINDOWS)} or WIDTH,LEVEL in HU, got {value!r}") from None
+    if width <= 0:
+        raise CtsliceError(f"window width must be positive, got {width}")
+    return width, level
+
+
+def window_gray(image: np.ndarray, width: float, level: float) -> np.ndarray:
+    """HU -> float32 grey values in [0, 1] for the window."""
+    return np.clip((image.astype(np.float32) - (level - width / 2)) / width, 0.0, 1.0)
+
+
+def overlay_rgb(image: np.ndarray, label: np.ndarray, num_labels: int, window: tuple[float, float],
+                alpha: float = 0.45) -> np.ndarray:
+    """float32 (..., 3) RGB in [0, 1]: the windowed CT, with labelled pixels blended towards their colour."""
+    gray = window_gray(image, *window)[..., None]
+    colors = color_table(num_labels).astype(np.float32) / 255
+    rgb = np.repeat(gray, 3, axis=-1)
+    labelled = label > 0
+    rgb[labelled] = (1 - alpha) * rgb[labelled] + alpha * colors[label[labelled]]
+    return rgb
+
+
+def view(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
+    """One plane of a cached (slice, row, column) LPS volume, as a radiologist looks at it: axial as stored
+    (patient's right on the image's left, anterior up); coronal and sagittal with superior up (sagittal with
+    anterior on the left)."""
+    if axis == "axial":
+        return volume[index]
+    if axis == "coronal":
+        return volume[::-1, index, :]
+    if axis == "sagittal":
+        return volume[::-1, :, index]
+    raise CtsliceError(f"axis must be axial, coronal or sagittal, got {axis!r}")
+
+
+def plane_count(shape: tuple[int, int, int], axis: str) -> int:
+    return shape[{"axial": 0, "coronal": 1, "sagittal": 2}[axis]]
+
+
+def even_positions(count: int, n: int) -> list[int]:
+    """n evenly spaced indices in [0, count), away from the very ends; all of them when count <= n."""
+    if count <= n:
+        return list(range(count))
+    return [int(round(x)) for x in np.linspace(0, count - 1, n + 2)[1:-1]]
