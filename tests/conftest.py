@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -34,12 +35,24 @@ def tiny_dataset(_tiny_dataset_master, tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def tiny_cache(tiny_dataset, tmp_path) -> Path:
-    """A cache built from tiny_dataset with TINY_SETTINGS (in-process, no dask)."""
-    cache = tmp_path / "cache"
-    report = run_preprocess(tiny_dataset, cache, TINY_SETTINGS)
+@pytest.fixture(scope="session")
+def _tiny_cache_master(_tiny_dataset_master, tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("tiny") / "cache"
+    report = run_preprocess(_tiny_dataset_master, cache, TINY_SETTINGS)
     assert report.ok, report.failed
+    return cache
+
+
+@pytest.fixture
+def tiny_cache(tiny_dataset, tmp_path, _tiny_cache_master) -> Path:
+    """A cache of tiny_dataset with TINY_SETTINGS: built once per test run and copied for each test (copies
+    keep file times, so the copied dataset is unchanged against the copied cache), free to modify."""
+    cache = tmp_path / "cache"
+    shutil.copytree(_tiny_cache_master, cache, ignore=shutil.ignore_patterns(".lock"))
+    manifest = cache / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["dataset"]["root"] = str(tiny_dataset.resolve())  # as if built from this test's copy of the dataset
+    manifest.write_text(json.dumps(data, indent=1))
     return cache
 
 

@@ -42,7 +42,7 @@ def medium(_medium_master, tmp_path):
 
 def subject_folders(cache):
     folder = cache / "subjects"
-    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return {p.name for p in folder.iterdir() if p.name != "zarr.json"} if folder.is_dir() else set()
 
 
 def start_preprocess(data, cache):

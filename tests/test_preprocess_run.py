@@ -197,22 +197,45 @@ def test_manifest_is_plain_json_and_settings_hash_tracks_content(tiny_dataset, t
     a = json.loads((tmp_path / "a" / "manifest.json").read_text())
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert a["settings"]["hash"] != b["settings"]["hash"]
-    assert not list((tmp_path / "a").rglob("*.pkl"))
+
+
+def test_cache_holds_only_arrays_and_json(tiny_cache):
+    """No pickles, in any guise: every file is JSON or CSV we wrote, the lock, or a chunk of an array whose
+    metadata names only numeric dtypes and the codecs chosen in store.py (a pickle codec or an object array
+    would show up here)."""
+    codecs, dtypes, chunks = set(), set(), 0
+    for path in (p for p in tiny_cache.rglob("*") if p.is_file()):
+        rel = path.relative_to(tiny_cache).as_posix()
+        if path.name == "zarr.json":
+            meta = json.loads(path.read_text())
+            if meta["node_type"] == "array":
+                dtypes.add(meta["data_type"])
+                codecs |= {c["name"] for c in meta["codecs"]}
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif "/c/" in rel:
+            chunks += 1
+        else:
+            assert rel in {"splits.csv", ".lock"}, rel
+    assert chunks > 0 and dtypes <= {"int16", "uint8", "int32", "int64", "bool"}
+    assert codecs <= {"bytes", "blosc", "crc32c"}, codecs
 
 
 def test_runs_on_an_existing_dask_cluster_by_address_and_scheduler_file(tiny_dataset, tmp_path):
     """--dask-scheduler: the same job on a cluster that ctslice did not start (here: threads on loopback)."""
     import logging
 
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import LocalCluster
 
+    # The scheduler writes its own file at start, as `dask scheduler --scheduler-file` does. (Client.
+    # write_scheduler_file after a run failed now and then: it dumps the workers' last heartbeat metrics, whose
+    # per-task digests have tuple keys that json cannot write whenever a heartbeat fell after the first run.)
+    scheduler_file = tmp_path / "scheduler.json"
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster:
+                      silence_logs=logging.ERROR, scheduler_kwargs={"scheduler_file": str(scheduler_file)}
+                      ) as cluster:
         by_address = run_preprocess(tiny_dataset, tmp_path / "a",
                                     PreprocessConfig(spacing=None, size=40, dask_scheduler=cluster.scheduler_address))
-        scheduler_file = tmp_path / "scheduler.json"
-        with Client(cluster) as client:
-            client.write_scheduler_file(str(scheduler_file))
         by_file = run_preprocess(tiny_dataset, tmp_path / "b",
                                  PreprocessConfig(spacing=None, size=40, dask_scheduler=str(scheduler_file)))
     assert by_address.ok and by_file.ok and len(by_address.processed) == len(by_file.processed) == 5

@@ -26,7 +26,6 @@ def leftovers(cache: Path, manifest: Manifest) -> list[Path]:
         found.append(cache / store.STAGING_DIR)
     for name in (MANIFEST_NAME, LABEL_MAP_NAME, SPLITS_NAME, ZARR_JSON):
         found += sorted(cache.glob(f".{name}.*.tmp"))
-        found += sorted(cache.glob(f"{store.SUBJECTS_DIR}/.{name}.*.tmp"))
     return found
 
 

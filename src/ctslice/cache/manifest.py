@@ -181,7 +181,7 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
                         "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
     for folder in (Path(cache), Path(cache) / SUBJECTS_DIR):
         folder.mkdir(exist_ok=True)
-        _write_atomic(folder / ZARR_JSON, group)
+        _write_atomic(folder / ZARR_JSON, group, temp_dir=Path(cache))  # subjects/ holds subject folders only
 
 
 def splits_csv(manifest: Manifest) -> str:
@@ -193,8 +193,8 @@ def splits_csv(manifest: Manifest) -> str:
     return text.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_atomic(path: Path, text: str, temp_dir: Path | None = None) -> None:
+    tmp = (temp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
     with tmp.open("w") as f:
         f.write(text)
         f.flush()
