@@ -1,7 +1,9 @@
 """The one typed configuration. Defaults live here and nowhere else.
 
 Precedence: command-line flags > a TOML file (`--config FILE`, sections named like the dataclasses below)
-> these defaults. The resolved configuration is saved with every run (the cache's manifest for preprocessing).
+> these defaults; when updating an existing cache, its stored settings take the defaults' place. The resolved
+configuration is saved with every run: preprocessing's in the cache's manifest (`settings`), training's with its
+checkpoints (`Config.to_dict`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class PreprocessConfig:
     """Seed of the subject-level split rule."""
 
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
-    """Local dask worker processes (one subject each at a time). 0 runs in this process without dask."""
+    """Local dask worker processes (one subject each at a time). 0 runs in this process without dask. A run
+    starts no more than the cores available, the subjects to process and the memory allow (preprocess/workers.py)."""
 
     dask_scheduler: str | None = None
     """Address (tcp://host:8786) or scheduler-file path of an existing dask.distributed cluster.
@@ -133,6 +136,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain JSON-able data, to save with a run (training checkpoints;
+        preprocessing saves its settings in the cache's manifest)."""
         return dataclasses.asdict(self)
 
 

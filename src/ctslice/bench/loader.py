@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..cache.info import folder_size
+from ..cache.info import RAW_BYTES_PER_PIXEL, folder_size
 from ..cache.manifest import read_manifest
 from ..config import LoaderConfig, PreprocessConfig
 from ..errors import CacheError, CtsliceError
@@ -192,7 +192,7 @@ def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker
         raise CacheError(f"{cache}: split {split!r} has no slices to read")
     order = np.random.default_rng(seed).permutation(len(ds)).tolist()
     shapes = [r.shape for r in manifest.subjects.values()]
-    raw_bytes = sum(s * h * w * 3 for s, h, w in shapes)  # int16 image + uint8 label per pixel
+    raw_bytes = sum(s * h * w for s, h, w in shapes) * RAW_BYTES_PER_PIXEL
     result = {"cache": str(cache), "split": split, "split_slices": len(ds), "cache_slices": len(ds.reader),
               "slice_shape": list(shapes[0][1:]) if shapes else [], "context_slices": context_slices,
               "batch_size": batch_size, "cores": len(os.sched_getaffinity(0)),

@@ -21,6 +21,7 @@ def preprocess(
     cache: Annotated[Path, typer.Option("--cache", "-c", help="Cache folder to create or update.")] = Path("cache"),
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [preprocess] section.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local dask worker processes (default: all cores; "
+                                                        "capped by cores, subjects and memory; "
                                                         "0 = no dask, in this process).")] = None,
     dask_scheduler: Annotated[Optional[str], typer.Option(
         help="Existing dask cluster: tcp://host:8786 or a scheduler file; the cache must be on shared storage.",
