@@ -74,7 +74,8 @@ def test_status_lists_added_removed_modified_and_exits_1(tiny_dataset, tiny_cach
     shutil.rmtree(tiny_dataset / "demo0004")
     modify_subject(tiny_dataset, "demo0002")
     status = cache_status(tiny_cache)
-    assert (status.changes.added, status.changes.removed, status.changes.modified) == (["extra01"], ["demo0004"], ["demo0002"])
+    c = status.changes
+    assert (c.added, c.removed, c.modified) == (["extra01"], ["demo0004"], ["demo0002"])
     assert status.changes.unchanged == ["demo0000", "demo0001", "demo0003"] and not status.changes.settings_changed
     assert not status.up_to_date
     result = cli("cache", "status", tiny_cache)

@@ -38,3 +38,10 @@ def test_config_file_values_override_the_cache_settings(tiny_dataset, tmp_path):
     output = preprocess(tiny_dataset, cache, "--config", str(toml))
     assert "spacing native -> 2.0" in output
     assert read_manifest(cache).settings["size"] == 24
+
+
+def test_a_changed_split_setting_is_said_and_rebuilds_nothing(tiny_dataset, tmp_path):
+    cache = tmp_path / "c"
+    preprocess(tiny_dataset, cache, "--spacing", "native", "--size", "24")
+    output = preprocess(tiny_dataset, cache, "--seed", "5")
+    assert "split settings changed: seed 0 -> 5" in output and "0 processed" in output

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .cleanup import leftovers
-from .manifest import MANIFEST_NAME, read_manifest
+from .manifest import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON, read_manifest
 from .store import IMAGE_DTYPE, LABEL_DTYPE
 from .warnings import warning_summary
 
@@ -102,7 +102,8 @@ def cache_info(cache: Path) -> CacheInfo:
               for name, ids in manifest.splits.items()}
     shapes = sorted({tuple(r.shape[1:]) for r in records.values()})
     raw = sum(r.slices * r.shape[1] * r.shape[2] for r in records.values()) * RAW_BYTES_PER_PIXEL
-    referenced = [cache / MANIFEST_NAME, *(cache / r.path for r in records.values())]
+    referenced = [cache / name for name in (MANIFEST_NAME, LABEL_MAP_NAME, SPLITS_NAME, ZARR_JSON)]
+    referenced += [cache / SUBJECTS_DIR / ZARR_JSON, *(cache / r.path for r in records.values())]
     if manifest.slice_index:
         referenced.append(cache / manifest.slice_index)
     size = sum((folder_size(p) for p in referenced), FolderSize())

@@ -151,6 +151,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         report.removed = sorted(changes.removed)
         if report.rebuilt_all and previous is not None:
             report.notes.append(f"full rebuild of {len(todo)} subject(s): {report.rebuilt_all}")
+        old_split = previous.settings.get("split", {}) if previous else settings["split"]
+        if old_split != settings["split"]:
+            what = ", ".join(f"{k} {old_split.get(k)} -> {v}" for k, v in settings["split"].items()
+                             if old_split.get(k) != v)
+            report.notes.append(f"split settings changed: {what}: subjects without an official split are "
+                                "assigned again")
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
@@ -186,7 +192,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
-        manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, summed_histogram(cache, keep.values()))
+        histogram = summed_histogram(cache, keep.values())
+        manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
         write_manifest(cache, manifest)
         report.warnings = warning_summary(manifest)
         remove_leftovers(cache, manifest)

@@ -18,8 +18,8 @@ from ..errors import CacheError
 from .overlay import even_positions, overlay_rgb, parse_window, plane_count, view
 
 MONTAGE = 12  # slices in a montage (3 rows of 4)
-LEGEND_ROWS = 40
-SIDE = {"axial": "patient's right", "coronal": "patient's right", "sagittal": "anterior"}  # legend entries per column: 117 structures make 3 columns
+LEGEND_ROWS = 40  # legend entries per column: 117 structures make 3 columns
+SIDE = {"axial": "patient's right", "coronal": "patient's right", "sagittal": "anterior"}  # on the image's left
 
 
 def legend_handles(labels: dict[int, str], present: set[int]):
@@ -50,8 +50,11 @@ def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int
         raise CacheError(f"{subject}: {axis} slice {slice_} out of range (0..{count - 1})")
     positions = [slice_] if slice_ is not None else even_positions(count, MONTAGE)
     group = store.open_subject(cache, record.path)
-    image, label = np.asarray(group["image"][...]), np.asarray(group["label"][...])
-    planes = [(p, view(image, axis, p), view(label, axis, p)) for p in positions]
+    if axis == "axial":  # only the slices shown: one chunk each
+        planes = [(p, np.asarray(group["image"][p]), np.asarray(group["label"][p])) for p in positions]
+    else:
+        image, label = np.asarray(group["image"][...]), np.asarray(group["label"][...])
+        planes = [(p, view(image, axis, p), view(label, axis, p)) for p in positions]
 
     cols = min(4, len(planes))
     rows = math.ceil(len(planes) / cols)
