@@ -30,8 +30,7 @@ class PlaneMapper:
             self.rows = torch.as_tensor(np.rint(rows).astype(np.int64), device=device)
             self.cols = torch.as_tensor(np.rint(cols).astype(np.int64), device=device)
             return
-        # grid_sample's normalised coordinates (align_corners=True: -1 and 1 are the first and last pixel centres);
-        # samples outside the cached slice (a crop) read zero probability everywhere, so their argmax is background.
+        # grid_sample's normalised coordinates (align_corners=True: -1 and 1 are the first and last pixel centres).
         y = torch.as_tensor(2 * rows / max(h - 1, 1) - 1, dtype=torch.float32, device=device)
         x = torch.as_tensor(2 * cols / max(w - 1, 1) - 1, dtype=torch.float32, device=device)
         self.grid = torch.stack(torch.meshgrid(y, x, indexing="ij")[::-1], dim=-1).unsqueeze(0)  # (1, ny, nx, 2)
@@ -42,7 +41,12 @@ class PlaneMapper:
             return probabilities.argmax(1)[:, self.rows][:, :, self.cols].to(torch.uint8)
         out = []
         for p in probabilities.split(1):  # one slice at a time: C x ny x nx floats, not B times that
-            resampled = F.grid_sample(p.float(), self.grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            # Outside the cached slice (what a crop removed) is background: sample p - e0 with zero padding and add
+            # e0 back, which equals padding with pure background probabilities (weights inside sum to 1).
+            p = p.float().clone()
+            p[:, 0] -= 1
+            resampled = F.grid_sample(p, self.grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            resampled[:, 0] += 1
             out.append(resampled.argmax(1).to(torch.uint8))
         return torch.cat(out)
 
