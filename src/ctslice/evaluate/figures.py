@@ -68,7 +68,7 @@ def _dice_boxes(plt, path: Path, per_class: list[dict], per_subject: list[dict])
     fig, ax = _tall(plt, len(rows))
     data = [by_structure[r["structure"]] for r in rows]
     if data:
-        box = ax.boxplot(data, vert=False, widths=0.6, patch_artist=True, showfliers=True,
+        box = ax.boxplot(data, orientation="horizontal", widths=0.6, patch_artist=True, showfliers=True,
                          flierprops={"markersize": 2})
         for patch, r in zip(box["boxes"], rows):
             patch.set_facecolor(np.array(label_color(r["index"])) / 255)

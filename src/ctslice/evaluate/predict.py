@@ -40,9 +40,9 @@ class PredictOutcome:
 def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch.device, batch_size: int):
     """(uint8 labels on the CT's grid, the CT image) for one NIfTI file; InputError naming the file if unusable."""
     s = ckpt["preprocess"]
-    img = volume.load_header(path, stem(path), path.name)
+    img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
-    cached = image_to_cache(volume.read_ct(img, stem(path), path.name, s["hu_min"], s["hu_max"]), geometry,
+    cached = image_to_cache(volume.read_ct(img, str(path), None, s["hu_min"], s["hu_max"]), geometry,
                             fill=s["hu_min"])
     mapper = PlaneMapper(geometry, device)
     batches = DataLoader(VolumeSlices(cached, int(ckpt["context_slices"])), batch_size=batch_size)
