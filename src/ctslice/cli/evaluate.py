@@ -67,6 +67,8 @@ def evaluate(
                 checkpoint, cfg, cache=cache, split=split, out=out_dir, data=data if original_space else None,
                 save_predictions=save_predictions, split_masks=split_masks,
                 progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=sid))
+        for warning in result.warnings:
+            console.print(f"[yellow]warning[/] {warning}", highlight=False)
         for sid, reason in result.skipped.items():
             console.print(f"[yellow]skipped[/] {sid}: {reason}", highlight=False)
         out.print(summary_table(result.summary, result.per_class))

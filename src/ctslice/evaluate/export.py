@@ -25,6 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from ..colors import label_color
+from ..errors import CtsliceError
+from ..preprocess.sources import SAFE_ID
 from ..preprocess.volume import header_fields  # noqa: F401  (re-exported: what label_header takes)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -52,6 +54,14 @@ def label_image(labels: np.ndarray, affine: np.ndarray, fields: Mapping[str, Any
     img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), None, header=header)
     img.header.set_data_shape(labels.shape)
     return img
+
+
+def safe_name(name: str, what: str) -> str:
+    """`name` if it can be a file name inside our output folder; subject ids and structure names come from a
+    manifest or checkpoint, i.e. from files, so one like '../x' must not choose where we write."""
+    if not SAFE_ID.match(name):
+        raise CtsliceError(f"{what} {name!r} is not a safe file name (letters, digits, '.', '_', '-'); not written")
+    return name
 
 
 def stem(path: Path) -> str:
@@ -120,5 +130,6 @@ def write_split_masks(labels: np.ndarray, folder: Path, affine: np.ndarray, fiel
     seg = Path(folder) / "segmentations"
     for index, name in sorted(label_map.items()):
         if index > 0:
-            save_atomic(label_image((labels == index).astype(np.uint8), affine, fields), seg / f"{name}.nii.gz")
+            target = seg / f"{safe_name(name, 'structure name')}.nii.gz"
+            save_atomic(label_image((labels == index).astype(np.uint8), affine, fields), target)
     return seg

@@ -76,8 +76,9 @@ def _dice_boxes(plt, path: Path, per_class: list[dict], per_subject: list[dict])
                    label="mean")
         ax.set_yticks(range(1, len(rows) + 1), [r["structure"] for r in rows])
         ax.legend(loc="lower right", fontsize=7)
+    ax.set_ylim(0.3, len(rows) + 0.7)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("Dice per subject (3D)")
+    ax.set_xlabel("Dice per subject (3D); boxes: quartiles and median")
     ax.set_title("Dice per structure, sorted by mean")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
@@ -94,9 +95,11 @@ def _detection(plt, path: Path, per_class: list[dict], settings: Mapping) -> Pat
     ax.set_yticks(y, [f"{r['structure']} ({r['hits']}/{r['hits'] + r['misses']}, FA {r['false_alarms']})"
                       for r in rows])
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"rate (present: >= {settings['detection_min_ml']} ml; hit: Dice >= {settings['detection_dice']})")
-    ax.set_title("Detection per structure (hits/present, false alarms)")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.set_xlabel(f"detection per structure, worst F1 on top; labels: hits/present, FA = false alarms\n"
+                  f"(present: >= {settings['detection_min_ml']} ml; hit: present in both and Dice >= "
+                  f"{settings['detection_dice']})", fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
@@ -123,7 +126,7 @@ def _overlay(plt, path: Path, sid: str, dice: float, item: dict, num_labels: int
     gray = np.clip((image - lo) / (hi - lo), 0, 1)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (title, lab) in zip(axes, (("CT", None), ("reference", item["ref"]), ("prediction", item["pred"]))):
-        ax.imshow(gray, cmap="gray", interpolation="nearest")
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         if lab is not None:
             rgba = np.concatenate([table[lab] / 255.0, (lab > 0)[..., None] * 0.55], axis=-1)
             ax.imshow(rgba, interpolation="nearest")

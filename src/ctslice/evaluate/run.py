@@ -28,7 +28,7 @@ from ..preprocess.labels import label_map_from_json
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from .checkpoint import load_model, resolve_device
-from .export import write_prediction, write_split_masks
+from .export import safe_name, write_prediction, write_split_masks
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
@@ -45,6 +45,7 @@ class EvaluationResult:
     subjects: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path | str | None = None,
@@ -54,16 +55,23 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     cfg.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
-    cache = Path(cache if cache is not None else ckpt.get("cache") or "")
+    if cache is None and not ckpt.get("cache"):
+        raise CtsliceError(f"{checkpoint}: the checkpoint names no cache; give one with --cache")
+    cache = Path(cache if cache is not None else ckpt["cache"])
     manifest = read_manifest(cache)
     if manifest.label_map != ckpt["label_map"]:
         raise CtsliceError(f"{cache}: its label map differs from the one checkpoint {checkpoint} was trained with")
     labels = label_map_from_json(manifest.label_map)
+    warnings = []
+    if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
+        warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
+                        f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
     out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
     loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
-    counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects) if sid in wanted}
+    counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects)
+              if sid in wanted and safe_name(sid, "subject id")}  # ids name output files
     if not counts:
         raise CtsliceError(f"{cache}: split {split!r} has no subjects")
 
@@ -125,9 +133,10 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         "cache_hash": manifest.settings.get("hash"), "checkpoint_cache_hash": ckpt.get("cache_hash"),
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "warnings": warnings,
     }
     files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
-    return EvaluationResult(out, summary, per_class, names, skipped, files)
+    return EvaluationResult(out, summary, per_class, names, skipped, files, warnings)
 
 
 def _overlay_slice(reader, s: int, pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
