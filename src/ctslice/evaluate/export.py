@@ -27,13 +27,12 @@ import numpy as np
 from ..colors import label_color
 from ..errors import CtsliceError
 from ..preprocess.sources import SAFE_ID
-from ..preprocess.volume import header_fields  # noqa: F401  (re-exported: what label_header takes)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray) -> nib.Nifti1Header:
-    """A uint8, unscaled NIfTI header carrying `fields` (from `header_fields`); without them, `affine` as sform
+    """A uint8, unscaled NIfTI header carrying `fields` (from `preprocess.volume.header_fields`); without them, `affine` as sform
     and qform with code 1 (scanner), nibabel's default."""
     header = nib.Nifti1Header()
     header.set_data_dtype(np.uint8)
