@@ -10,6 +10,7 @@ DATA    ?=
 CACHE   ?= cache
 WORKERS ?=
 ARGS    ?=
+RUN     ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
 DEMO    := data/demo
 DEMO_SUBJECTS ?= 12
 
@@ -22,11 +23,13 @@ else
 endif
 WORKERS_ARG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: help venv test preprocess demo-data bench clean
+.PHONY: help venv test preprocess demo-data bench clean evaluate
 
 help:
 	@echo "make preprocess [DATA=/path/to/dataset] [CACHE=cache] [WORKERS=N] [ARGS='--size 256 ...']"
 	@echo "                  without DATA: generates the synthetic demo dataset in $(DEMO) first"
+	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
+	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
 	@echo "make test         run the test suite"
 	@echo "make bench        preprocessing, incremental-rebuild and loader benchmarks"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
@@ -49,6 +52,10 @@ demo-data: $(DEMO)/meta.csv
 
 preprocess: $(STAMP) $(if $(strip $(DATA)),,$(DEMO)/meta.csv)
 	$(BIN)/ctslice preprocess $(PREPROCESS_DATA) --cache $(CACHE) $(PREPROCESS_CONFIG) $(WORKERS_ARG) $(ARGS)
+
+evaluate: $(STAMP)
+	@test -n "$(RUN)" || { echo "no run under runs/: train first, or give RUN=path/to/run"; exit 2; }
+	$(BIN)/ctslice evaluate --checkpoint $(RUN:%/=%)/checkpoint_best.pth $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/ctslice bench preprocess

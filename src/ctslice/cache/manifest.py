@@ -57,6 +57,9 @@ class SubjectRecord:
     """Label-map names whose mask file this subject lacks: unknown there (not background), so training and
     evaluation leave them out of this subject's loss and metrics."""
     warnings: list[str] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    """The CT's NIfTI header fields a prediction must carry to open over it (preprocess.volume.header_fields:
+    qform/sform and their codes, units, pixdim); empty in caches built before it was kept."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -158,3 +158,29 @@ def labels_to_original(cached: np.ndarray, geometry: Geometry) -> np.ndarray:
     return ndimage.affine_transform(
         cached, original_to_cache, output_shape=geometry.original_shape, order=0, mode="constant", cval=0
     )
+
+
+def canonical_shape(geometry: Geometry) -> tuple[int, int, int]:
+    """Shape (slices, rows, columns) of the original volume in the cache orientation, before in-plane resampling."""
+    affine = np.asarray(geometry.original_affine)
+    transform = ornt.ornt_transform(ornt.io_orientation(affine), ornt.axcodes2ornt(CACHE_AXCODES))
+    xyz = [0, 0, 0]
+    for axis, (target, _) in enumerate(transform):
+        xyz[int(target)] = geometry.original_shape[axis]
+    return (xyz[2], xyz[1], xyz[0])
+
+
+def from_cache_orientation(volume: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Inverse of the reorientation alone: a (slice, row, column) volume of `canonical_shape` -> the original
+    (i, j, k) grid (a view, no copy)."""
+    affine = np.asarray(geometry.original_affine)
+    transform = ornt.ornt_transform(ornt.axcodes2ornt(CACHE_AXCODES), ornt.io_orientation(affine))
+    return ornt.apply_orientation(volume.transpose(2, 1, 0), transform)
+
+
+def in_plane_cache_coordinates(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Cached (row, column) coordinates that each pixel of the original in-plane grid (canonical rows y, columns
+    x) samples: row = y / ry + offset_row, column = x / rx + offset_column (the inverse of the resampling)."""
+    _, ny, nx = canonical_shape(geometry)
+    ry, rx = _scale(geometry, axis=1), _scale(geometry, axis=2)
+    return np.arange(ny) / ry + geometry.offset[0], np.arange(nx) / rx + geometry.offset[1]

@@ -101,11 +101,22 @@ def _process(job: SubjectJob) -> SubjectOutcome:
         id=src.id, path=folder, key=key, files=files, slices=int(label_cached.shape[0]),
         shape=list(label_cached.shape), spacing=list(geometry.spacing), geometry=geometry.to_json(),
         label_voxels=[int(v) for v in voxels], overlap_voxels=int(overlap), cropped_label_voxels=int(cropped),
-        missing_structures=missing, warnings=warnings,
+        missing_structures=missing, warnings=warnings, header=volume.header_fields(ct_img.header),
     )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
                         foreground_histogram(image_cached, label_cached))
     return SubjectOutcome(src.id, record=record)
+
+
+def reference_labels(source: SubjectSource, data_root: Path | str, label_map: dict[int, str],
+                     label_values: dict[int, int] | None = None):
+    """A subject's label volume on its original grid, merged exactly as preprocessing merges it, and its CT image
+    (header only): what evaluation in the original space scores against."""
+    job = SubjectJob(source, str(data_root), "", {}, "", label_map, label_values)
+    root = Path(data_root)
+    ct_img = volume.load_header(root / source.image, source.id, source.image)
+    label = _merge_masks(job, ct_img, root)[0] if label_values is None else _read_label_file(job, ct_img, root)
+    return label, ct_img
 
 
 def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -81,3 +82,15 @@ def check_same_grid(ref: nib.Nifti1Image, img: nib.Nifti1Image, subject: str, na
     diff = float(np.max(np.abs(img.affine - ref.affine)))
     if diff > AFFINE_TOLERANCE_MM:
         raise InputError(subject, name, f"affine differs from the CT's by {diff:.4g} mm (not on the CT's grid)")
+
+
+def header_fields(header: nib.Nifti1Header) -> dict[str, Any]:
+    """What a prediction must share with its CT besides the voxel grid, as JSON (kept in the subject's record,
+    since the cache stores no NIfTI header): the qform and sform with their codes, units and pixdim."""
+    qform, _ = header.get_qform(coded=True)  # None when its code is 0
+    sform, _ = header.get_sform(coded=True)
+    return {
+        "qform": None if qform is None else qform.tolist(), "qform_code": int(header["qform_code"]),
+        "sform": None if sform is None else sform.tolist(), "sform_code": int(header["sform_code"]),
+        "xyzt_units": int(header["xyzt_units"]), "pixdim": [float(v) for v in header["pixdim"]],
+    }

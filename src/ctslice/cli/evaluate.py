@@ -1,0 +1,75 @@
+"""`ctslice evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import EvaluateConfig
+from .app import app, console, out, user_errors
+
+_D = EvaluateConfig()
+
+
+def evaluate_config(config: Optional[Path], **values) -> EvaluateConfig:
+    """[evaluate] settings: flags (None = not given) > the TOML file > defaults."""
+    from ..config import load_config
+
+    return load_config(config, {"evaluate": values}).evaluate
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
+    cache: Annotated[Optional[Path], typer.Option(help="Cache to evaluate on [default: the checkpoint's].")] = None,
+    split: Annotated[str, typer.Option(help="Split of the cache: val, test or train.")] = "val",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: RUN/eval-<split>].")] = None,
+    original_space: Annotated[bool, typer.Option(
+        "--original-space", help="Score on each subject's original grid against its original masks (needs --data).",
+    )] = False,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder the cache was built from.")] = None,
+    surface_tolerance: Annotated[Optional[float], typer.Option(
+        help=f"Surface Dice tolerance in mm. [default: {_D.surface_tolerance_mm}]")] = None,
+    save_predictions: Annotated[bool, typer.Option(
+        "--save-predictions", help="Write each prediction as NIfTI on the original grid, with colour tables.",
+    )] = False,
+    split_masks: Annotated[bool, typer.Option(
+        "--split-masks", help="With --save-predictions: one mask per structure (TotalSegmentator layout).")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help=f"Loader workers. [default: {_D.workers}]")] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {_D.device}]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
+) -> None:
+    """Score a trained model on every subject of a cache split, in 3D, per structure: Dice, IoU, surface Dice,
+    volumes and detection; writes evaluation.json, per_class.csv, per_subject.csv and figures.
+
+    Example: ctslice evaluate --checkpoint runs/demo/checkpoint_best.pth --split val --save-predictions
+    """
+    with user_errors():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from ..errors import CtsliceError
+        from ..evaluate.report import summary_table
+        from ..evaluate.run import run_evaluation
+
+        if original_space and data is None:
+            raise CtsliceError("--original-space needs --data DATA, the dataset folder the cache was built from")
+        if split_masks and not save_predictions:
+            raise CtsliceError("--split-masks goes with --save-predictions")
+        cfg = evaluate_config(config, surface_tolerance_mm=surface_tolerance, batch_size=batch_size, workers=workers,
+                      device=device)
+        with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.description}"), console=console) as bar:
+            task = bar.add_task("", total=None)
+            result = run_evaluation(
+                checkpoint, cfg, cache=cache, split=split, out=out_dir, data=data if original_space else None,
+                save_predictions=save_predictions, split_masks=split_masks,
+                progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=sid))
+        for warning in result.warnings:
+            console.print(f"[yellow]warning[/] {warning}", highlight=False)
+        for sid, reason in result.skipped.items():
+            console.print(f"[yellow]skipped[/] {sid}: {reason}", highlight=False)
+        out.print(summary_table(result.summary, result.per_class))
+        out.print(f"reports and figures in {result.out}", highlight=False)

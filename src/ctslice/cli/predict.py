@@ -1,0 +1,58 @@
+"""`ctslice predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import EvaluateConfig
+from .app import app, console, out, user_errors
+from .evaluate import evaluate_config
+
+_D = EvaluateConfig()
+
+
+@app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="A CT (.nii.gz / .nii) or a folder of them.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output file (one CT) or folder [default: CT_seg.nii.gz beside it; FOLDER_seg/ for a folder].",
+    )] = None,
+    split_masks: Annotated[bool, typer.Option(
+        "--split-masks", help="Also one mask per structure: OUT/<ct>/segmentations/<name>.nii.gz.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {_D.device}]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
+) -> None:
+    """Segment CTs that are in no cache: preprocessed as the checkpoint's training data was, predicted, and written
+    as a uint8 label NIfTI on the CT's own grid with its header, plus label map JSON, Slicer .ctbl and ITK-SNAP
+    label descriptions. A file that fails is reported and the others proceed; the exit code is then 1.
+
+    Example: ctslice predict --checkpoint runs/demo/checkpoint_best.pth data/new_cts/ --out data/new_cts_seg/
+    """
+    with user_errors():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from ..evaluate.predict import run_predict
+
+        cfg = evaluate_config(config, batch_size=batch_size, device=device)
+        with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                      console=console) as bar:
+            task = bar.add_task("", total=None)
+
+            def advance(done: int, total: int, outcome) -> None:
+                bar.update(task, completed=done, total=total, description=outcome.input.name)
+                if outcome.error:
+                    bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
+
+            outcomes = run_predict(checkpoint, source, out_path, cfg, split_masks=split_masks, progress=advance)
+        for o in outcomes:
+            if o.output:
+                out.print(f"{o.input} -> {o.output}", highlight=False)
+        failed = [o for o in outcomes if o.error]
+        if failed:
+            console.print(f"[bold red]{len(failed)} of {len(outcomes)} file(s) failed[/]")
+            raise typer.Exit(1)

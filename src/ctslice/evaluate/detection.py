@@ -1,0 +1,46 @@
+"""Organ detection analysis: is a structure found where it is, and only there? Pure functions of per-subject
+volumes and Dice (what `segmentation_detection_analysis.py` did for the original project).
+
+A structure is present in a reference or a prediction when it has at least `min_ml` millilitres (and at least one
+voxel). Per subject and structure, exactly one outcome:
+    hit          present in both, Dice >= min_dice
+    miss         present in the reference, but absent from the prediction or Dice < min_dice
+    false alarm  present in the prediction only
+    true negative  present in neither
+Unscored entries (NaN volumes: a structure missing from that subject's reference) count as nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OUTCOMES = ("hits", "misses", "false_alarms", "true_negatives")
+
+
+def detection_counts(ref_ml: np.ndarray, pred_ml: np.ndarray, dice: np.ndarray, min_ml: float,
+                     min_dice: float) -> dict[str, np.ndarray]:
+    """Arrays (subjects, structures) in; per-structure counts (structures,) of each outcome out."""
+    ref_ml, pred_ml, dice = (np.asarray(a, dtype=np.float64) for a in (ref_ml, pred_ml, dice))
+    scored = ~np.isnan(ref_ml) & ~np.isnan(pred_ml)
+    in_ref = scored & (ref_ml > 0) & (ref_ml >= min_ml)
+    in_pred = scored & (pred_ml > 0) & (pred_ml >= min_ml)
+    good = np.nan_to_num(dice, nan=0.0) >= min_dice
+    outcome = {
+        "hits": in_ref & in_pred & good,
+        "misses": in_ref & ~(in_pred & good),
+        "false_alarms": ~in_ref & in_pred,
+        "true_negatives": scored & ~in_ref & ~in_pred,
+    }
+    return {name: mask.sum(axis=0).astype(np.int64) for name, mask in outcome.items()}
+
+
+def detection_rates(hits, misses, false_alarms, true_negatives) -> dict[str, np.ndarray | float]:
+    """Sensitivity, precision, F1 and specificity from counts (arrays or totals); NaN where undefined."""
+    h, m, f, t = (np.asarray(x, dtype=np.float64) for x in (hits, misses, false_alarms, true_negatives))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.where(h + m > 0, h / (h + m), np.nan)
+        precision = np.where(h + f > 0, h / (h + f), np.nan)
+        f1 = np.where(2 * h + m + f > 0, 2 * h / (2 * h + m + f), np.nan)
+        specificity = np.where(t + f > 0, t / (t + f), np.nan)
+    rates = {"sensitivity": sensitivity, "precision": precision, "f1": f1, "specificity": specificity}
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in rates.items()}

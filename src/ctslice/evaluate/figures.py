@@ -1,0 +1,136 @@
+"""Evaluation figures (PNG), readable with 117 structures: one row per structure, the figure as tall as needed.
+
+    dice_per_structure.png   per-subject Dice per structure as box plots, sorted by mean Dice
+    detection.png            sensitivity and precision of detection per structure
+    dice_vs_volume.png       Dice against reference volume (log scale), one dot per subject and structure
+    worst_<subject>.png      CT, reference and prediction on the same slice, for the worst subjects
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..colors import color_table, label_color
+
+ROW_INCH = 0.16  # height per structure row: 117 rows at 6 pt labels stay legible
+
+
+def write_figures(out: Path, summary: dict, per_class: list[dict], per_subject: list[dict], overlays: list[dict],
+                  labels: Mapping[int, str], settings: Mapping) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [
+        _dice_boxes(plt, out / "dice_per_structure.png", per_class, per_subject),
+        _detection(plt, out / "detection.png", per_class, settings),
+        _dice_vs_volume(plt, out / "dice_vs_volume.png", per_subject),
+    ]
+    subject_dice = summary["subject_mean_dice"]
+    order = sorted(range(len(overlays)), key=lambda i: _nan_last(list(subject_dice.values())[i]))
+    for i in order[: settings["worst_subjects"]]:
+        sid = list(subject_dice)[i]
+        paths.append(_overlay(plt, out / f"worst_{sid}.png", sid, subject_dice[sid], overlays[i], len(labels)))
+    return paths
+
+
+def _nan_last(v: float) -> float:
+    return math.inf if v is None or math.isnan(v) else v
+
+
+def _tall(plt, rows: int, width: float = 8.0):
+    fig, ax = plt.subplots(figsize=(width, max(3.0, 1.2 + ROW_INCH * rows)))
+    ax.tick_params(axis="y", labelsize=6 if rows > 40 else 8)
+    return fig, ax
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _dice_boxes(plt, path: Path, per_class: list[dict], per_subject: list[dict]) -> Path:
+    by_structure: dict[str, list[float]] = {}
+    for row in per_subject:
+        if not math.isnan(row["dice"]):
+            by_structure.setdefault(row["structure"], []).append(row["dice"])
+    rows = sorted((r for r in per_class if r["structure"] in by_structure), key=lambda r: r["dice"])
+    fig, ax = _tall(plt, len(rows))
+    data = [by_structure[r["structure"]] for r in rows]
+    if data:
+        box = ax.boxplot(data, orientation="horizontal", widths=0.6, patch_artist=True, showfliers=True,
+                         flierprops={"markersize": 2})
+        for patch, r in zip(box["boxes"], rows):
+            patch.set_facecolor(np.array(label_color(r["index"])) / 255)
+        ax.scatter([r["dice"] for r in rows], range(1, len(rows) + 1), marker="|", color="black", s=30, zorder=3,
+                   label="mean")
+        ax.set_yticks(range(1, len(rows) + 1), [r["structure"] for r in rows])
+        ax.legend(loc="lower right", fontsize=7)
+    ax.set_ylim(0.3, len(rows) + 0.7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Dice per subject (3D); boxes: quartiles and median")
+    ax.set_title("Dice per structure, sorted by mean")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _detection(plt, path: Path, per_class: list[dict], settings: Mapping) -> Path:
+    rows = sorted(per_class, key=lambda r: (_nan_last(r["f1"]), r["structure"]), reverse=True)
+    fig, ax = _tall(plt, len(rows))
+    y = np.arange(len(rows))
+    sens = np.nan_to_num([r["sensitivity"] for r in rows], nan=0.0)
+    prec = np.nan_to_num([r["precision"] for r in rows], nan=0.0)
+    ax.barh(y - 0.2, sens, height=0.4, label="sensitivity (hits / present)", color="tab:blue")
+    ax.barh(y + 0.2, prec, height=0.4, label="precision (hits / predicted)", color="tab:orange")
+    ax.set_yticks(y, [f"{r['structure']} ({r['hits']}/{r['hits'] + r['misses']}, FA {r['false_alarms']})"
+                      for r in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"detection per structure, worst F1 on top; labels: hits/present, FA = false alarms\n"
+                  f"(present: >= {settings['detection_min_ml']} ml; hit: present in both and Dice >= "
+                  f"{settings['detection_dice']})", fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _dice_vs_volume(plt, path: Path, per_subject: list[dict]) -> Path:
+    rows = [r for r in per_subject if not math.isnan(r["dice"]) and r["ref_ml"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if rows:
+        colors = np.array([label_color(r["index"]) for r in rows]) / 255
+        ax.scatter([r["ref_ml"] for r in rows], [r["dice"] for r in rows], c=colors, s=10, alpha=0.8)
+        ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("reference volume (ml, log scale)")
+    ax.set_ylabel("Dice")
+    ax.set_title("Dice against structure volume (one dot per subject and structure)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _overlay(plt, path: Path, sid: str, dice: float, item: dict, num_labels: int) -> Path:
+    table = color_table(num_labels)
+    image = item["image"].astype(np.float32)
+    lo, hi = -160.0, 240.0  # soft-tissue window: organs stand out
+    gray = np.clip((image - lo) / (hi - lo), 0, 1)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    for ax, (title, lab) in zip(axes, (("CT", None), ("reference", item["ref"]), ("prediction", item["pred"]))):
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if lab is not None:
+            rgba = np.concatenate([table[lab] / 255.0, (lab > 0)[..., None] * 0.55], axis=-1)
+            ax.imshow(rgba, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.suptitle(f"{sid}: slice {item['slice']} (most wrong voxels), mean Dice {dice:.3f}")
+    return _save(fig, path)

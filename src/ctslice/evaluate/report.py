@@ -1,0 +1,146 @@
+"""From per-subject scores to what a user reads: per-structure and overall figures, evaluation.json,
+per_class.csv, per_subject.csv, the figures and the short table printed at the end.
+
+Means follow the project's rules: per structure, the mean over subjects skipping NaN (a structure absent from both
+reference and prediction, or missing from a subject's reference, does not count); overall, the mean over
+structures (of those means) and the mean over subjects (of each subject's mean over its scored structures).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import EvaluateConfig
+from .detection import OUTCOMES, detection_counts, detection_rates
+from .metrics import nan_mean
+
+METRICS = ("dice", "iou", "surface_dice")
+SUBJECT_COLUMNS = ("subject", "index", "structure", "tp", "fp", "fn", "dice", "iou", "surface_dice", "ref_ml",
+                   "pred_ml")
+CLASS_COLUMNS = ("index", "structure", "subjects_scored", "dice", "iou", "surface_dice", "dice_std", "ref_ml_mean",
+                 *OUTCOMES, "sensitivity", "precision", "f1", "specificity")
+
+
+def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Mapping[int, str],
+              cfg: EvaluateConfig) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(summary, per-structure rows, per-subject-and-structure rows) from `score_subject` results."""
+    stack = {key: np.stack([r[key] for r in rows])[:, 1:] for key in rows[0]}  # (subjects, structures), no background
+    structures = [(i, labels[i]) for i in sorted(labels) if i > 0]
+    detection = detection_counts(stack["ref_ml"], stack["pred_ml"], stack["dice"], cfg.detection_min_ml,
+                                 cfg.detection_dice)
+    rates = detection_rates(*(detection[k] for k in OUTCOMES))
+    means = {m: nan_mean(stack[m], axis=0) for m in METRICS}
+    with warnings.catch_warnings():  # numpy warns for structures scored in fewer than two subjects (NaN is right)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        dice_std = np.nanstd(stack["dice"], axis=0)
+    per_class = []
+    for j, (index, name) in enumerate(structures):
+        per_class.append({
+            "index": index, "structure": name, "subjects_scored": int(np.sum(~np.isnan(stack["dice"][:, j]))),
+            **{m: means[m][j] for m in METRICS}, "dice_std": dice_std[j],
+            "ref_ml_mean": nan_mean(stack["ref_ml"][:, j]),
+            **{k: int(detection[k][j]) for k in OUTCOMES}, **{k: v[j] for k, v in rates.items()},
+        })
+    subject_means = {m: nan_mean(stack[m], axis=1) for m in METRICS}
+    totals = {k: int(detection[k].sum()) for k in OUTCOMES}
+    summary = {
+        "subjects": len(subjects), "structures": len(structures),
+        **{f"mean_{m}": nan_mean(means[m]) for m in METRICS},
+        **{f"mean_{m}_over_subjects": nan_mean(subject_means[m]) for m in METRICS},
+        "detection": {**totals, **detection_rates(*(totals[k] for k in OUTCOMES))},
+        "subject_mean_dice": dict(zip(subjects, subject_means["dice"].tolist())),
+    }
+    per_subject = [
+        {"subject": sid, "index": index, "structure": name,
+         **{k: rows[s][k][index].item() for k in ("tp", "fp", "fn", *METRICS, "ref_ml", "pred_ml")}}
+        for s, sid in enumerate(subjects) for index, name in structures
+    ]
+    return summary, per_class, per_subject
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: None instead; numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_atomic(path: Path, write) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        write(f)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return _write_atomic(path, write)
+
+
+def write_reports(out: Path, settings: dict, summary: dict, per_class: list[dict], per_subject: list[dict],
+                  skipped: dict[str, str], overlays: list[dict], labels: Mapping[int, str]) -> list[Path]:
+    """evaluation.json, per_class.csv, per_subject.csv and the figures in `out`; returns the paths written."""
+    from .figures import write_figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    subjects: dict[str, dict] = {}
+    for row in per_subject:
+        subjects.setdefault(row["subject"], {})[row["structure"]] = {
+            k: v for k, v in row.items() if k not in ("subject", "structure")}
+    document = {"settings": settings, "summary": summary, "skipped": skipped, "per_class": per_class,
+                "per_subject": subjects}
+    files = [
+        _write_atomic(out / "evaluation.json", lambda f: json.dump(_clean(document), f, indent=1)),
+        _write_csv(out / "per_class.csv", CLASS_COLUMNS, per_class),
+        _write_csv(out / "per_subject.csv", SUBJECT_COLUMNS, per_subject),
+    ]
+    return files + write_figures(out, summary, per_class, per_subject, overlays, labels, settings["evaluate"])
+
+
+def ranked(per_class: list[dict], n: int = 5) -> tuple[list[dict], list[dict]]:
+    """The n best and n worst structures by mean Dice (structures never scored left out)."""
+    scored = sorted((r for r in per_class if not math.isnan(r["dice"])), key=lambda r: r["dice"], reverse=True)
+    return scored[:n], scored[::-1][:n]
+
+
+def summary_table(summary: dict, per_class: list[dict]):
+    """A rich Table: overall figures, then the 5 best and 5 worst structures."""
+    from rich.table import Table
+
+    def f(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    det = summary["detection"]
+    table = Table(title=f"evaluation: {summary['subjects']} subjects, {summary['structures']} structures")
+    for column in ("", "Dice", "IoU", "surface Dice", "detection F1"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("mean over structures", f(summary["mean_dice"]), f(summary["mean_iou"]),
+                  f(summary["mean_surface_dice"]), f(det["f1"]))
+    table.add_row("mean over subjects", f(summary["mean_dice_over_subjects"]), f(summary["mean_iou_over_subjects"]),
+                  f(summary["mean_surface_dice_over_subjects"]), "")
+    best, worst = ranked(per_class)
+    for title, rows in (("best", best), ("worst", worst)):
+        table.add_section()
+        for r in rows:
+            table.add_row(f"{title}: {r['structure']}", f(r["dice"]), f(r["iou"]), f(r["surface_dice"]), f(r["f1"]))
+    return table

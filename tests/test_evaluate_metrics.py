@@ -1,0 +1,87 @@
+"""Per-subject 3D metrics and detection counts on constructed volumes, against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ctslice.evaluate.detection import detection_counts, detection_rates
+from ctslice.evaluate.metrics import score_subject, surface_dice
+
+
+def _cube(shape=(8, 8, 8), lo=(2, 2, 2), size=4, label=1):
+    v = np.zeros(shape, np.uint8)
+    v[lo[0]:lo[0] + size, lo[1]:lo[1] + size, lo[2]:lo[2] + size] = label
+    return v
+
+
+def test_perfect_prediction_scores_one():
+    ref = _cube()
+    s = score_subject(ref.copy(), ref, (1.0, 1.0, 1.0), 3, tolerance_mm=2.0)
+    assert s["dice"][1] == 1.0 and s["iou"][1] == 1.0 and s["surface_dice"][1] == 1.0
+    assert s["tp"][1] == 64 and s["fp"][1] == 0 and s["fn"][1] == 0
+
+
+def test_empty_in_both_is_nan_and_false_positive_on_empty_reference_is_zero():
+    ref = _cube()
+    pred = ref.copy()
+    pred[0, 0, 0] = 2  # class 2: absent from the reference, one false-positive voxel
+    s = score_subject(pred, ref, (1.0, 1.0, 1.0), 4, tolerance_mm=2.0)
+    assert math.isnan(s["dice"][3]) and math.isnan(s["iou"][3]) and math.isnan(s["surface_dice"][3])
+    assert s["dice"][2] == 0.0 and s["iou"][2] == 0.0 and s["surface_dice"][2] == 0.0
+    assert s["fp"][2] == 1 and s["ref_ml"][2] == 0.0
+
+
+def test_partial_overlap_counts_dice_iou_and_volumes():
+    ref = np.zeros((4, 4, 4), np.uint8)
+    ref[0:2, 0:2, 0:2] = 1                      # 8 voxels
+    pred = np.zeros_like(ref)
+    pred[1:3, 0:2, 0:2] = 1                     # 8 voxels, 4 shared
+    s = score_subject(pred, ref, (2.0, 1.0, 1.0), 2, tolerance_mm=0.0)
+    assert (s["tp"][1], s["fp"][1], s["fn"][1]) == (4, 4, 4)
+    assert s["dice"][1] == pytest.approx(0.5) and s["iou"][1] == pytest.approx(1 / 3)
+    assert s["ref_ml"][1] == pytest.approx(8 * 2.0 / 1000) and s["pred_ml"][1] == pytest.approx(8 * 2.0 / 1000)
+
+
+def test_surface_dice_of_a_shifted_cube_uses_the_spacing():
+    # A 4x4x4 cube (layers 2-5 along axis 0) and the same cube one voxel further (layers 3-6); spacing 2 mm along
+    # axis 0, 1 mm in-plane. Each has 56 surface voxels (two 4x4 faces + two rings of 12). Of A's: the rings of
+    # layers 3, 4, 5 (36) lie on B's surface (distance 0); the 4 inner voxels of A's face at layer 5 are inside B,
+    # 1 mm from B's ring; A's face at layer 2 (16) is 2 mm from B's face at layer 3. B is symmetric.
+    a, b = _cube(lo=(2, 2, 2)) > 0, _cube(lo=(3, 2, 2)) > 0
+    assert surface_dice(a, b, (2.0, 1.0, 1.0), 0.5) == pytest.approx(72 / 112)
+    assert surface_dice(a, b, (2.0, 1.0, 1.0), 1.5) == pytest.approx(80 / 112)
+    assert surface_dice(a, b, (2.0, 1.0, 1.0), 2.0) == pytest.approx(1.0)
+    assert surface_dice(a, b, (1.0, 1.0, 1.0), 1.5) == pytest.approx(1.0)  # 1 mm away at 1 mm spacing
+    assert surface_dice(a, np.zeros_like(a), (1.0, 1.0, 1.0), 2.0) == 0.0
+    assert math.isnan(surface_dice(np.zeros_like(a), np.zeros_like(a), (1.0, 1.0, 1.0), 2.0))
+
+
+def test_structures_missing_from_the_reference_are_not_scored():
+    ref = _cube()
+    pred = ref.copy()
+    pred[0, 0, 0] = 2
+    s = score_subject(pred, ref, (1.0, 1.0, 1.0), 3, tolerance_mm=2.0, skip=[2])
+    assert math.isnan(s["dice"][2]) and math.isnan(s["pred_ml"][2]) and s["fp"][2] == -1
+    assert s["dice"][1] == 1.0
+
+
+def test_detection_counts_and_rates():
+    # 4 subjects x 3 structures: volumes in ml and Dice
+    ref = np.array([[5.0, 0.0, 0.0], [5.0, 0.0, 2.0], [5.0, 0.05, np.nan], [0.0, 0.0, 2.0]])
+    pred = np.array([[5.0, 0.0, 1.0], [0.0, 1.0, 2.0], [5.0, 0.0, np.nan], [0.0, 0.0, 2.0]])
+    dice = np.array([[0.9, np.nan, 0.0], [0.0, 0.0, 0.05], [0.8, 0.0, np.nan], [np.nan, np.nan, 0.7]])
+    c = detection_counts(ref, pred, dice, min_ml=0.1, min_dice=0.1)
+    # structure 0: hit, miss (not predicted), hit, true negative
+    # structure 1: TN, false alarm, TN (0.05 ml is below the presence threshold), TN
+    # structure 2: false alarm, miss (Dice 0.05 < 0.1), unscored (missing), hit
+    assert c["hits"].tolist() == [2, 0, 1]
+    assert c["misses"].tolist() == [1, 0, 1]
+    assert c["false_alarms"].tolist() == [0, 1, 1]
+    assert c["true_negatives"].tolist() == [1, 3, 0]
+    r = detection_rates(c["hits"], c["misses"], c["false_alarms"], c["true_negatives"])
+    assert r["sensitivity"][0] == pytest.approx(2 / 3) and r["precision"][0] == 1.0
+    assert r["f1"][0] == pytest.approx(0.8) and r["specificity"][1] == pytest.approx(0.75)
+    assert math.isnan(r["sensitivity"][1])  # never present in a reference
+    total = detection_rates(3, 2, 2, 4)
+    assert total["f1"] == pytest.approx(6 / 10)
