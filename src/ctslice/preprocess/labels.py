@@ -45,6 +45,11 @@ def label_map_to_json(label_map: Mapping[int, str]) -> dict[str, str]:
     return {str(k): v for k, v in sorted(label_map.items())}
 
 
+def label_map_from_json(data: Mapping[str, str]) -> dict[int, str]:
+    """{"0": "background", ...} (a manifest's or a checkpoint's label map) -> {0: "background", ...}."""
+    return {int(k): v for k, v in sorted(data.items(), key=lambda kv: int(kv[0]))}
+
+
 def merge_mask(label: np.ndarray, mask: np.ndarray, index: int) -> int:
     """Write `index` into `label` (in place) where `mask` is set; return how many voxels it took over from
     an earlier structure. Called once per structure in increasing index order, so the later index wins."""
