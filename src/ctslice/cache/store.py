@@ -1,15 +1,13 @@
-"""The cache's files on disk: zarr v3 groups, one per subject, one chunk per slice.
+"""The cache's arrays on disk: zarr v3 groups, one per subject, one chunk per slice (folders: layout.py).
 
-    CACHE/manifest.json                  the contract (manifest.py)
     CACHE/subjects/<id>-<key>/           zarr group per subject: image (S,H,W) int16, label (S,H,W) uint8,
                                          foreground (S,) int32, present (S, labels) bool; attrs = its record
     CACHE/slice_index/<token>/           zarr group: the slice index of all subjects, consolidated
-    CACHE/.staging/                      subjects being written (moved into subjects/ when complete)
-    CACHE/.lock                          held by the one process writing the cache
 
 A subject folder's name carries its key (hash of settings and source contents), so a new version of a subject
-never overwrites the old one: the manifest switches from one to the other, then the old one is deleted. A folder
-that exists under subjects/ is complete, because it only gets there by a rename.
+never overwrites the old one: the manifest switches from one to the other, and the old one is deleted by the
+preprocess run after that (readers that opened the old manifest keep reading it meanwhile). A folder under
+subjects/ is complete, because it only gets there by a rename, after its files were synced to disk.
 """
 
 from __future__ import annotations
@@ -28,10 +26,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import CacheError
-
-SUBJECTS_DIR = "subjects"
-INDEX_DIR = "slice_index"
-STAGING_DIR = ".staging"
+from . import layout
+from .layout import INDEX_DIR, STAGING_DIR, SUBJECTS_DIR  # noqa: F401  (re-exported)
 
 # Codec, chosen by `ctslice bench codecs` (one core, 512x512 demo slices with CT-like noise; README "Cache
 # format"): Blosc lz4 level 5 with byte shuffle decodes images at ~3,800 MB/s (0.14 ms a slice) at a 2.0x ratio;
@@ -77,10 +73,33 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
         _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
         if target.exists():
             return
+        fsync_tree(staging)  # chunks on disk before the folder counts as complete (and before the manifest)
         os.rename(staging, target)
+        fsync_dir(target.parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder` to disk, so that a power loss after the manifest swap cannot
+    leave it pointing at empty chunks (cost: README "Reliability")."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
 
 
 def subject_exists(cache: Path, folder: str) -> bool:
@@ -136,26 +155,44 @@ def write_slice_index(cache: Path, index: SliceIndex) -> str:
     folder = f"{INDEX_DIR}/{uuid.uuid4().hex[:12]}"
     group = zarr.open_group(zarr.storage.LocalStore(Path(cache) / folder), mode="w",
                             attributes={"subjects": list(index.subjects)})
-    for name in ("subject", "slice", "foreground", "present"):
+    for name in INDEX_ARRAYS:
         data = getattr(index, name)
-        _create(group, name, data, tuple(max(1, n) for n in data.shape), SMALL_CODECS)
+        _create(group, name, data, _index_chunks(data.shape), SMALL_CODECS)
+    fsync_tree(Path(cache) / folder)
     return folder
 
 
+INDEX_ARRAYS = ("subject", "slice", "foreground", "present")
+
+
+def _index_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(max(1, n) for n in shape)  # one chunk per array
+
+
 def read_slice_index(cache: Path, folder: str) -> SliceIndex:
+    """The slice index, with every chunk file checked to exist: zarr would read a missing chunk as its fill value
+    (zeros), which would silently bias sampling. Only regular files are read (no FIFO can hang it)."""
+    path = Path(cache) / folder
+    where = f"{cache}: slice index {folder}"
     try:
-        group = zarr.open_group(zarr.storage.LocalStore(Path(cache) / folder, read_only=True), mode="r")
-        arrays = {name: np.asarray(group[name][...]) for name in ("subject", "slice", "foreground", "present")}
+        layout.check_regular_tree(path, where)
+        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+        arrays = {}
+        for name in INDEX_ARRAYS:
+            array = group[name]
+            if array.size and not (path / layout.chunk_key(name, *(0 for _ in array.shape))).is_file():
+                raise CacheError(f"{where}: chunk of {name} is missing, the index is damaged")
+            arrays[name] = np.asarray(array[...])
         return SliceIndex(tuple(group.attrs["subjects"]), **arrays)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise CacheError(f"{cache}: slice index {folder} is missing or damaged ({e})") from None
+        raise CacheError(f"{where} is missing or damaged ({e})") from None
 
 
 # --- Reading single slices without zarr-python's per-call overhead (see cache/reader.py) ---------------------
 
 def chunk_path(cache: Path, folder: str, array: str, z: int) -> Path:
-    """The file holding slice z of `array` (zarr v3 default chunk key encoding, chunks (1, H, W))."""
-    return Path(cache) / folder / array / "c" / str(z) / "0" / "0"
+    """The file holding slice z of `array` (chunks (1, H, W))."""
+    return Path(cache) / folder / layout.chunk_key(array, z, 0, 0)
 
 
 _CRC32C_RESIDUE = 0x48674BC7

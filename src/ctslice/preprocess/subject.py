@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..cache import store
-from ..cache.fingerprint import file_fingerprint, subject_key
 from ..cache.manifest import SubjectRecord
 from ..errors import InputError
 from . import volume
+from .fingerprint import file_fingerprint, subject_key
 from .geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
