@@ -67,12 +67,12 @@ def _previous_manifest(cache: Path, force: bool) -> tuple[Manifest | None, str |
     except CacheError:
         if not force:  # a damaged manifest is not replaced without being asked: the message says how
             raise
-        return None, "--force over an unusable manifest"
+        return None, "unusable manifest"
 
 
 def _rebuild_reason(previous_problem: str | None, changes: Changes, force: bool) -> str | None:
     if force:
-        return "--force"
+        return "--force" + (f", {previous_problem}" if previous_problem else "")
     if previous_problem:
         return previous_problem
     if changes.settings_changed:
