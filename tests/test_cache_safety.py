@@ -136,3 +136,26 @@ def test_force_rebuilds_a_cache_whose_manifest_is_not_json(tiny_dataset, tiny_ca
     (tiny_cache / "manifest.json").write_bytes(b"\x00garbage")
     report = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS, force=True)
     assert report.ok and len(read_manifest(tiny_cache).subjects) == 5
+
+
+def test_a_reader_keeps_its_version_through_one_update_and_names_a_later_removal(tiny_dataset, tiny_cache):
+    import pickle
+
+    from ctslice.bench.incremental import modify_subject
+    from ctslice.data.dataset import SliceDataset
+
+    old = SliceDataset(tiny_cache, "train")
+    worker_copy = pickle.loads(pickle.dumps(old))  # what a DataLoader worker holds
+    sid = old.reader.subjects[int(old.locate(0)[0])]
+    before = [old[i]["image"].clone() for i in range(len(old))]
+    modify_subject(tiny_dataset, sid, delta=5)
+    assert run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS).processed == [sid]
+    # The epoch that spans the update reads the version it started with, in full, without errors.
+    assert all((old[i]["image"] == before[i]).all() for i in range(len(old)))
+    assert (worker_copy[0]["image"] == before[0]).all()
+    with pytest.raises(CacheError, match="updated or removed while reading"):
+        worker_copy.reader.manifest  # noqa: B018  (a newer manifest is not this reader's)
+    assert run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS).processed == []
+    with pytest.raises(CacheError, match="updated or removed while reading"):
+        old[0]  # two updates later the old folder is gone: said so, not called damage
+    assert len(SliceDataset(tiny_cache, "train")) == len(old)  # reopening gives the new version

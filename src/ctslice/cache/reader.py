@@ -71,6 +71,7 @@ class CacheReader:
         _check_index_layout(self.cache, index, self.offsets)
         self._folders = tuple(f"{self.cache}/{r.path}" for r in records)
         self._index_folder = manifest.slice_index
+        self._version = _version(manifest)
         self._numbers = {sid: i for i, sid in enumerate(self.subjects)}
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
@@ -90,7 +91,7 @@ class CacheReader:
     def manifest(self) -> Manifest:
         if self._manifest is None:
             manifest = read_manifest(self.cache)
-            if manifest.slice_index != self._index_folder:  # another version than the one this reader serves
+            if _version(manifest) != self._version:  # another version than the one this reader serves
                 raise CacheError(_updated(self.cache, "the manifest was replaced"))
             self._manifest = manifest
         return self._manifest
@@ -181,6 +182,11 @@ class CacheReader:
         if buf is None or len(buf) < size:
             buf = local.buf = bytearray(size)
         return buf
+
+
+def _version(manifest: Manifest) -> tuple:
+    """What identifies the data a manifest stands for: its slice index and subject folders."""
+    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.values()))
 
 
 def _updated(cache: Path, what: str) -> str:

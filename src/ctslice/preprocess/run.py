@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..cache import owner, store
 from ..cache.cleanup import remove_leftovers
 from ..cache.lock import cache_lock
@@ -152,13 +154,27 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.splits = splits_to_lists(
             assign_splits(keep, cfg.seed, cfg.val_fraction, dataset.official_split, previous_split))
         index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
-        manifest.slice_index = store.write_slice_index(cache, index)
+        manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
         write_manifest(cache, manifest)
         remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _same_index(cache: Path, previous: Manifest | None, index: store.SliceIndex) -> str | None:
+    """The previous slice index folder if it holds exactly `index` (and reads without error): an unchanged cache
+    keeps its index instead of leaving a superseded copy behind at every run."""
+    if previous is None or previous.slice_index is None:
+        return None
+    try:
+        old = store.read_slice_index(cache, previous.slice_index)
+    except Exception:  # noqa: BLE001  (any damage: write a new one; verify names the damage)
+        return None
+    same = old.subjects == index.subjects and all(
+        np.array_equal(getattr(old, name), getattr(index, name)) for name in store.INDEX_ARRAYS)
+    return previous.slice_index if same else None
 
 
 @contextmanager
