@@ -73,33 +73,39 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
         _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
         if target.exists():
             return
-        fsync_tree(staging)  # chunks on disk before the folder counts as complete (and before the manifest)
-        os.rename(staging, target)
-        fsync_dir(target.parent)
+        os.rename(staging, target)  # on disk before the manifest names it: sync_filesystem, called by the writer
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def sync_filesystem(cache: Path) -> None:
+    """Flush everything written to the cache's filesystem to disk, so that a power loss after the manifest swap
+    cannot leave the manifest pointing at empty chunks. One syncfs(2) for the whole run: fsync of every chunk file
+    (thousands a subject) cost +160% of preprocess time where syncfs costs a few percent (README "Reliability").
+    Workers on this machine share its page cache, so this covers their files; on a shared filesystem each
+    worker's close() already makes its files visible, and durable to the server's own guarantees."""
+    fd = os.open(cache, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+            return
+        os.sync()  # no syncfs (not Linux): flush every filesystem
     finally:
         os.close(fd)
 
 
-def fsync_tree(folder: Path) -> None:
-    """Flush every file and folder under `folder` to disk, so that a power loss after the manifest swap cannot
-    leave it pointing at empty chunks (cost: README "Reliability")."""
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+def _load_libc():
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc if hasattr(libc, "syncfs") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def subject_exists(cache: Path, folder: str) -> bool:
@@ -158,7 +164,6 @@ def write_slice_index(cache: Path, index: SliceIndex) -> str:
     for name in INDEX_ARRAYS:
         data = getattr(index, name)
         _create(group, name, data, _index_chunks(data.shape), SMALL_CODECS)
-    fsync_tree(Path(cache) / folder)
     return folder
 
 

@@ -157,6 +157,7 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
+        store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
         write_manifest(cache, manifest)
         remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
