@@ -159,3 +159,12 @@ def test_a_reader_keeps_its_version_through_one_update_and_names_a_later_removal
     with pytest.raises(CacheError, match="updated or removed while reading"):
         old[0]  # two updates later the old folder is gone: said so, not called damage
     assert len(SliceDataset(tiny_cache, "train")) == len(old)  # reopening gives the new version
+
+
+@pytest.mark.parametrize("rel", ["..", ".", "", "subjects", "subjects/..", ".staging/..", "subjects/notes",
+                                 "slice_index/../x", "/etc", "manifest.json/.."])
+def test_deletion_refuses_any_path_the_cache_does_not_create(tiny_cache, rel):
+    from ctslice.cache.layout import remove_owned
+
+    assert remove_owned(tiny_cache, rel) is not None
+    assert read_manifest(tiny_cache).subjects and (tiny_cache / "subjects").is_dir()

@@ -88,9 +88,7 @@ def remove_cache(cache: Path) -> Removal:
                     if layout.is_owned_name(folder, p.name) or (folder == layout.SUBJECTS_DIR
                                                                 and p.name in layout.OWNED_SUBJECTS_FILES):
                         remove(f"{folder}/{p.name}")
-                _rmdir_if_empty(cache / folder, result)
-            elif os.path.lexists(cache / folder):
-                remove(folder)  # a link in its place: only the link goes
+            remove(folder)  # the folder once empty; a link in its place: only the link goes
         last = (layout.MANIFEST_NAME, layout.MARKER_NAME, layout.LOCK_NAME, layout.SUBJECTS_DIR, layout.INDEX_DIR)
         for p in sorted(cache.iterdir()):
             if p.name not in last and (p.name in layout.OWNED_ROOT_ENTRIES or layout.is_temp_manifest(p.name)):
@@ -104,11 +102,3 @@ def remove_cache(cache: Path) -> Removal:
     if not others:
         cache.rmdir()
     return result
-
-
-def _rmdir_if_empty(folder: Path, result: Removal) -> None:
-    try:
-        folder.rmdir()
-        result.removed.append(folder)
-    except OSError:
-        pass  # holds entries the cache did not create: they are reported with the folder's other content

@@ -42,7 +42,9 @@ OWNED_SUBJECTS_FILES = frozenset({"zarr.json"})
 
 _SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}")
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
-_TEMP_MANIFEST = re.compile(re.escape(f".{MANIFEST_NAME}.") + r"\d+\.tmp")
+# Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
+_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, LOCK_NAME, MARKER_NAME})
+_TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")
 _FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME}
 
 
@@ -58,7 +60,8 @@ def is_owned_name(folder: str, name: str) -> bool:
 
 
 def is_temp_manifest(name: str) -> bool:
-    return bool(_TEMP_MANIFEST.fullmatch(name))
+    """A temporary name of a root file (the manifest and the other root files written with it)."""
+    return bool(_TEMP_FILE.fullmatch(name))
 
 
 def check_relative(rel: object, folder: str, what: str) -> str:
@@ -98,21 +101,40 @@ def _remove_entry(path: Path, errors: list[str]) -> None:
         errors.append(f"{path}: {e.strerror or e}")
 
 
+def _is_owned(parts: list[str]) -> bool:
+    if len(parts) == 1:
+        return parts[0] in OWNED_ROOT_ENTRIES or is_temp_manifest(parts[0])
+    if len(parts) != 2:
+        return False
+    folder, name = parts
+    if folder == STAGING_DIR:  # anything a writer staged, but never '.' or '..' (the cache or its parent)
+        return name not in ("", ".", "..")
+    if folder == SUBJECTS_DIR and name in OWNED_SUBJECTS_FILES:
+        return True
+    return folder in _FOLDER_NAMES and is_owned_name(folder, name)
+
+
 def remove_owned(cache: Path, rel: str) -> str | None:
     """Delete cache/rel, an entry the cache created (a root entry, or a name it gives under subjects/ or
     slice_index/). rel is checked again here, so a caller's mistake cannot reach outside. Returns None when it is
     gone, else why not."""
     parts = rel.split("/")
-    owned = (len(parts) == 1 and (parts[0] in OWNED_ROOT_ENTRIES or is_temp_manifest(parts[0]))) or (
-        len(parts) == 2 and (parts[0] == STAGING_DIR or (parts[0] in _FOLDER_NAMES and (
-            is_owned_name(parts[0], parts[1]) or (parts[0] == SUBJECTS_DIR and parts[1] in OWNED_SUBJECTS_FILES)))))
-    if not owned:
+    if not _is_owned(parts):
         return f"{rel}: not an entry ctslice creates; kept"
     path = Path(cache) / rel
     if os.path.lexists(path):
         if len(parts) == 2:  # the entry itself may be a link (then only the link goes); its parent must not be
-            inside(cache, parts[0])
+            try:
+                inside(cache, parts[0])
+            except CacheError as e:
+                return str(e)
         errors: list[str] = []
+        if rel in _FOLDER_NAMES and path.is_dir() and not path.is_symlink():
+            try:  # subjects/ or slice_index/ itself: only once emptied of the entries the cache created
+                path.rmdir()
+            except OSError:
+                return f"{path}: holds entries ctslice did not create; kept"
+            return None
         _remove_entry(path, errors)
         if os.path.lexists(path):
             return "; ".join(errors) or f"{path}: could not be removed"
