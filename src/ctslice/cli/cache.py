@@ -205,5 +205,8 @@ def clean(
         result = remove_cache(cache)
         for reason in result.kept:
             _say(f"kept: {reason}")
-        _say(f"{cache}: removed" if not cache.exists() else f"{cache}: cache entries removed, the folder kept "
-             f"({len(result.kept)} entr{'y' if len(result.kept) == 1 else 'ies'} not created by ctslice or not removable)")
+        if cache.exists():
+            _say(f"{cache}: cache entries removed, the folder kept ({len(result.kept)} kept: not created by "
+                 "ctslice, or not removable)")
+        else:
+            _say(f"{cache}: removed")
