@@ -36,7 +36,7 @@ def bench_safety(
         for miss in r.missed:
             out.print(f"  missed: {miss}", highlight=False)
         cost = r.fsync_s / r.no_fsync_s - 1 if r.no_fsync_s else 0.0
-        out.print(f"fsync        preprocess {r.fsync_s:.2f} s with, {r.no_fsync_s:.2f} s without syncing subject "
-                  f"folders ({cost:+.1%})", highlight=False)
+        out.print(f"sync         preprocess {r.fsync_s:.2f} s with, {r.no_fsync_s:.2f} s without syncing the cache "
+                  f"before the manifest swap ({cost:+.1%})", highlight=False)
         if r.kill_failures or r.missed:
             raise typer.Exit(1)
