@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.config import PreprocessConfig
 from ctslice.preprocess.run import run_preprocess
 from ctslice.synthetic import DemoSpec, generate_demo_dataset
@@ -49,10 +49,9 @@ def tiny_cache(tiny_dataset, tmp_path, _tiny_cache_master) -> Path:
     keep file times, so the copied dataset is unchanged against the copied cache), free to modify."""
     cache = tmp_path / "cache"
     shutil.copytree(_tiny_cache_master, cache, ignore=shutil.ignore_patterns(".lock"))
-    manifest = cache / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data["dataset"]["root"] = str(tiny_dataset.resolve())  # as if built from this test's copy of the dataset
-    manifest.write_text(json.dumps(data, indent=1))
+    manifest = read_manifest(cache)
+    manifest.dataset["root"] = str(tiny_dataset.resolve())  # as if built from this test's copy of the dataset
+    write_manifest(cache, manifest)  # (keeps its checksum right)
     return cache
 
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from ctslice.bench.incremental import modify_subject
 from ctslice.cache.info import cache_info
-from ctslice.cache.manifest import read_manifest
-from ctslice.cache.status import cache_status
+from ctslice.cache.manifest import FORMAT_VERSION, read_manifest
+from ctslice.preprocess.status import cache_status
 from ctslice.cli import app
 
 IDS = ["demo0000", "demo0001", "demo0002", "demo0003", "demo0004"]
@@ -31,7 +31,7 @@ def test_info_counts_subjects_slices_splits_and_sizes_text_and_json(tiny_cache):
     assert info.raw_bytes == slices * 40 * 40 * 3
     assert 0 < info.size.bytes <= info.size.disk_bytes
     assert info.compression_ratio == round(info.raw_bytes / info.size.bytes, 3)
-    assert info.format_version == 1 and info.created <= info.updated
+    assert info.format_version == FORMAT_VERSION and info.created <= info.updated
     assert info.leftovers.files == 0
     text = cli("cache", "info", tiny_cache)
     assert text.exit_code == 0 and "subjects   5" in text.output and "compression" in text.output

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from ctslice.cache import store
 from ctslice.cache.manifest import read_manifest, write_manifest
-from ctslice.cache.verify import repair_cache, verify_cache
+from ctslice.cache.verify import verify_cache
+from ctslice.preprocess.repair import repair_cache
 from ctslice.cli import app
 
 SID = "demo0002"
@@ -110,10 +111,10 @@ def test_repair_reprocesses_only_the_damaged_subject(tiny_dataset, tiny_cache):
                  for sid, r in before.subjects.items() if sid != SID}
     flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "label", 0))
     result = repair_cache(tiny_cache, tiny_dataset)
-    assert result.dropped == [SID] and result.preprocess.processed == [SID] and result.preprocess.ok
+    assert result.damaged == [SID] and result.preprocess.processed == [SID] and result.preprocess.ok
     assert verify_cache(tiny_cache).ok
     after = read_manifest(tiny_cache)
-    assert after.subjects[SID].key == before.subjects[SID].key  # same input, same content
+    assert after.subjects[SID].path != before.subjects[SID].path  # a new folder; the damaged one is a leftover
     assert np.array_equal(np.asarray(store.open_subject(tiny_cache, folder(tiny_cache))["label"][...]), good_label)
     assert after.splits == before.splits
     assert {sid: (tiny_cache / after.subjects[sid].path / "zarr.json").stat().st_mtime_ns
@@ -128,4 +129,4 @@ def test_cli_verify_exit_codes_and_repair_of_a_damaged_index(tiny_dataset, tiny_
     assert bad.exit_code == 1 and "problem: slice index" in bad.output and "Traceback" not in bad.output
     fixed = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache), "--repair", "--data", str(tiny_dataset)])
     assert fixed.exit_code == 0, fixed.output
-    assert "dropped 0 damaged subject(s), processed 0" in fixed.output and fixed.output.rstrip().endswith("OK")
+    assert "0 damaged subject(s) computed again, processed 0" in fixed.output and fixed.output.rstrip().endswith("OK")

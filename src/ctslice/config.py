@@ -12,6 +12,8 @@ import dataclasses
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +202,35 @@ def _merge(section: Any, values: dict[str, Any], where: str) -> Any:
         raise CtsliceError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if "spacing" in values:  # TOML has no null, so "native" stands for None there and on the command line
         values = {**values, "spacing": parse_spacing(values["spacing"])}
+    hints = typing.get_type_hints(type(section))
+    for name, value in values.items():
+        if not _has_type(value, hints[name]):
+            raise CtsliceError(f"{where}: {name} = {value!r} should be {_type_name(hints[name])}, not "
+                               f"{type(value).__name__}")
     return dataclasses.replace(section, **values)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """isinstance for the plain field types used here (int, float, str, bool and `X | None`); bool is not taken
+    for int, and an int is a float."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option is str and isinstance(value, str):
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    return " or ".join("none" if a is type(None) else a.__name__ for a in (typing.get_args(hint) or (hint,)))
 
 
 def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,

@@ -22,3 +22,13 @@ class CacheError(CtsliceError):
 
 class CacheFormatError(CacheError):
     """A cache written in another format version: readers refuse it, preprocess rebuilds it."""
+
+
+class CacheWriteError(CacheError):
+    """The operating system refused a write to the cache (full disk, read-only, no permission). Raised before the
+    manifest swap, so the previous version of the cache is intact, and the message says so."""
+
+    def __init__(self, path: object, error: OSError):
+        self.error = error
+        reason = error.strerror or str(error)
+        super().__init__(f"{path}: cannot write ({reason}); nothing was changed, the previous cache is intact")

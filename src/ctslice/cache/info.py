@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .cleanup import leftovers
-from .manifest import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON, read_manifest
+from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON
+from .manifest import read_manifest
 from .store import IMAGE_DTYPE, LABEL_DTYPE
 from .warnings import warning_summary
 

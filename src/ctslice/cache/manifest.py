@@ -1,7 +1,9 @@
 """CACHE/manifest.json: the one contract between the preprocessing writer and every reader.
 
 Readers take the label map, the split, each subject's geometry and the slice index location from here and never
-declare them again. The file is replaced atomically, so it is always either the previous or the next version.
+declare them again. The file is replaced atomically, so it is always either the previous or the next version. It
+carries a checksum of its own content, and every path in it is checked to stay inside the cache, so a damaged or
+edited manifest is refused before anything is read or deleted through it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,11 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CacheError, CacheFormatError
+from . import layout
+from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-# Written beside the manifest with each manifest write, for people who open the cache by hand; the manifest
-# stays the contract.
-LABEL_MAP_NAME = "label_map.json"
-SPLITS_NAME = "splits.csv"
-ZARR_JSON = "zarr.json"
-SUBJECTS_DIR = "subjects"
+# 2: the manifest carries its own checksum; paths in it are checked to stay inside the cache.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -147,34 +145,108 @@ def manifest_path(cache: Path) -> Path:
     return Path(cache) / MANIFEST_NAME
 
 
-def read_manifest(cache: Path) -> Manifest:
-    """The cache's manifest, or a CacheError naming the cache and what is wrong with it."""
+# A manifest lists ~150 bytes per source file: 1,228 subjects x 118 files is ~22 MB. Anything far beyond is not one.
+MAX_MANIFEST_BYTES = 1 << 30
+
+
+def canonical_checksum(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's JSON without its `checksum` field, keys sorted: any change to any value shows."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def looks_like_ctslice(data: Any) -> bool:
+    """A manifest written by some ctslice (any format): how a cache from before the marker file is recognised."""
+    return isinstance(data, dict) and {"format_version", "ctslice_version", "label_map", "subjects"} <= set(data)
+
+
+def load_manifest_json(cache: Path) -> Any:
+    """The manifest file's JSON as is (no checks beyond being a readable regular file of JSON)."""
     path = manifest_path(cache)
     if not Path(cache).is_dir():
         raise CacheError(f"{cache}: no such cache folder (run `ctslice preprocess` first)")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(layout.read_regular(path, MAX_MANIFEST_BYTES, str(cache)))
     except FileNotFoundError:
         raise CacheError(f"{cache}: no {MANIFEST_NAME}, so not a ctslice cache (run `ctslice preprocess`)") from None
     except (OSError, ValueError) as e:
-        raise CacheError(f"{path}: unreadable manifest ({e})") from None
+        raise CacheError(f"{path}: unreadable manifest ({e}); `ctslice preprocess --force` rebuilds the cache"
+                         ) from None
+
+
+def read_manifest(cache: Path) -> Manifest:
+    """The cache's manifest, or a CacheError naming the cache and what is wrong with it. Checked before anything
+    is used: format version, checksum, field types, and that every path it names lies inside the cache."""
+    path = manifest_path(cache)
+    data = load_manifest_json(cache)
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise CacheFormatError(
             f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
             f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
         )
+    damaged = f"{path}: damaged manifest"
+    if data.get("checksum") != canonical_checksum(data):
+        raise CacheError(f"{damaged} (its checksum does not match its content: changed or corrupted); "
+                         "`ctslice preprocess --force` rebuilds the cache")
     try:
-        return Manifest.from_json(data)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise CacheError(f"{path}: malformed manifest ({e})") from None
+        manifest = Manifest.from_json(validate_schema(data))
+    except (CacheError, TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{damaged} ({e}); `ctslice preprocess --force` rebuilds the cache") from None
+    for record in manifest.subjects.values():
+        layout.inside(cache, record.path)
+    if manifest.slice_index is not None:
+        layout.inside(cache, manifest.slice_index)
+    return manifest
+
+
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise CacheError(what)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
+    """Types of the fields readers rely on, and the paths: a record's `path` and the `slice_index` may only be
+    names the cache gives (no absolute paths, no '..'), before anything is read or deleted through them."""
+    for name in ("settings", "label_map", "dataset", "splits", "subjects", "failed", "totals"):
+        _check(isinstance(data.get(name, {}), dict), f"{name} is not an object")
+    labels = data["label_map"]
+    _check(all(isinstance(v, str) and k.isdigit() for k, v in labels.items()), "label_map is not index -> name")
+    _check(all(_str_list(ids) for ids in data.get("splits", {}).values()), "splits are not lists of ids")
+    if data.get("slice_index") is not None:
+        layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")
+    for sid, r in data["subjects"].items():
+        _check(isinstance(r, dict) and r.get("id") == sid, f"subject {sid}: record without its id")
+        layout.check_relative(r.get("path"), layout.SUBJECTS_DIR, f"subject {sid}")
+        _check(isinstance(r.get("key"), str) and isinstance(r.get("files"), dict)
+               and isinstance(r.get("geometry"), dict), f"subject {sid}: key, files or geometry missing")
+        _check(all(isinstance(f, dict) and {"size", "mtime_ns", "sha256"} <= set(f) for f in r["files"].values()),
+               f"subject {sid}: file fingerprints lack size, mtime_ns or sha256")
+        shape = r.get("shape")
+        _check(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape)
+               and r.get("slices") == shape[0], f"subject {sid}: bad shape or slice count")
+        _check(isinstance(r.get("spacing"), list) and len(r["spacing"]) == 3, f"subject {sid}: bad spacing")
+        _check(isinstance(r.get("label_voxels"), list) and all(_is_int(n) for n in r["label_voxels"]),
+               f"subject {sid}: bad label_voxels")
+    return data
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:
     """Write the manifest, then label_map.json and splits.csv from it, each atomically: to a temporary file,
-    fsync, then renamed over the old one, so readers see old or new, never half."""
+    fsync, then renamed over the old one, so readers see old or new, never half. The manifest carries the
+    checksum of its own content (`checksum`), checked by every read."""
     manifest.updated = time.time()
-    _write_atomic(manifest_path(cache), json.dumps(manifest.to_json(), indent=1))
+    data = manifest.to_json()
+    data["checksum"] = canonical_checksum(data)
+    _write_atomic(manifest_path(cache), json.dumps(data, indent=1))
     _write_atomic(Path(cache) / LABEL_MAP_NAME, json.dumps(manifest.label_map, indent=1) + "\n")
     _write_atomic(Path(cache) / SPLITS_NAME, splits_csv(manifest))
     # The cache root and subjects/ as zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
@@ -182,7 +254,7 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     # hand so that it too is replaced atomically.
     group = json.dumps({"zarr_format": 3, "node_type": "group",
                         "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
-    for folder in (Path(cache), Path(cache) / SUBJECTS_DIR):
+    for folder in (Path(cache), Path(cache) / layout.SUBJECTS_DIR):
         folder.mkdir(exist_ok=True)
         _write_atomic(folder / ZARR_JSON, group, temp_dir=Path(cache))  # subjects/ holds subject folders only
 
@@ -197,12 +269,17 @@ def splits_csv(manifest: Manifest) -> str:
 
 
 def _write_atomic(path: Path, text: str, temp_dir: Path | None = None) -> None:
+    # The temporary name is one layout.is_temp_manifest recognises, so a crash leaves nothing foreign behind.
     tmp = (temp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from . import store
+from . import layout, store
 from .manifest import Manifest, read_manifest
 
 # A Blosc chunk is at most its raw size plus a 16-byte header, then the 4-byte crc32c; ask for a little more so a
@@ -70,6 +70,8 @@ class CacheReader:
         """Row of each subject's first slice in the slice index; offsets[-1] is the number of slices."""
         _check_index_layout(self.cache, index, self.offsets)
         self._folders = tuple(f"{self.cache}/{r.path}" for r in records)
+        self._index_folder = manifest.slice_index
+        self._version = _version(manifest)
         self._numbers = {sid: i for i, sid in enumerate(self.subjects)}
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
@@ -88,13 +90,16 @@ class CacheReader:
     @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
-            self._manifest = read_manifest(self.cache)
+            manifest = read_manifest(self.cache)
+            if _version(manifest) != self._version:  # another version than the one this reader serves
+                raise CacheError(_updated(self.cache, "the manifest was replaced"))
+            self._manifest = manifest
         return self._manifest
 
     @property
     def index(self) -> store.SliceIndex:
-        if self._index is None:
-            self._index = store.read_slice_index(self.cache, self.manifest.slice_index)
+        if self._index is None:  # this reader's own index: kept on disk for a preprocess run after a newer one
+            self._index = store.read_slice_index(self.cache, self._index_folder)
         return self._index
 
     # --- Addressing -----------------------------------------------------------------------------------------------
@@ -158,8 +163,14 @@ class CacheReader:
             raise IndexError(f"{self.subjects[s]}: slice {z} out of range (subject has {self.shapes[s, 0]})")
         where = f"{self.cache}: subject {self.subjects[s]} slice {z} ({array})"
         # Same path as store.chunk_path, built as a string: Path joins cost ~5 us, a tenth of reading the file.
-        path = f"{self._folders[s]}/{array}/c/{z}/0/0"
-        raw = _read_file(path, self._buffer(out.nbytes + _READ_SLACK), where)
+        path = f"{self._folders[s]}/{layout.chunk_key(array, z, 0, 0)}"
+        try:
+            raw = _read_file(path, self._buffer(out.nbytes + _READ_SLACK), where)
+        except FileNotFoundError:
+            if not os.path.isdir(self._folders[s]):  # the whole folder went: superseded, not damaged
+                raise CacheError(_updated(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
+            raise CacheError(f"{where}: chunk file {path} is missing, the cache is damaged "
+                             f"(run `ctslice cache verify`)") from None
         store.decode_chunk(raw, out.dtype, out.shape, where, out=out)
 
     def _buffer(self, size: int) -> bytearray:
@@ -173,15 +184,28 @@ class CacheReader:
         return buf
 
 
+def _version(manifest: Manifest) -> tuple:
+    """What identifies the data a manifest stands for: its slice index and subject folders."""
+    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.values()))
+
+
+def _updated(cache: Path, what: str) -> str:
+    return (f"{cache}: the cache was updated or removed while reading ({what}); its previous version is kept only "
+            "until the next preprocess run: open the cache again")
+
+
 def _read_file(path: str, buf: bytearray, where: str) -> np.ndarray:
-    """The whole file, read into `buf`, as a read-only uint8 view of it (valid until the next read into `buf`)."""
+    """The whole file, read into `buf`, as a read-only uint8 view of it (valid until the next read into `buf`).
+    Raises FileNotFoundError for a missing file (the caller tells damage from an update)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO in place of a chunk opens at once and reads as empty (no hang); O_NOFOLLOW: the cache
+        # never holds links, so a linked chunk (to /dev/zero, say) is refused. A device reads at most `buf`.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise CacheError(f"{where}: chunk file {path} is missing, the cache is damaged "
-                         f"(run `ctslice cache verify`)") from None
+        raise
     except OSError as e:
-        raise CacheError(f"{where}: cannot open chunk file {path} ({e.strerror})") from None
+        raise CacheError(f"{where}: cannot open chunk file {path} ({e.strerror}; a link or special file is "
+                         "damage, run `ctslice cache verify`)") from None
     try:
         # One read returns a whole regular file on local filesystems; loop in case a network filesystem returns
         # less (the last call only sees end of file). A file that fills the buffer is longer than any valid

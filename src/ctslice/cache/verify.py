@@ -6,15 +6,12 @@ Blosc), so a damaged byte anywhere is found and named by subject, array and slic
 index and splits are checked against the subjects. Leftovers of interrupted runs are reported but are not
 problems: readers never look at them.
 
-`repair_cache` reprocesses the damaged subjects from the dataset. Subject folders are content-addressed (the
-name carries the key of settings and source bytes), so a damaged folder would be found again and reused: repair
-first takes the damaged subjects out of the manifest and deletes their folders, under the cache lock, so the
-preprocess run that follows sees them as added.
+Repairing needs the dataset, so it lives with preprocessing (`preprocess/repair.py`).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,14 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from ..preprocess.run import PreprocessReport, ProgressFn as PreprocessProgress, run_preprocess
-from . import store
+from . import layout, store
 from .cleanup import leftovers
-from .lock import cache_lock
-from .manifest import Manifest, SubjectRecord, read_manifest, write_manifest
-from .status import dataset_folder, preprocess_config_of
+from .manifest import Manifest, SubjectRecord, read_manifest
 
 ProgressFn = Callable[[int, int, str], None]
+_ARRAYS = ("image", "label", "foreground", "present")
 
 
 @dataclass(frozen=True)
@@ -86,10 +81,15 @@ def _expected_arrays(record: SubjectRecord, num_labels: int) -> dict[str, tuple[
     }
 
 
+# Blosc header (16 bytes), its worst-case overhead and the crc32c: no valid chunk is longer than its raw size plus this.
+_CHUNK_SLACK = 4096
+
+
 def _read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
     """One chunk file, checksum-checked and decoded (CacheError naming `where` if it is missing or damaged)."""
+    size = int(np.prod(shape)) * dtype.itemsize
     try:
-        raw = path.read_bytes()
+        raw = layout.read_regular(path, size + _CHUNK_SLACK, where)  # no FIFO hang, no endless /dev/zero
     except FileNotFoundError:
         raise CacheError(f"{where}: chunk file is missing") from None
     except OSError as e:
@@ -105,10 +105,15 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> Subje
     if not store.subject_exists(cache, record.path):
         problem(Problem(f"subject folder {record.path} is missing", sid))
         return check
+    metadata = [cache / record.path / name / "zarr.json" for name in ("", *_ARRAYS)]
+    special = [p for p in metadata if os.path.lexists(p) and not layout.is_regular(p)]
+    if special:  # zarr would open it with a plain read: a FIFO would hang it
+        problem(Problem(f"{special[0]} is not a regular file (a link, FIFO or device)", sid))
+        return check
     try:
         group = store.open_subject(cache, record.path)
         stored_key = dict(group.attrs.get("record", {})).get("key")
-        arrays = {name: group[name] for name in ("image", "label", "foreground", "present")}
+        arrays = {name: group[name] for name in _ARRAYS}
     except (CacheError, KeyError, ValueError) as e:
         problem(Problem(f"subject folder {record.path} is unreadable ({e})", sid))
         return check
@@ -127,11 +132,11 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> Subje
 
     folder = cache / record.path
     s, h, w = record.shape
-    for name, chunk, dtype, shape in (("foreground", "c/0", np.dtype("int32"), (s,)),
-                                      ("present", "c/0/0", np.dtype(bool), (s, num_labels))):
+    for name, chunk, dtype, shape in (("foreground", (0,), np.dtype("int32"), (s,)),
+                                      ("present", (0, 0), np.dtype(bool), (s, num_labels))):
         check.chunks += 1
         try:
-            setattr(check, name, _read_chunk(folder / name / chunk, dtype, shape, name))
+            setattr(check, name, _read_chunk(folder / layout.chunk_key(name, *chunk), dtype, shape, name))
         except CacheError as e:
             problem(Problem(str(e), sid))
     totals = np.zeros(num_labels, dtype=np.int64)
@@ -243,43 +248,3 @@ def verify_cache(cache: Path, workers: int = 4, progress: ProgressFn | None = No
     report.problems += _check_manifest(cache, manifest, checks)
     report.leftovers = [p.relative_to(cache).as_posix() for p in leftovers(cache, manifest)]
     return report
-
-
-@dataclass
-class RepairReport:
-    dropped: list[str]
-    """Damaged subjects taken out of the cache before reprocessing."""
-    preprocess: PreprocessReport
-
-
-def drop_subjects(cache: Path, subject_ids: list[str]) -> list[str]:
-    """Take subjects out of the manifest, then delete their folders (in that order, so the manifest never names
-    a deleted folder), under the cache lock. Their split assignment is kept, so that preprocessing them again
-    puts them back where they were. Returns the ids that were in the cache."""
-    cache = Path(cache)
-    with cache_lock(cache):
-        manifest = read_manifest(cache)
-        dropped = [sid for sid in subject_ids if sid in manifest.subjects]
-        folders = [manifest.subjects.pop(sid).path for sid in dropped]
-        if dropped:
-            index = store.build_slice_index(cache, {sid: r.path for sid, r in manifest.subjects.items()})
-            manifest.slice_index = store.write_slice_index(cache, index)
-            manifest.totals.update(subjects=len(manifest.subjects), slices=len(index))
-            write_manifest(cache, manifest)
-        for folder in folders:
-            shutil.rmtree(cache / folder, ignore_errors=True)
-    return dropped
-
-
-def repair_cache(cache: Path, data: Path | None = None, workers: int = 0, report: VerifyReport | None = None,
-                 progress: PreprocessProgress | None = None) -> RepairReport:
-    """Reprocess the subjects `report` (default: a fresh verify) found damaged, from `data` (default: the dataset
-    the cache was built from), with the cache's own settings. Damage to the slice index alone is repaired by
-    the same run, which always writes a new index. Subjects that are no longer in the dataset just leave."""
-    cache = Path(cache)
-    report = report if report is not None else verify_cache(cache)
-    manifest = read_manifest(cache)
-    data = dataset_folder(cache, manifest, data)
-    dropped = drop_subjects(cache, report.damaged_subjects)
-    cfg = preprocess_config_of(manifest, workers=workers)
-    return RepairReport(dropped, run_preprocess(data, cache, cfg, progress=progress))

@@ -1,6 +1,8 @@
 """Command line: thin commands over the library. Heavy imports happen inside the commands so `--help` is instant."""
 
-from . import bench_incremental, bench_loader, bench_preprocess, cache, evaluate, predict, preprocess  # noqa: F401  (register commands)
+from . import (  # noqa: F401  (register commands)
+    bench_incremental, bench_loader, bench_preprocess, bench_safety, cache, evaluate, predict, preprocess,
+)
 from .app import app
 
 __all__ = ["app"]

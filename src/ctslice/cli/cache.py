@@ -83,8 +83,8 @@ def status(
     Example: ctslice cache status /fast/cache --data /data/Totalsegmentator_dataset_v201
     """
     with user_errors():
-        from ..cache.status import cache_status
         from ..preprocess.run import describe_changes
+        from ..preprocess.status import cache_status
 
         s = cache_status(cache, data)
         if as_json:
@@ -124,7 +124,8 @@ def verify(
     Example: ctslice cache verify /fast/cache --repair --data /data/Totalsegmentator_dataset_v201
     """
     with user_errors():
-        from ..cache.verify import repair_cache, verify_cache
+        from ..cache.verify import verify_cache
+        from ..preprocess.repair import repair_cache
 
         report = _verify_with_progress(cache, workers, verify_cache)
         _print_verify(report)
@@ -134,7 +135,7 @@ def verify(
             return
         result = repair_cache(cache, data, workers=repair_workers, report=report)
         pre = result.preprocess
-        _say(f"repair: dropped {len(result.dropped)} damaged subject(s), processed {len(pre.processed)}, "
+        _say(f"repair: {len(result.damaged)} damaged subject(s) computed again, processed {len(pre.processed)}, "
              f"failed {len(pre.failed)}")
         for reason in pre.failed.values():
             _say(f"  failed: {reason}")
@@ -179,7 +180,8 @@ def clean(
 ) -> None:
     """Remove a cache folder, or with --leftovers only the files its manifest does not reference.
 
-    Refuses a folder that has no manifest.json and is not empty, so that a mistyped path is never deleted.
+    Refuses a folder that is not a ctslice cache (nor empty), so that a mistyped path is never deleted. Only
+    entries the cache created are removed; anything else is left in place and listed.
 
     Example: ctslice cache clean /fast/cache --leftovers
     """
@@ -192,16 +194,27 @@ def clean(
         if leftovers:
             read_manifest(cache)  # a clear error for a folder that is not a cache, before taking its lock
             with cache_lock(cache):
-                gone = remove_leftovers(cache, read_manifest(cache))
-            for path in gone:
+                result = remove_leftovers(cache, read_manifest(cache))
+            for path in result.removed:
                 _say(f"removed {path}")
-            _say(f"{cache}: {len(gone)} leftover(s) removed")
+            for reason in result.kept:
+                _say(f"not removed: {reason}")
+            _say(f"{cache}: {len(result.removed)} leftover(s) removed" +
+                 (f", {len(result.kept)} could not be removed" if result.kept else ""))
+            if result.kept:
+                raise typer.Exit(1)
             return
         check_removable(cache)
         if not yes:
-            typer.confirm(f"Remove the cache {cache} and everything in it?", abort=True)
-        remove_cache(cache)
-        _say(f"{cache}: removed")
+            typer.confirm(f"Remove the cache {cache} (the entries ctslice created in it)?", abort=True)
+        result = remove_cache(cache)
+        for reason in result.kept:
+            _say(f"kept: {reason}")
+        if cache.exists():
+            _say(f"{cache}: cache entries removed, the folder kept ({len(result.kept)} kept: not created by "
+                 "ctslice, or not removable)")
+        else:
+            _say(f"{cache}: removed")
 
 
 @cache_app.command()

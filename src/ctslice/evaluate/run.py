@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache.fingerprint import compare
+from ..preprocess.fingerprint import compare
 from ..cache.manifest import read_manifest
 from ..config import EvaluateConfig
 from ..errors import CtsliceError

@@ -40,11 +40,18 @@ def dask_client(workers: int, scheduler: str | None):
 
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
-    # One thread per process: the work is numpy/zlib-heavy and each worker should hold one subject at a time.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            LocalCluster(**local_cluster_options(workers), silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
         yield client
+
+
+def local_cluster_options(workers: int) -> dict:
+    """One thread per process: the work is numpy/zlib-heavy and each worker should hold one subject at a time.
+    Everything listens on the loopback interface only, and there is no dashboard: a dashboard on ":0" would
+    listen on all interfaces, open to anyone on the network."""
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+            "dashboard_address": None}
 
 
 def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, scheduler: str | None,

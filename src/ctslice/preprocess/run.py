@@ -3,10 +3,13 @@
 Incremental by default: only added or modified subjects are processed, removed ones leave the cache, unchanged
 ones are not touched. Changed content settings (or label map, or format version) and `force` rebuild everything.
 
-Crash safety comes from the order of the steps: subjects are written to new folders (never over old ones), the
-manifest is swapped atomically at the end, and only then are folders that it no longer references deleted. A run
-killed at any point leaves the previous manifest and complete subject folders; the next run reuses the folders
-that were finished (same key) and removes the rest.
+Crash safety comes from the order of the steps: subjects are written to new folders (never over old ones) and
+synced to disk, the manifest is swapped atomically at the end, and only then are folders that neither it nor the
+previous manifest references deleted (the previous version's stay one more run, for readers that still use it).
+A run killed at any point leaves the previous manifest and complete subject folders; the next run reuses the
+folders that were finished (same key) and removes the rest.
+
+The cache folder must be new, empty or a ctslice cache (cache/owner.py), and apart from the dataset folder.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import store
+import numpy as np
+
+from ..cache import owner, store
 from ..cache.cleanup import remove_leftovers
-from ..cache.fingerprint import Changes, compare
 from ..cache.lock import cache_lock
 from ..cache.manifest import (
     FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_diff, settings_hash,
@@ -28,7 +33,8 @@ from ..cache.manifest import (
 )
 from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
-from ..errors import CacheError, CacheFormatError
+from ..errors import CacheError, CacheFormatError, CacheWriteError
+from .fingerprint import Changes, compare
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
@@ -63,7 +69,7 @@ class PreprocessReport:
         return not self.failed
 
 
-def _previous_manifest(cache: Path) -> tuple[Manifest | None, str | None]:
+def _previous_manifest(cache: Path, force: bool) -> tuple[Manifest | None, str | None]:
     """The cache's manifest, or None with the reason to build everything."""
     if not manifest_path(cache).exists():
         return None, "new cache"
@@ -71,6 +77,10 @@ def _previous_manifest(cache: Path) -> tuple[Manifest | None, str | None]:
         return read_manifest(cache), None
     except CacheFormatError:  # rebuilt in the current format; the old folders are cleaned up afterwards
         return None, f"cache of another format (this ctslice writes format {FORMAT_VERSION})"
+    except CacheError:
+        if not force:  # a damaged manifest is not replaced without being asked: the message says how
+            raise
+        return None, "unusable manifest"
 
 
 def describe_changes(diff: dict[str, list]) -> str:
@@ -90,7 +100,7 @@ def describe_changes(diff: dict[str, list]) -> str:
 def _rebuild_reason(previous_problem: str | None, changes: Changes, diff: dict[str, list], force: bool
                     ) -> str | None:
     if force:
-        return "--force"
+        return "--force" + (f", {previous_problem}" if previous_problem else "")
     if previous_problem:
         return previous_problem
     if changes.settings_changed:
@@ -108,22 +118,28 @@ def cache_settings(cache: Path) -> dict:
 
 
 def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool = False,
-                   progress: ProgressFn | None = None, say: Callable[[str], None] | None = None
-                   ) -> PreprocessReport:
+                   progress: ProgressFn | None = None, say: Callable[[str], None] | None = None,
+                   redo: Collection[str] = ()) -> PreprocessReport:
     """Preprocess `data` into `cache`. Raises CtsliceError for problems with the whole dataset or cache; problems
     with single subjects end up in report.failed (and the manifest's `failed`) while the others go on.
     `say` gets, once and before the work starts, what the run is about to do when that needs saying: a full
-    rebuild and why, a capped number of workers (also kept in report.notes)."""
+    rebuild and why, a capped number of workers (also kept in report.notes).
+    `redo`: subjects computed again even if unchanged (repair of damaged ones), into new folders."""
     start = time.perf_counter()
     cfg.validate()
     data, cache = Path(data).resolve(), Path(cache).resolve()
+    owner.check_apart(data, cache)
+    owner.check_writable(cache)
     dataset = discover(data)
     labels = label_map_to_json(dataset.label_map)
     content = cfg.content_settings()
     shash = settings_hash(content, labels)
-    cache.mkdir(parents=True, exist_ok=True)
-    with cache_lock(cache):
-        previous, previous_problem = _previous_manifest(cache)
+    try:
+        owner.mark(cache)
+    except OSError as e:
+        raise CacheWriteError(cache, e) from None
+    with cache_lock(cache), _write_errors(cache):
+        previous, previous_problem = _previous_manifest(cache, force)
         changes = compare(dataset, previous, shash)
         diff = settings_diff(previous, content, labels) if previous else {}
         report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous_problem, changes, diff, force),
@@ -136,8 +152,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             write_manifest(cache, manifest)
         keep: dict[str, SubjectRecord] = {}
         if report.rebuilt_all is None:
-            todo = set(changes.added) | set(changes.modified)
-            for sid in changes.unchanged:
+            todo = set(changes.added) | set(changes.modified) | (set(redo) & set(changes.unchanged))
+            for sid in sorted(set(changes.unchanged) - todo):
                 record = previous.subjects[sid]
                 if not store.subject_exists(cache, record.path):  # deleted by hand: make it again
                     todo.add(sid)
@@ -160,7 +176,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
-        job_hash = f"{shash}+force-{uuid.uuid4().hex[:8]}" if force else shash
+        # Repair (redo) does the same, since the damaged folder has the key the subject would get again.
+        job_hash = f"{shash}+force-{uuid.uuid4().hex[:8]}" if force or redo else shash
         cfg = _capped(cfg, dataset, todo, report.notes)
         for note in report.notes:
             if say:
@@ -189,14 +206,15 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.splits = splits_to_lists(
             assign_splits(keep, cfg.seed, cfg.val_fraction, dataset.official_split, previous_split))
         index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
-        manifest.slice_index = store.write_slice_index(cache, index)
+        manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
         histogram = summed_histogram(cache, keep.values())
         manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
+        store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
         write_manifest(cache, manifest)
         report.warnings = warning_summary(manifest)
-        remove_leftovers(cache, manifest)
+        remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -211,6 +229,30 @@ def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list
     if note:
         notes.append(note)
     return dataclasses.replace(cfg, workers=workers)
+
+
+def _same_index(cache: Path, previous: Manifest | None, index: store.SliceIndex) -> str | None:
+    """The previous slice index folder if it holds exactly `index` (and reads without error): an unchanged cache
+    keeps its index instead of leaving a superseded copy behind at every run."""
+    if previous is None or previous.slice_index is None:
+        return None
+    try:
+        old = store.read_slice_index(cache, previous.slice_index)
+    except Exception:  # noqa: BLE001  (any damage: write a new one; verify names the damage)
+        return None
+    same = old.subjects == index.subjects and all(
+        np.array_equal(getattr(old, name), getattr(index, name)) for name in store.INDEX_ARRAYS)
+    return previous.slice_index if same else None
+
+
+@contextmanager
+def _write_errors(cache: Path) -> Iterator[None]:
+    """A full disk or a read-only cache while writing the index or manifest: one clear error. The manifest is
+    replaced last and atomically, so the previous version is intact whenever this is raised."""
+    try:
+        yield
+    except OSError as e:
+        raise CacheWriteError(cache, e) from None
 
 
 def _process_all(dataset: Dataset, cache: Path, cfg: PreprocessConfig, shash: str, todo: set[str],

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import CtsliceError, InputError
 from .labels import MAX_LABELS, build_label_map
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch: '$' would accept a final newline
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPLITS = ("train", "val", "test")
 
@@ -67,6 +67,15 @@ def _visible(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if not p.name.startswith("."))
 
 
+def _hidden_warning(root: Path) -> list[str]:
+    """Folders starting with '.' are skipped (editor, OS and tool folders); say which, so none is lost silently."""
+    hidden = sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.is_dir())
+    if not hidden:
+        return []
+    shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
+    return [f"{len(hidden)} hidden folder(s) skipped (names starting with '.'): {shown}"]
+
+
 def detect_layout(root: Path) -> str:
     if not root.is_dir():
         raise CtsliceError(f"dataset folder {root} does not exist or is not a folder")
@@ -95,7 +104,7 @@ def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[
     for sid, item in sorted(candidates.items()):
         if isinstance(item, InputError):
             bad.append(item)
-        elif not SAFE_ID.match(sid):
+        elif not SAFE_ID.fullmatch(sid):
             bad.append(InputError(sid, None, "subject id is not a safe folder name (letters, digits, '.', '_', '-')"))
         elif len(by_folded[sid.lower()]) > 1:
             others = ", ".join(o for o in by_folded[sid.lower()] if o != sid)
@@ -136,7 +145,7 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
         raise CtsliceError(f"{root}: {len(names)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
     split, warnings = _read_meta_csv(root / "meta.csv")
     return Dataset(root, "totalsegmentator", tuple(subjects), build_label_map(names), None, split,
-                   tuple(problems), tuple(warnings))
+                   tuple(problems), tuple(_hidden_warning(root) + warnings))
 
 
 def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
@@ -174,18 +183,23 @@ def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
 def _dataset_labels(root: Path) -> dict[int, str]:
     """dataset.json "labels" as value -> name; accepts nnU-Net v2 ({"liver": 1}) and MSD ({"1": "liver"})."""
     path = root / "dataset.json"
+    if not path.is_file():  # also refuses a FIFO, which read_text would wait on forever
+        raise CtsliceError(f"{path}: missing or not a regular file (the nnU-Net layout needs dataset.json with "
+                           "'labels')")
     try:
         labels = json.loads(path.read_text())["labels"]
-    except FileNotFoundError:
-        raise CtsliceError(f"{path}: missing (the nnU-Net layout needs dataset.json with 'labels')") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CtsliceError(f"{path}: cannot read 'labels' ({e})") from None
-    if all(isinstance(v, str) for v in labels.values()):  # MSD style: value -> name
+        raise CtsliceError(f"{path}: cannot read 'labels' ({type(e).__name__}: {e})") from None
+    expected = "'labels' must map names to integer values ({\"liver\": 1}) or values to names ({\"1\": \"liver\"})"
+    if not isinstance(labels, dict) or not labels:
+        raise CtsliceError(f"{path}: {expected}, got {type(labels).__name__}")
+    values = list(labels.values())
+    if all(isinstance(v, str) for v in values) and all(k.strip().isdigit() for k in labels):  # MSD: value -> name
         by_value = {int(k): v for k, v in labels.items()}
-    elif all(isinstance(v, int) for v in labels.values()):
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         by_value = {v: k for k, v in labels.items()}
     else:
-        raise CtsliceError(f"{path}: 'labels' must map names to integers (region-based labels are not supported)")
+        raise CtsliceError(f"{path}: {expected} (region-based labels are not supported)")
     if 0 not in by_value:
         raise CtsliceError(f"{path}: 'labels' has no background (value 0)")
     return dict(sorted(by_value.items()))

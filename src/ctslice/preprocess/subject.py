@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..cache import store
-from ..cache.fingerprint import file_fingerprint, subject_key
 from ..cache.manifest import SubjectRecord
 from ..errors import InputError
-from . import volume
+from . import memory, volume
+from .fingerprint import file_fingerprint, subject_key
 from .geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
@@ -54,7 +54,7 @@ def process_subject(job: SubjectJob) -> SubjectOutcome:
     except InputError as e:
         return SubjectOutcome(sid, error=str(e))
     except MemoryError:
-        return SubjectOutcome(sid, error=f"{sid}: out of memory while processing")
+        return SubjectOutcome(sid, error=f"{sid}: {job.source.image}: out of memory while processing")
     except Exception as e:  # a bug or an unforeseen file problem: report it with the subject, go on
         where = traceback.extract_tb(e.__traceback__)[-1]
         return SubjectOutcome(sid, error=f"{sid}: unexpected {type(e).__name__}: {e} (at {where.name}:{where.lineno})")
@@ -77,6 +77,7 @@ def _process(job: SubjectJob) -> SubjectOutcome:
 
     s = job.settings
     ct_img = volume.load_header(root / src.image, src.id, src.image)
+    memory.check_fits(ct_img, src.id, src.image)
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
     ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
     missing: list[str] = []

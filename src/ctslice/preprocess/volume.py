@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,22 @@ AFFINE_TOLERANCE_MM = 1e-3
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError)
 
 
+# Deflate expands at most ~1032:1, so a .gz file of n bytes holds at most this many times n bytes of data.
+MAX_GZIP_RATIO = 1100
+_SCALAR_KINDS = "iufb"  # ints, unsigned, floats, bool: not RGB (structured) or complex voxels
+
+
 def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
-    """Open a NIfTI file (header only; data stays on disk) and check it is one 3D volume."""
+    """Open a NIfTI file (header only; data stays on disk) and check it is one 3D scalar volume whose header is
+    consistent with the file's size (a tiny file declaring gigabytes is refused before anything is decoded)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(subject, name, "file not found") from None
+    except OSError as e:
+        raise InputError(subject, name, f"cannot read file ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would hang the read, a device never end
+        raise InputError(subject, name, "not a regular file (a FIFO, device or folder)")
     try:
         img = nib.load(path)
     except FileNotFoundError:
@@ -37,6 +53,15 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
         raise InputError(subject, name, f"empty volume, shape {tuple(shape)}")
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         raise InputError(subject, name, "invalid affine (singular or not finite)")
+    dtype = img.get_data_dtype()
+    if dtype.kind not in _SCALAR_KINDS or dtype.fields is not None:
+        raise InputError(subject, name, f"voxels of type {dtype} (RGB or complex?): expected one scalar per voxel")
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    limit = st.st_size * MAX_GZIP_RATIO if str(path).endswith(".gz") else st.st_size
+    if declared > limit:
+        raise InputError(subject, name, f"header declares {'x'.join(map(str, shape))} voxels of {dtype} "
+                                        f"({declared / 1e9:.2f} GB), more than this {st.st_size}-byte file can hold: "
+                                        "truncated or damaged")
     return img
 
 

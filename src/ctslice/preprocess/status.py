@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache.manifest import Manifest, read_manifest, settings_diff, settings_hash
 from ..config import PreprocessConfig
 from ..errors import CacheError
-from ..preprocess.labels import label_map_to_json
-from ..preprocess.sources import discover
 from .fingerprint import Changes, compare
-from .manifest import Manifest, read_manifest, settings_diff, settings_hash
+from .labels import label_map_to_json
+from .sources import discover
 
 
 @dataclass

@@ -8,27 +8,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..preprocess.sources import Dataset
-from .manifest import Manifest
+from ..cache.manifest import Manifest
+from .sources import Dataset
 
 _BLOCK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
+class NotRegularFile(OSError):
+    """A FIFO, device or folder where a NIfTI file should be: reading it could hang or never end."""
+
+
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    # O_NONBLOCK: opening a FIFO does not wait for a writer. Links are followed (datasets are often linked in),
+    # but what they lead to must be a regular file.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"not a regular file (a FIFO, device or folder): {path}")
+    return fd, st
+
+
+def _sha256_fd(fd: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(fd, "rb", closefd=True) as f:
         while block := f.read(_BLOCK):
             digest.update(block)
     return digest.hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    fd, _ = _open_regular(path)
+    return _sha256_fd(fd)
+
+
 def file_fingerprint(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+    fd, st = _open_regular(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256_fd(fd)}
 
 
 def subject_key(settings_hash: str, files: dict[str, dict[str, Any]]) -> str:
@@ -62,12 +84,12 @@ def _same_files(root: Path, recorded: dict[str, dict[str, Any]], files: tuple[st
         old = recorded[name]
         try:
             st = (root / name).stat()
+            if st.st_size == old["size"] and st.st_mtime_ns == old["mtime_ns"] and stat.S_ISREG(st.st_mode):
+                refreshed[name] = old
+                continue
+            if st.st_size != old["size"] or sha256_file(root / name) != old["sha256"]:
+                return False, None
         except OSError:
-            return False, None
-        if st.st_size == old["size"] and st.st_mtime_ns == old["mtime_ns"]:
-            refreshed[name] = old
-            continue
-        if st.st_size != old["size"] or sha256_file(root / name) != old["sha256"]:
             return False, None
         refreshed[name] = {**old, "mtime_ns": st.st_mtime_ns}
         touched = True

@@ -1,0 +1,194 @@
+"""What a cache folder holds and which of it is the cache's own: the one place that decides what may be
+created, read and deleted there.
+
+    CACHE/.ctslice-cache                 marker: this folder is a ctslice cache (written before anything else)
+    CACHE/manifest.json                  the contract (manifest.py)
+    CACHE/subjects/<id>-<key16>/         zarr group per subject (store.py)
+    CACHE/slice_index/<token12>/         zarr group: the consolidated slice index (store.py)
+    CACHE/.staging/                      subjects being written (moved into subjects/ when complete)
+    CACHE/.lock                          held by the one process writing the cache
+    CACHE/zarr.json, label_map.json,     root files written with the manifest
+    CACHE/splits.csv
+
+Paths read from a manifest are untrusted input: `check_relative` accepts only the names the cache itself gives
+(`subjects/<name>`, `slice_index/<name>`), and `inside` refuses anything whose real path (symbolic links
+followed) leaves the cache. Deletion goes through `remove_owned`, which applies both checks again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+from ..errors import CacheError
+
+MARKER_NAME = ".ctslice-cache"
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"
+SUBJECTS_DIR = "subjects"
+INDEX_DIR = "slice_index"
+STAGING_DIR = ".staging"
+# Written beside the manifest with each manifest write, for people who open the cache by hand (and for plain
+# zarr: the root and subjects/ are zarr v3 groups); the manifest stays the contract.
+ZARR_JSON = "zarr.json"
+LABEL_MAP_NAME = "label_map.json"
+SPLITS_NAME = "splits.csv"
+
+OWNED_ROOT_ENTRIES = frozenset({
+    MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, STAGING_DIR,
+    ZARR_JSON, LABEL_MAP_NAME, SPLITS_NAME,
+})
+"""Root entries the cache creates; `clean` removes these and nothing else. Add new root files here."""
+OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
+"""Files of subjects/ itself (its zarr group metadata), besides the subject folders."""
+
+_SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}")
+_INDEX_NAME = re.compile(r"[0-9a-f]{12}")
+# Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
+_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, LOCK_NAME, MARKER_NAME})
+_TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")
+_FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME}
+
+
+def chunk_key(array: str, *coords: int) -> str:
+    """Relative path of a chunk file inside a zarr group (zarr v3 default chunk key encoding, '/' separated).
+    Slice z of a (S, H, W) array in (1, H, W) chunks is chunk_key(array, z, 0, 0)."""
+    return f"{array}/c/" + "/".join(map(str, coords))
+
+
+def is_owned_name(folder: str, name: str) -> bool:
+    """Is `name` an entry of subjects/ or slice_index/ that the cache itself creates?"""
+    return bool(_FOLDER_NAMES[folder].fullmatch(name))
+
+
+def is_temp_manifest(name: str) -> bool:
+    """A temporary name of a root file (the manifest and the other root files written with it)."""
+    return bool(_TEMP_FILE.fullmatch(name))
+
+
+def check_relative(rel: object, folder: str, what: str) -> str:
+    """A path from the manifest: must be exactly `<folder>/<a name the cache gives>`, nothing else."""
+    if not isinstance(rel, str):
+        raise CacheError(f"{what}: path {rel!r} is not a string")
+    parent, _, name = rel.partition("/")
+    if parent != folder or not is_owned_name(folder, name):
+        raise CacheError(f"{what}: path {rel!r} is not a {folder}/ entry of the cache (absolute, '..' or foreign "
+                         "paths are refused)")
+    return rel
+
+
+def inside(cache: Path, rel: str) -> Path:
+    """cache/rel, after checking that its real path (links followed) lies inside the cache's real path."""
+    root = os.path.realpath(cache)
+    path = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise CacheError(f"{cache}: {rel} leads outside the cache (symbolic link?); refused")
+    return Path(cache) / rel
+
+
+def is_marked(cache: Path) -> bool:
+    return (Path(cache) / MARKER_NAME).is_file()
+
+
+def _remove_entry(path: Path, errors: list[str]) -> None:
+    def failed(_fn, p, exc_info) -> None:
+        errors.append(f"{p}: {getattr(exc_info[1], 'strerror', None) or exc_info[1]}")
+
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, onerror=failed)  # rmtree never follows links inside
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        errors.append(f"{path}: {e.strerror or e}")
+
+
+def _is_owned(parts: list[str]) -> bool:
+    if len(parts) == 1:
+        return parts[0] in OWNED_ROOT_ENTRIES or is_temp_manifest(parts[0])
+    if len(parts) != 2:
+        return False
+    folder, name = parts
+    if folder == STAGING_DIR:  # anything a writer staged, but never '.' or '..' (the cache or its parent)
+        return name not in ("", ".", "..")
+    if folder == SUBJECTS_DIR and name in OWNED_SUBJECTS_FILES:
+        return True
+    return folder in _FOLDER_NAMES and is_owned_name(folder, name)
+
+
+def remove_owned(cache: Path, rel: str) -> str | None:
+    """Delete cache/rel, an entry the cache created (a root entry, or a name it gives under subjects/ or
+    slice_index/). rel is checked again here, so a caller's mistake cannot reach outside. Returns None when it is
+    gone, else why not."""
+    parts = rel.split("/")
+    if not _is_owned(parts):
+        return f"{rel}: not an entry ctslice creates; kept"
+    path = Path(cache) / rel
+    if os.path.lexists(path):
+        if len(parts) == 2:  # the entry itself may be a link (then only the link goes); its parent must not be
+            try:
+                inside(cache, parts[0])
+            except CacheError as e:
+                return str(e)
+        errors: list[str] = []
+        if rel in _FOLDER_NAMES and path.is_dir() and not path.is_symlink():
+            try:  # subjects/ or slice_index/ itself: only once emptied of the entries the cache created
+                path.rmdir()
+            except OSError:
+                return f"{path}: holds entries ctslice did not create; kept"
+            return None
+        _remove_entry(path, errors)
+        if os.path.lexists(path):
+            return "; ".join(errors) or f"{path}: could not be removed"
+    return None
+
+
+def is_regular(path: Path | str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def check_regular_tree(folder: Path, what: str) -> None:
+    """Every entry under `folder` is a folder or a regular file (no links, FIFOs or devices), so that zarr,
+    which opens files with plain reads, cannot hang on a FIFO or read /dev/zero forever."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise CacheError(f"{what}: {path} is not a regular file (a link, FIFO or device); the cache is "
+                                 "damaged (run `ctslice cache verify`)")
+
+
+def read_regular(path: Path | str, limit: int, what: str) -> bytes:
+    """A whole regular file of at most `limit` bytes. Never blocks on a FIFO (O_NONBLOCK), never follows a final
+    symbolic link, never reads more than limit + 1 bytes from a device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise CacheError(f"{what}: cannot open {path} ({e.strerror or e}; a symbolic link?)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"{what}: {path} is not a regular file")
+        if st.st_size > limit:
+            raise CacheError(f"{what}: {path} is {st.st_size} bytes, more than the {limit} expected")
+        chunks, n = [], 0
+        while n <= limit:
+            block = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not block:
+                break
+            chunks.append(block)
+            n += len(block)
+        if n > limit:
+            raise CacheError(f"{what}: {path} grew past {limit} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
