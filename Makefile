@@ -1,4 +1,4 @@
-# ctslice: make preprocess | make test | make bench
+# ctslice: make train | make preprocess | make test | make bench
 # The first target run creates .venv and installs ctslice into it (pinned versions: constraints.txt).
 
 PYTHON ?= python3
@@ -10,6 +10,7 @@ DATA    ?=
 CACHE   ?= cache
 WORKERS ?=
 ARGS    ?=
+RUN     ?= runs/$(shell date +%Y%m%d-%H%M%S)
 DEMO    := data/demo
 DEMO_SUBJECTS ?= 12
 
@@ -22,11 +23,23 @@ else
 endif
 WORKERS_ARG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: help venv test preprocess demo-data bench clean
+# `make train` without CACHE: the demo cache (built by the preprocess target when ./cache does not exist yet)
+# and the demo training settings; with CACHE: that cache and the real job's defaults.
+ifeq ($(origin CACHE),file)
+  TRAIN_CONFIG := --config configs/demo.toml
+  TRAIN_NEEDS_CACHE := $(if $(wildcard $(CACHE)/manifest.json),,yes)
+else
+  TRAIN_CONFIG :=
+  TRAIN_NEEDS_CACHE :=
+endif
+
+.PHONY: help venv test preprocess demo-data train bench clean
 
 help:
 	@echo "make preprocess [DATA=/path/to/dataset] [CACHE=cache] [WORKERS=N] [ARGS='--size 256 ...']"
 	@echo "                  without DATA: generates the synthetic demo dataset in $(DEMO) first"
+	@echo "make train [CACHE=cache] [RUN=runs/<time>] [ARGS='--epochs 5 ...']"
+	@echo "                  without CACHE: builds the demo cache first (if ./cache is missing), demo settings"
 	@echo "make test         run the test suite"
 	@echo "make bench        preprocessing, incremental-rebuild and loader benchmarks"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
@@ -50,10 +63,15 @@ demo-data: $(DEMO)/meta.csv
 preprocess: $(STAMP) $(if $(strip $(DATA)),,$(DEMO)/meta.csv)
 	$(BIN)/ctslice preprocess $(PREPROCESS_DATA) --cache $(CACHE) $(PREPROCESS_CONFIG) $(WORKERS_ARG) $(ARGS)
 
+train: $(STAMP)
+	$(if $(TRAIN_NEEDS_CACHE),$(MAKE) preprocess ARGS=)
+	$(BIN)/ctslice train --cache $(CACHE) --out $(RUN) $(TRAIN_CONFIG) $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/ctslice bench preprocess
 	$(BIN)/ctslice bench incremental
 	$(BIN)/ctslice bench loader
+	$(BIN)/ctslice bench train
 
 clean:
 	rm -rf $(DEMO) $(CACHE) bench-out
