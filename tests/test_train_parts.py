@@ -60,10 +60,10 @@ def test_warmup_is_linear_in_steps_and_multiplies_the_schedule():
 
 
 def test_missing_structure_is_left_out_of_loss():
-    # 2 samples of 1x4 pixels, 3 classes; reference: all background except one pixel of class 1 in sample 0.
-    target = torch.tensor([[[1, 0, 0, 0]], [[0, 0, 0, 0]]])
+    # 2 samples of 1x4 pixels, 3 classes; reference: background except classes 1 and 2 in sample 0.
+    target = torch.tensor([[[1, 0, 0, 2]], [[0, 0, 0, 0]]])
     logits = torch.full((2, 3, 1, 4), -5.0)
-    logits[0, 1, 0, 0] = 5.0  # sample 0: class 1 found where it is
+    logits[0, 1, 0, 0] = logits[0, 2, 0, 3] = 5.0  # sample 0: classes 1 and 2 found where they are
     logits[:, 0] = 5.0 * (target == 0)  # background predicted on background ...
     logits[1, 2, 0, :2] = 8.0  # ... except that sample 1 predicts class 2 on two pixels of its "background"
     known = torch.ones(2, 3, dtype=torch.bool)
@@ -72,7 +72,7 @@ def test_missing_structure_is_left_out_of_loss():
     assert marginal_cross_entropy(logits, target, missing) < 0.01 < marginal_cross_entropy(logits, target, known)
     assert float(marginal_cross_entropy(logits, target, known)) == pytest.approx(
         float(torch.nn.functional.cross_entropy(logits, target)))
-    # soft Dice: class 2 has no reference anywhere once sample 1 is left out, and no prediction in sample 0
+    # soft Dice: class 2 is perfect in sample 0; sample 1's class-2 pixels count only when class 2 is known there
     assert soft_dice_loss(logits, target, missing) < 0.01 < soft_dice_loss(logits, target, known)
     loss = segmentation_loss(logits, target, missing, ce_weight=1.0, dice_weight=1.0)
     assert float(loss) == pytest.approx(float(marginal_cross_entropy(logits, target, missing)
@@ -80,7 +80,7 @@ def test_missing_structure_is_left_out_of_loss():
     # metrics leave it out too: sample 1's class-2 pixels are no false positives
     counts = EpochCounts(3, torch.device("cpu"))
     counts.add(loss, logits.argmax(1), target, missing)
-    assert counts.fp[2] == 0 and counts.summary()["dice_per_class"][2] is None
+    assert counts.fp[2] == 0 and counts.summary()["dice_per_class"][2] == 1.0
 
 
 def test_epoch_dice_from_accumulated_counts_and_nan_rules():

@@ -76,12 +76,20 @@ def test_short_run_writes_every_artefact(cache32, tmp_path):
     assert {"optimizer", "schedule", "rng", "state", "metrics", "config", "epoch"} <= set(ckpt)
 
 
-def test_training_learns_the_demo_data(cache32, tmp_path):
-    history = run_training(cache32, tmp_path / "run", tiny_config(
-        epochs=6, learning_rate=1e-2, scheduler="none", log_every=100, keep_checkpoints=0)).history
+def test_training_learns_the_demo_data(tmp_path):
+    # three large structures, so that a small U-Net learns them within seconds
+    spec = DemoSpec(subjects=6, size=32, slices=(8, 12), seed=5, structures=("liver", "heart", "stomach"))
+    generate_demo_dataset(tmp_path / "data", spec)
+    assert run_preprocess(tmp_path / "data", tmp_path / "cache", PreprocessConfig(spacing=None, size=32, workers=0)).ok
+    cfg = load_config(None, {
+        "train": {"epochs": 6, "learning_rate": 1e-2, "window_min": -200, "window_max": 300, "wandb": "disabled",
+                  "log_every": 100, "val_images": 0, "keep_checkpoints": 0},
+        "augment": {"enabled": False}, "model": {"base_width": 8, "depth": 3},
+        "loader": {"batch_size": 4, "workers": 0}})
+    history = run_training(tmp_path / "cache", tmp_path / "run", cfg).history
     assert history[-1]["train/loss"] < 0.8 * history[0]["train/loss"]
-    assert history[-1]["val/loss"] < history[0]["val/loss"]
-    assert history[-1]["val/dice"] > history[0]["val/dice"] + 0.05
+    assert history[-1]["val/loss"] < 0.8 * history[0]["val/loss"]
+    assert history[-1]["val/dice"] > history[0]["val/dice"] + 0.2  # measured: 0.0 -> 0.57
 
 
 def test_resume_from_a_checkpoint_continues_the_same_run(cache32, tmp_path):

@@ -227,8 +227,10 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
-            (self.cosine_t_max is None or self.cosine_t_max >= 1, f"cosine_t_max must be >= 1, got {self.cosine_t_max}"),
+            (self.scheduler in SCHEDULERS,
+             f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.cosine_t_max is None or self.cosine_t_max >= 1,
+             f"cosine_t_max must be >= 1, got {self.cosine_t_max}"),
             (0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}"),
             (self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),

@@ -16,12 +16,15 @@ _T, _L = TrainConfig(), LoaderConfig()
 @app.command()
 def train(
     cache: Annotated[Path, typer.Option("--cache", "-c", help="Slice cache to train on.")] = Path("cache"),
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder for checkpoints, history and "
-                                                    "figures (default: the --resume run folder, else runs/<time>).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with [train], [model], [loader], [augment].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Run folder for checkpoints, history and figures (default: the --resume run folder, "
+                            "else runs/<time>).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML file with [train], [model], [loader], [augment].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Epochs. [default: {_T.epochs}]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_L.batch_size}]")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Peak learning rate. [default: {_T.learning_rate}]")] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help=f"Peak learning rate. [default: {_T.learning_rate}]")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
         help=f"cosine, plateau or none. [default: {_T.scheduler}]")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader workers. [default: {_L.workers}]")] = None,
@@ -50,9 +53,12 @@ def train(
                       "wandb": wandb},
             "loader": {"batch_size": batch_size, "workers": workers}})
         if out_dir is None:
-            out_dir = resume if resume is not None and resume.is_dir() else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+            resumed_run = resume is not None and resume.is_dir()
+            out_dir = resume if resumed_run else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
         last = result.history[-1] if result.history else {}
-        out.print(f"{result.out}: {len(result.history)} epochs, final val Dice {last.get('val/dice', float('nan')):.4f}, "
-                  f"best {result.best_score if result.best_score is not None else float('nan'):.4f} "
-                  f"({result.best_checkpoint})", highlight=False)
+        final = last.get("val/dice")
+        out.print(f"{result.out}: {len(result.history)} epochs, final val Dice "
+                  f"{float('nan') if final is None else final:.4f}, best "
+                  f"{float('nan') if result.best_score is None else result.best_score:.4f} ({result.best_checkpoint})",
+                  highlight=False)

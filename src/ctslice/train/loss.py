@@ -20,7 +20,8 @@ SMOOTH = 1e-5
 """Added to numerator and denominator of the soft Dice (nnU-Net's value)."""
 
 
-def marginal_cross_entropy(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def marginal_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of logits (B, C, H, W) against integer labels (B, H, W). With `valid` (B, C), background
     pixels (label 0) of a sample score log(p_background + sum of p_c over its missing classes c)."""
     if valid is None:  # (the trainer passes None when no subject misses a structure: the fast path)

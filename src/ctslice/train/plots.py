@@ -27,10 +27,12 @@ def _figure(*args, **kwargs):
     return plt, *plt.subplots(*args, **kwargs)
 
 
-def _save(plt, fig, path: Path) -> None:
+def _save(plt, fig, path: Path, tight: bool = False) -> None:
+    """tight: grow the canvas to what lies outside the axes (a legend below them); measuring that costs most of
+    the rendering time (0.8 against 0.1 s for the six-panel history), so only figures that need it ask."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None)
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -104,4 +106,4 @@ def plot_samples(samples: list[dict], names: dict[int, str], path: Path, *, colu
     fig.suptitle(title)
     fig.tight_layout()
     _legend(fig, shown, names, table)
-    _save(plt, fig, path)
+    _save(plt, fig, path, tight=True)
