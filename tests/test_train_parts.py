@@ -145,3 +145,19 @@ def test_prune_keeps_the_latest_epoch_checkpoints_and_nothing_else_is_touched(tm
     prune_epoch_checkpoints(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint_best.pth", "checkpoint_epoch10.pth", "checkpoint_epoch3.pth", "checkpoint_epoch4.pth.bak"]
+
+
+def test_train_settings_follow_the_config_precedence_and_are_checked(tmp_path):
+    from ctslice.config import load_config
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nepochs = 5\nscheduler = "plateau"\n[model]\nbase_width = 16\n[augment]\nenabled = false\n')
+    cfg = load_config(toml, {"train": {"epochs": 7, "learning_rate": None}})
+    assert (cfg.train.epochs, cfg.train.scheduler, cfg.train.learning_rate) == (7, "plateau", 1e-3)
+    assert cfg.model.base_width == 16 and not cfg.augment.enabled
+    with pytest.raises(CtsliceError, match="unknown setting.*epoch\\b"):
+        load_config(None, {"train": {"epoch": 3}})
+    with pytest.raises(CtsliceError, match="scheduler must be one of cosine, plateau, none"):
+        load_config(None, {"train": {"scheduler": "step"}})
+    with pytest.raises(CtsliceError, match="wandb must be one of"):
+        load_config(None, {"train": {"wandb": "cloud"}})
