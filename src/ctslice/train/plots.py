@@ -58,6 +58,7 @@ def plot_history(epochs: list[dict], path: Path) -> None:
             ax.plot(x, series(key), marker="o", markersize=3, label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs on the axis
         ax.set_yscale(scale)
         ax.grid(alpha=0.3)
         if len(lines) > 1:
