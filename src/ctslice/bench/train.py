@@ -81,37 +81,37 @@ def run_train_benchmark(cache: Path, cfg: Config, worker_counts: tuple[int, ...]
     manifest = check_cache(cache)
     rows = []
     for workers in worker_counts:
+        # Each loader-fed run is followed at once by its memory-fed twin on the same batches, so that the ratio
+        # compares neighbouring measurements (on a shared machine, speed drifts over minutes).
         run_cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, workers=workers))
         t = build_trainer(cache, run_cfg, manifest)
         if log:
-            log(f"loader-fed, {workers} worker(s) ...")
+            log(f"{workers} worker(s): loader-fed, then memory-fed ...")
         elapsed, wait, samples = _timed_steps(t, _cycle(t.train_loader), steps, warmup)
-        rows.append({"workers": workers, "samples_per_s": samples / elapsed, "data_wait_fraction": wait / elapsed})
-    if log:
-        log("memory-fed (the same batches, already on the device) ...")
-    batches = []
-    for batch in _cycle(t.train_loader):
-        batches.append({k: v.to(t.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-        if len(batches) == min(warmup + steps, 64):
-            break
-    elapsed, _, samples = _timed_steps(t, _cycle(batches), steps, warmup)
-    memory = samples / elapsed
+        batches = []
+        for batch in _cycle(t.train_loader):
+            batches.append({k: v.to(t.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+            if len(batches) == min(warmup + steps, 64):
+                break
+        m_elapsed, _, m_samples = _timed_steps(t, _cycle(batches), steps, warmup)
+        loader, memory = samples / elapsed, m_samples / m_elapsed
+        rows.append({"workers": workers, "samples_per_s": loader, "samples_per_s_memory": memory,
+                     "ratio": loader / memory, "data_wait_fraction": wait / elapsed})
     default = next((r for r in rows if r["workers"] == cfg.loader.workers), rows[-1])
     return {"device": str(t.device) if t.device.type == "cpu" else torch.cuda.get_device_name(t.device),
             "size": int(manifest.settings.get("size", 0)), "batch_size": cfg.loader.batch_size, "steps": steps,
             "model": dataclasses.asdict(cfg.model), "params": t.params[0], "workers": default["workers"],
-            "samples_per_s_loader": default["samples_per_s"], "samples_per_s_memory": memory,
-            "ratio": default["samples_per_s"] / memory, "data_wait_fraction": default["data_wait_fraction"],
-            "rows": [{**r, "ratio": r["samples_per_s"] / memory} for r in rows]}
+            "samples_per_s_loader": default["samples_per_s"], "samples_per_s_memory": default["samples_per_s_memory"],
+            "ratio": default["ratio"], "data_wait_fraction": default["data_wait_fraction"], "rows": rows}
 
 
 def format_table(result: dict) -> list[str]:
     lines = [f"device {result['device']}, {result['size']}x{result['size']} px, batch {result['batch_size']}, "
              f"U-Net {result['params']:,} parameters, {result['steps']} timed steps",
-             f"{'fed by':28s} {'samples/s':>10s} {'ratio':>7s} {'data wait':>10s}"]
+             f"{'DataLoader workers':>18s} {'loader samples/s':>17s} {'memory samples/s':>17s} {'ratio':>7s} "
+             f"{'data wait':>10s}"]
     for r in result["rows"]:
-        lines.append(f"{'DataLoader, ' + str(r['workers']) + ' worker(s)':28s} {r['samples_per_s']:10.1f} "
+        lines.append(f"{r['workers']:18d} {r['samples_per_s']:17.1f} {r['samples_per_s_memory']:17.1f} "
                      f"{r['ratio']:7.3f} {100 * r['data_wait_fraction']:9.1f}%")
-    lines.append(f"{'device memory':28s} {result['samples_per_s_memory']:10.1f} {1.0:7.3f}")
     lines.append(f"ratio with the default {result['workers']} worker(s): {result['ratio']:.3f} (target >= 0.95)")
     return lines
