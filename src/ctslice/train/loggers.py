@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..errors import CtsliceError
 
 HISTORY_NAME = "training_history.json"
 WANDB_RECORD = "wandb_run.json"
@@ -81,9 +82,13 @@ class WandbLogger(NullLogger):
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project=project, dir=str(run), mode=mode, config=config, name=Path(run).name,
-                              id=resume_id, resume="allow" if resume_id else None,
-                              settings=wandb.Settings(console="off", silent=True))
+        try:
+            self.run = wandb.init(project=project, dir=str(run), mode=mode, config=config, name=Path(run).name,
+                                  id=resume_id, resume="allow" if resume_id else None,
+                                  settings=wandb.Settings(console="off", silent=True))
+        except Exception as e:  # wandb raises its own errors (no key, no server) and plain ones
+            raise CtsliceError(f"wandb ({mode}) could not start a run: {type(e).__name__}: {e}; use --wandb offline "
+                               f"or disabled, or set WANDB_API_KEY for online") from None
         write_json_atomic(Path(run) / WANDB_RECORD, {"id": self.run.id, "mode": mode, "project": project,
                                                      "dir": str(Path(self.run.dir).parent)})
 

@@ -45,5 +45,4 @@ def restore(t: Trainer, state: TrainState, ckpt: dict[str, Any]) -> None:
     t.schedule.load_state_dict(ckpt["schedule"])
     state.load_state_dict(ckpt["state"])
     set_rng_state(ckpt["rng"])
-    t.augment_rng.set_state(ckpt["augment_rng"].to(t.augment_rng.device) if t.augment_rng.device.type != "cpu"
-                            else ckpt["augment_rng"])
+    t.augment_rng.set_state(ckpt["augment_rng"].cpu())  # (a CUDA generator's state is a CPU tensor too)
