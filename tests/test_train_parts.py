@@ -161,3 +161,35 @@ def test_train_settings_follow_the_config_precedence_and_are_checked(tmp_path):
         load_config(None, {"train": {"scheduler": "step"}})
     with pytest.raises(CtsliceError, match="wandb must be one of"):
         load_config(None, {"train": {"wandb": "cloud"}})
+
+
+def test_intensity_schemes_resolve_from_the_manifest():
+    from ctslice.cache.manifest import Manifest
+    from ctslice.errors import CacheError
+    from ctslice.train.intensity import resolve_intensity
+
+    manifest = Manifest(settings={"hu_min": -1024, "hu_max": 3071}, label_map={"0": "background", "1": "liver"})
+    assert resolve_intensity(TrainConfig(), manifest, "c") == {"clip": [-1024.0, 3071.0], "shift": -1024.0,
+                                                                "scale": 4095.0}
+    assert resolve_intensity(TrainConfig(window_min=-200, window_max=300), manifest, "c")["clip"] == [-200.0, 300.0]
+    with pytest.raises(CacheError, match="c: the 'ct' intensity scheme needs"):
+        resolve_intensity(TrainConfig(intensity="ct"), manifest, "c")  # a cache without statistics
+    manifest.statistics = {"intensity": {"mean": 40.0, "std": 50.0, "p00_5": -100.0, "p99_5": 250.0}}
+    assert resolve_intensity(TrainConfig(intensity="ct"), manifest, "c") == {"clip": [-100.0, 250.0],
+                                                                            "shift": 40.0, "scale": 50.0}
+
+
+def test_augmentation_invents_no_labels_and_can_be_the_identity():
+    from ctslice.config import AugmentConfig
+    from ctslice.train.augment import augment_batch
+
+    images = torch.rand(4, 1, 16, 16)
+    labels = torch.zeros(4, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12], labels[:, 6:8, 6:8] = 3, 5
+    g = torch.Generator().manual_seed(0)
+    strong = AugmentConfig(probability=1.0, scale=0.3, rotate_degrees=45)
+    _, out = augment_batch(images, labels, strong, fill=0.0, generator=g)
+    assert set(out.unique().tolist()) <= {0, 3, 5} and not torch.equal(out, labels)
+    identity = AugmentConfig(probability=0.0, brightness=0.0, contrast=0.0)
+    same_images, same_labels = augment_batch(images, labels, identity, fill=0.0, generator=g)
+    assert torch.allclose(same_images, images, atol=1e-5) and torch.equal(same_labels, labels)

@@ -137,3 +137,19 @@ def test_unreadable_manifest_is_one_error_line(cache32, tmp_path):
     assert result.exit_code == 2
     assert "error:" in result.output and "unreadable manifest" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_cli_passes_flags_over_the_config_file(cache32, tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[train]\nepochs = 5\nval_images = 1\n[model]\nbase_width = 4\ndepth = 3\n[loader]\n"
+                    "batch_size = 4\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--cache", str(cache32), "--out", str(run), "--config", str(toml),
+                                      "--epochs", "1", "--batch-size", "8", "--workers", "0", "--wandb", "disabled",
+                                      "--scheduler", "none", "--lr", "0.002"])
+    assert result.exit_code == 0, result.output
+    assert "1 epochs, final val Dice" in result.output and "parameters" in result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["epochs"], config["batch_size"], config["scheduler_type"], config["learning_rate"]) == (
+        1, 8, "none", 0.002)
+    assert config["use_scheduler"] is False and config["model"]["base_width"] == 4
