@@ -22,10 +22,14 @@ def prepare_batch(t: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, 
     images = batch["image"].to(t.device, non_blocking=True)
     labels = batch["label"].to(t.device, non_blocking=True).long()
     valid = None if t.valid is None else t.valid[batch["subject"].to(t.device, non_blocking=True)]
-    images = apply_intensity(images, t.intensity)
+    return apply_intensity(images, t.intensity), labels, valid
+
+
+def model_input(t: Trainer, images: torch.Tensor) -> torch.Tensor:
+    """channels_last on CUDA (after augmentation, whose grid_sample returns the default layout)."""
     if t.device.type == "cuda" and t.cfg.train.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels, valid
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 def train_step(t: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,7 +37,7 @@ def train_step(t: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tens
     for group in t.optimizer.param_groups:
         group["lr"] = lr
     with t.autocast:
-        logits = t.forward(images)
+        logits = t.forward(model_input(t, images))
     loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
                              dice_weight=t.cfg.train.dice_weight)
     t.optimizer.zero_grad(set_to_none=True)
@@ -89,7 +93,7 @@ def validate(t: Trainer) -> dict[str, Any]:
             break
         images, labels, valid = prepare_batch(t, batch)
         with t.autocast:
-            logits = t.forward(images)
+            logits = t.forward(model_input(t, images))
         loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
                                  dice_weight=t.cfg.train.dice_weight)
         counts.add(loss, logits.argmax(1), labels, valid)
@@ -113,7 +117,7 @@ def predict_examples(t: Trainer, dataset, indices: list[int], model: bool = True
     if model:
         t.model.eval()
         with t.autocast:
-            pred = t.forward(images).argmax(1).cpu().numpy()
+            pred = t.forward(model_input(t, images)).argmax(1).cpu().numpy()
     subjects = dataset.reader.subjects
     return [{"ct": ct[j], "reference": labels[j].cpu().numpy(),
              "prediction": None if pred is None else pred[j],
