@@ -1,4 +1,4 @@
-# ctslice: make preprocess | make test | make bench
+# ctslice: make train | make preprocess | make test | make bench
 # The first target run creates .venv and installs ctslice into it (pinned versions: constraints.txt).
 
 PYTHON ?= python3
@@ -10,7 +10,10 @@ DATA    ?=
 CACHE   ?= cache
 WORKERS ?=
 ARGS    ?=
-RUN     ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
+RUN     ?=
+# train: a new run folder unless RUN is given; evaluate: the latest run unless RUN is given
+TRAIN_RUN := $(if $(strip $(RUN)),$(RUN),runs/$(shell date +%Y%m%d-%H%M%S))
+EVAL_RUN  := $(if $(strip $(RUN)),$(RUN),$(shell ls -td runs/*/ 2>/dev/null | head -n 1))
 DEMO    := data/demo
 DEMO_SUBJECTS ?= 12
 
@@ -23,11 +26,23 @@ else
 endif
 WORKERS_ARG := $(if $(strip $(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: help venv test preprocess demo-data bench clean evaluate
+# `make train` without CACHE: the demo cache (built by the preprocess target when ./cache does not exist yet)
+# and the demo training settings; with CACHE: that cache and the real job's defaults.
+ifeq ($(origin CACHE),file)
+  TRAIN_CONFIG := --config configs/demo.toml
+  TRAIN_NEEDS_CACHE := $(if $(wildcard $(CACHE)/manifest.json),,yes)
+else
+  TRAIN_CONFIG :=
+  TRAIN_NEEDS_CACHE :=
+endif
+
+.PHONY: help venv test preprocess demo-data train evaluate bench clean
 
 help:
 	@echo "make preprocess [DATA=/path/to/dataset] [CACHE=cache] [WORKERS=N] [ARGS='--size 256 ...']"
 	@echo "                  without DATA: generates the synthetic demo dataset in $(DEMO) first"
+	@echo "make train [CACHE=cache] [RUN=runs/<time>] [ARGS='--epochs 5 ...']"
+	@echo "                  without CACHE: builds the demo cache first (if ./cache is missing), demo settings"
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
 	@echo "make test         run the test suite"
@@ -54,13 +69,18 @@ preprocess: $(STAMP) $(if $(strip $(DATA)),,$(DEMO)/meta.csv)
 	$(BIN)/ctslice preprocess $(PREPROCESS_DATA) --cache $(CACHE) $(PREPROCESS_CONFIG) $(WORKERS_ARG) $(ARGS)
 
 evaluate: $(STAMP)
-	@test -n "$(RUN)" || { echo "no run under runs/: train first, or give RUN=path/to/run"; exit 2; }
-	$(BIN)/ctslice evaluate --checkpoint $(RUN:%/=%)/checkpoint_best.pth $(ARGS)
+	@test -n "$(EVAL_RUN)" || { echo "no run under runs/: train first, or give RUN=path/to/run"; exit 2; }
+	$(BIN)/ctslice evaluate --checkpoint $(EVAL_RUN:%/=%)/checkpoint_best.pth $(ARGS)
+
+train: $(STAMP)
+	$(if $(TRAIN_NEEDS_CACHE),$(MAKE) preprocess ARGS=)
+	$(BIN)/ctslice train --cache $(CACHE) --out $(TRAIN_RUN) $(TRAIN_CONFIG) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/ctslice bench preprocess
 	$(BIN)/ctslice bench incremental
 	$(BIN)/ctslice bench loader
+	$(BIN)/ctslice bench train
 
 clean:
 	rm -rf $(DEMO) $(CACHE) bench-out

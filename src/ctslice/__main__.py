@@ -1,5 +1,5 @@
-"""`python -m ctslice`: the same as the `ctslice` command."""
+"""`python -m ctslice`: the same command line as the `ctslice` script."""
 
 from .cli import app
 
-app()
+app(prog_name="ctslice")

@@ -1,0 +1,64 @@
+"""`ctslice train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import LoaderConfig, TrainConfig
+from .app import app, console, out, user_errors
+
+_T, _L = TrainConfig(), LoaderConfig()
+
+
+@app.command()
+def train(
+    cache: Annotated[Path, typer.Option("--cache", "-c", help="Slice cache to train on.")] = Path("cache"),
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Run folder for checkpoints, history and figures (default: the --resume run folder, "
+                            "else runs/<time>).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML file with [train], [model], [loader], [augment].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"Epochs. [default: {_T.epochs}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_L.batch_size}]")] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help=f"Peak learning rate. [default: {_T.learning_rate}]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help=f"cosine, plateau or none. [default: {_T.scheduler}]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help=f"DataLoader workers. [default: {_L.workers}]")] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu or cuda. [default: {_T.device}]")] = None,
+    wandb: Annotated[Optional[str], typer.Option(
+        help=f"offline, online (key from WANDB_API_KEY) or disabled. [default: {_T.wandb}]")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue a run: its folder (uses checkpoint_last.pth) or a checkpoint file.")] = None,
+) -> None:
+    """Train the 2D U-Net on a slice cache: label map, split, HU clip and slice size come from its manifest.
+
+    Example: ctslice train --cache cache --out runs/exp1 --epochs 20 --scheduler cosine --wandb offline
+
+    Writes RUN/config.json, label_map.json, training_history.json/.png, checkpoint_{epochN,last,best}.pth,
+    sample_visualization.png and test_inference.png; wandb (offline by default) under RUN/wandb.
+    """
+    with user_errors():
+        import time
+
+        from ..config import load_config
+        from ..train.progress import RichProgress
+        from ..train.run import run_training
+
+        cfg = load_config(config, {
+            "train": {"epochs": epochs, "learning_rate": lr, "scheduler": scheduler, "device": device,
+                      "wandb": wandb},
+            "loader": {"batch_size": batch_size, "workers": workers}})
+        if out_dir is None:
+            resumed_run = resume is not None and resume.is_dir()
+            out_dir = resume if resumed_run else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
+        last = result.history[-1] if result.history else {}
+        final = last.get("val/dice")
+        out.print(f"{result.out}: {len(result.history)} epochs, final val Dice "
+                  f"{float('nan') if final is None else final:.4f}, best "
+                  f"{float('nan') if result.best_score is None else result.best_score:.4f} ({result.best_checkpoint})",
+                  highlight=False)

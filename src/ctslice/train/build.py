@@ -1,0 +1,183 @@
+"""Everything the training loop needs, built from the config and the cache's manifest by small `build_*` functions.
+The loop (`loop.py`) only uses what `build_trainer` returns."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..cache.manifest import Manifest, read_manifest
+from ..config import Config, ModelConfig
+from ..data.loader import build_loader
+from ..errors import CacheError, CtsliceError
+from .intensity import resolve_intensity
+from .model import build_model, count_parameters
+from .schedule import LRSchedule, build_schedule
+
+ARCHITECTURE = "UNet2D"
+
+
+def check_cache(cache: Path) -> Manifest:
+    """The cache's manifest, or a clear error before any work: unreadable or foreign manifest (CacheError from
+    read_manifest), no train or val subjects, a label map without structures."""
+    manifest = read_manifest(cache)
+    for split in ("train", "val"):
+        if not manifest.splits.get(split):
+            raise CacheError(f"{cache}: the manifest has no {split!r} subjects (splits: "
+                             f"{', '.join(f'{k} {len(v)}' for k, v in manifest.splits.items()) or 'none'}); "
+                             f"training needs both a train and a val split")
+    if manifest.num_labels < 2:
+        raise CacheError(f"{cache}: the label map has no structures")
+    return manifest
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CtsliceError("--device cuda: no CUDA device is available here")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_valid_table(manifest: Manifest, subjects: list[str], device: torch.device) -> torch.Tensor | None:
+    """bool (subjects, classes): False where a subject's record lists the structure as missing (unknown there);
+    rows follow the reader's subject order (a batch's "subject" indexes it). None when nothing is missing, so
+    the loss and metrics take their plain paths."""
+    index = {name: int(i) for i, name in manifest.label_map.items()}
+    table = torch.ones((len(subjects), manifest.num_labels), dtype=torch.bool)
+    for row, sid in enumerate(subjects):
+        for name in manifest.subjects[sid].missing_structures or []:
+            if name in index:
+                table[row, index[name]] = False
+    return table.to(device) if not bool(table.all()) else None
+
+
+def fixed_slices(present: np.ndarray, count: int) -> list[int]:
+    """`count` item indices spread evenly over the slices that show any structure (all slices if none do): the
+    same val slices every epoch, so their images can be compared across epochs."""
+    candidates = np.flatnonzero(present[:, 1:].any(1)) if present.shape[1] > 1 else np.arange(len(present))
+    if not len(candidates):
+        candidates = np.arange(len(present))
+    if count <= 0 or not len(candidates):
+        return []
+    picks = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
+    return sorted({int(candidates[p]) for p in picks})
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+
+
+def split_figures(manifest: Manifest, train_slices: int, val_slices: int) -> dict[str, float | int]:
+    """The dataset figures dashboards show, from the manifest (ratios of subjects over all cached subjects)."""
+    n = {split: len(manifest.splits.get(split, [])) for split in ("train", "val", "test")}
+    total = max(sum(n.values()), 1)
+    return {"train_subjects": n["train"], "val_subjects": n["val"], "train_slices": train_slices,
+            "val_slices": val_slices, "train_ratio": n["train"] / total, "val_ratio": n["val"] / total}
+
+
+def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict, figures: dict,
+               params: tuple[int, int], device: torch.device) -> dict:
+    """What RUN/config.json holds and wandb's config receives: the flat keys existing dashboards use (names
+    fixed), then every section of the resolved config, with the cache's own preprocessing settings."""
+    t = cfg.train
+    flat = {
+        "architecture": ARCHITECTURE, "epochs": t.epochs, "batch_size": cfg.loader.batch_size,
+        "learning_rate": t.learning_rate, "use_scheduler": t.scheduler != "none", "scheduler_type": t.scheduler,
+        "cosine_t_max": t.cosine_t_max or t.epochs, "cosine_eta_min": t.cosine_eta_min,
+        "plateau_factor": t.plateau_factor, "plateau_patience": t.plateau_patience,
+        "plateau_min_lr": t.plateau_min_lr, "num_classes": manifest.num_labels - 1, **figures,
+        "num_workers": cfg.loader.workers, "pin_memory": cfg.loader.pin_memory and device.type == "cuda",
+        "total_params": params[0], "trainable_params": params[1],
+    }
+    sections = {**cfg.to_dict(), "preprocess": dict(manifest.settings)}
+    return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.get("hash"),
+            "intensity": intensity, "device": device.type}
+
+
+@dataclass
+class Trainer:
+    """The built parts of one training run."""
+
+    cfg: Config
+    cache: Path
+    manifest: Manifest
+    device: torch.device
+    model: torch.nn.Module
+    """The bare model (checkpoints save its weights)."""
+    forward: torch.nn.Module
+    """What the loop calls: the model, or its torch.compile wrapper."""
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    intensity: dict
+    valid: torch.Tensor | None
+    augment_rng: torch.Generator
+    names: dict[int, str]
+    val_examples: list[int] = field(default_factory=list)
+    params: tuple[int, int] = (0, 0)
+
+    @property
+    def fill(self) -> float:
+        """Air (the clip's lower end) after normalisation: what enters at the borders of augmented slices."""
+        lo = self.intensity["clip"][0]
+        return (lo - self.intensity["shift"]) / self.intensity["scale"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest.num_labels
+
+    @property
+    def autocast(self):
+        use = self.device.type == "cuda" and self.cfg.train.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use)
+
+    def model_config(self) -> dict:
+        return {"base_width": self.cfg.model.base_width, "depth": self.cfg.model.depth,
+                "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes}
+
+
+def build_trainer(cache: Path, cfg: Config, manifest: Manifest) -> Trainer:
+    t = cfg.train
+    device = resolve_device(t.device)
+    seed_everything(t.seed)
+    size = int(manifest.settings.get("size", 0) or 0)
+    multiple = 2 ** (cfg.model.depth - 1)
+    if size and size % multiple:
+        raise CtsliceError(f"{cache}: slices of {size} px do not fit a U-Net of depth {cfg.model.depth} (needs a "
+                           f"multiple of {multiple}); lower [model] depth or preprocess with another --size")
+    intensity = resolve_intensity(t, manifest, cache)
+    train_loader = build_loader(cache, "train", cfg.loader, shuffle=True)
+    val_loader = build_loader(cache, "val", cfg.loader, shuffle=False)
+    model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,
+                        manifest.num_labels).to(device)
+    if device.type == "cuda" and t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if t.compile else model
+    subjects = train_loader.dataset.reader.subjects
+    return Trainer(
+        cfg=cfg, cache=cache, manifest=manifest, device=device, model=model, forward=forward,
+        optimizer=build_optimizer(model, cfg), schedule=build_schedule(t), train_loader=train_loader,
+        val_loader=val_loader, intensity=intensity, valid=build_valid_table(manifest, list(subjects), device),
+        augment_rng=torch.Generator(device=device).manual_seed(t.seed),
+        names=manifest.labels, val_examples=fixed_slices(val_loader.dataset.present, t.val_images),
+        params=count_parameters(model))
+
+
+def batches_per_epoch(loader_length: int, limit: int | None) -> int:
+    return loader_length if limit is None else min(limit, loader_length)
+
+
+def is_better(score: float, best: float | None) -> bool:
+    """Val Dice improved (the first epoch always counts; NaN never does after it)."""
+    return best is None or (not math.isnan(score) and (math.isnan(best) or score > best))

@@ -1,0 +1,106 @@
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, loaded with weights_only=True.
+
+    save_checkpoint(run / "checkpoint_last.pth", state)
+    ckpt = load_checkpoint(run / "checkpoint_best.pth")          # CtsliceError naming the file if unreadable
+    model.load_state_dict(ckpt["model"])
+
+Format (`FORMAT`, `FORMAT_VERSION`): model (bare state_dict), model_config, context_slices, intensity, label_map,
+preprocess (the cache's settings), cache, cache_hash, config, epoch (epochs completed), metrics, and the training
+state: optimizer, schedule, rng, best_score, step. No numpy or custom classes, so `torch.load(weights_only=True)`
+reads it (RNG states become tensors and lists).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CtsliceError
+
+FORMAT = "ctslice-checkpoint"
+FORMAT_VERSION = 1
+EPOCH_NAME = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_epoch{epoch}.pth"
+
+
+def bare_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights without the "module." (DDP) or "_orig_mod." (torch.compile) prefixes, so any trainer
+    and the evaluator load them into a plain UNet."""
+    inner = model
+    while hasattr(inner, "module") or hasattr(inner, "_orig_mod"):
+        inner = getattr(inner, "module", None) or inner._orig_mod
+    return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`, or a CtsliceError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CtsliceError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # torch raises pickle, zip and runtime errors of many kinds for a damaged file
+        raise CtsliceError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CtsliceError(f"{path}: not a ctslice checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CtsliceError(f"{path}: checkpoint format version {ckpt.get('format_version')!r}, this ctslice reads "
+                           f"version {FORMAT_VERSION}")
+    return ckpt
+
+
+def prune_epoch_checkpoints(run: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` latest checkpoint_epoch{N}.pth in `run` (only files of exactly that name directly
+    in the folder, never anything else); returns what was deleted."""
+    found = sorted((int(m.group(1)), p) for p in Path(run).iterdir()
+                   if (m := EPOCH_NAME.match(p.name)) and p.is_file() and not p.is_symlink())
+    doomed = [p for _, p in found[:max(len(found) - keep, 0)]]
+    for p in doomed:
+        p.unlink()
+    return doomed
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the trainer draws from, as tensors and plain lists (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

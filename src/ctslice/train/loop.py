@@ -1,0 +1,163 @@
+"""The training loop: per epoch train, validate, log, checkpoint. Everything it uses is built in `build.py`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..data.transforms import apply_intensity
+from .augment import augment_batch
+from .build import Trainer, batches_per_epoch
+from .epoch_metrics import EpochCounts, batch_dice, comparison, gradient_norm, ranked_classes
+from .loss import segmentation_loss
+from .progress import NullProgress
+from .state import TrainState
+
+
+def prepare_batch(t: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """int16/uint8 host batch -> normalised float images, long labels and the (B, C) valid mask, on the device."""
+    images = batch["image"].to(t.device, non_blocking=True)
+    labels = batch["label"].to(t.device, non_blocking=True).long()
+    valid = None if t.valid is None else t.valid[batch["subject"].to(t.device, non_blocking=True)]
+    return apply_intensity(images, t.intensity), labels, valid
+
+
+def model_input(t: Trainer, images: torch.Tensor) -> torch.Tensor:
+    """channels_last on CUDA (after augmentation, whose grid_sample returns the default layout)."""
+    if t.device.type == "cuda" and t.cfg.train.channels_last:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def train_step(t: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step at learning rate `lr`; returns (loss, predicted labels, gradient norm before clipping)."""
+    for group in t.optimizer.param_groups:
+        group["lr"] = lr
+    with t.autocast:
+        logits = t.forward(model_input(t, images))
+    loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
+                             dice_weight=t.cfg.train.dice_weight)
+    t.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.cfg.train.grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.train.grad_clip)
+    else:
+        norm = gradient_norm(t.model.parameters())
+    t.optimizer.step()
+    return loss.detach(), logits.detach().argmax(1), norm.detach()
+
+
+def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, int], None],
+                    progress: NullProgress) -> dict[str, Any]:
+    t.model.train()
+    t.train_loader.sampler.set_epoch(state.epoch)
+    total = batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch)
+    counts, norms = EpochCounts(t.num_classes, t.device), []
+    wait = lr = 0.0
+    start = time.perf_counter()
+    batches = iter(t.train_loader)
+    for i in range(total):
+        ready = time.perf_counter()
+        batch = next(batches)
+        wait += time.perf_counter() - ready
+        images, labels, valid = prepare_batch(t, batch)
+        images, labels = augment_batch(images, labels, t.cfg.augment, fill=t.fill, generator=t.augment_rng)
+        lr = t.schedule.lr(state.epoch, state.step)
+        loss, pred, norm = train_step(t, images, labels, valid, lr)
+        batch_counts = counts.add(loss, pred, labels, valid)
+        norms.append(norm)
+        state.step += 1
+        if (i + 1) % t.cfg.train.log_every == 0 or i + 1 == total:
+            record = {"epoch": state.epoch + 1, "batch/loss": float(loss), "batch/dice": batch_dice(batch_counts),
+                      "batch/gradient_norm": float(norm)}
+            if (i + 1) % t.cfg.train.log_every == 0:
+                log_batch(record, state.step)
+            progress.update(i + 1, record["batch/loss"], record["batch/dice"],
+                            counts.samples / (time.perf_counter() - start))
+    del batches  # (workers stay alive with persistent_workers; a shortened epoch's leftovers are dropped)
+    elapsed = time.perf_counter() - start
+    return {**counts.summary(), "gradient_norm": float(torch.stack(norms).mean()), "learning_rate": lr,
+            "epoch_time": elapsed, "samples_per_second": counts.samples / elapsed,
+            "perf/data_wait_fraction": wait / elapsed, "perf/step_time": (elapsed - wait) / max(total, 1)}
+
+
+@torch.no_grad()
+def validate(t: Trainer) -> dict[str, Any]:
+    t.model.eval()
+    counts = EpochCounts(t.num_classes, t.device)
+    for i, batch in enumerate(t.val_loader):
+        if t.cfg.train.val_batches is not None and i >= t.cfg.train.val_batches:
+            break
+        images, labels, valid = prepare_batch(t, batch)
+        with t.autocast:
+            logits = t.forward(model_input(t, images))
+        loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
+                                 dice_weight=t.cfg.train.dice_weight)
+        counts.add(loss, logits.argmax(1), labels, valid)
+    return counts.summary()
+
+
+@torch.no_grad()
+def predict_examples(t: Trainer, dataset, indices: list[int], model: bool = True) -> list[dict]:
+    """CT (centre slice, normalised to [0, 1] by the window for display), reference and (with `model`) the
+    prediction of some slices of `dataset`, as numpy, for figures and wandb."""
+    if not indices:
+        return []
+    items = dataset.__getitems__(indices)
+    batch = {"image": torch.stack([it["image"] for it in items]), "label": torch.stack([it["label"] for it in items]),
+             "subject": torch.tensor([it["subject"] for it in items])}
+    images, labels, _ = prepare_batch(t, batch)
+    centre = batch["image"][:, batch["image"].shape[1] // 2].float()
+    lo, hi = t.intensity["clip"]
+    ct = ((centre.clamp(lo, hi) - lo) / (hi - lo)).numpy()
+    pred = None
+    if model:
+        t.model.eval()
+        with t.autocast:
+            pred = t.forward(model_input(t, images)).argmax(1).cpu().numpy()
+    subjects = dataset.reader.subjects
+    return [{"ct": ct[j], "reference": labels[j].cpu().numpy(),
+             "prediction": None if pred is None else pred[j],
+             "caption": f"{subjects[it['subject']]} slice {it['slice']}"} for j, it in enumerate(items)]
+
+
+def epoch_record(t: Trainer, epoch: int, train: dict, val: dict) -> dict[str, Any]:
+    """The per-epoch metrics under their dashboard names, plus val Dice per structure (history only)."""
+    per_class = {t.names[i]: d for i, d in enumerate(val["dice_per_class"]) if i > 0}
+    return {
+        "epoch": epoch, "train/loss": train["loss"], "train/dice": train["dice"], "val/loss": val["loss"],
+        "val/dice": val["dice"], "val/iou": val["iou"], **comparison(train, val),
+        **{k: train[k] for k in ("learning_rate", "gradient_norm", "epoch_time", "samples_per_second",
+                                 "perf/data_wait_fraction", "perf/step_time")},
+        **ranked_classes(val["dice_per_class"], t.names), "val/dice_per_structure": per_class,
+    }
+
+
+def fit(t: Trainer, state: TrainState, loggers: list, progress: NullProgress,
+        end_of_epoch: Callable[[TrainState, dict], None]) -> list[dict]:
+    """Train from state.epoch to cfg.train.epochs; `end_of_epoch(state, record)` saves checkpoints and figures."""
+    records = []
+    class_labels = {i: name for i, name in t.names.items()}
+    for epoch in range(state.epoch, t.cfg.train.epochs):
+        progress.start_epoch(epoch + 1, t.cfg.train.epochs,
+                             batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch))
+        train = train_one_epoch(t, state, lambda r, step: [lg.log(r, step, "batch") for lg in loggers], progress)
+        val = validate(t)
+        t.schedule.end_epoch(val["dice"])
+        state.epoch = epoch + 1
+        record = epoch_record(t, state.epoch, train, val)
+        examples = predict_examples(t, t.val_loader.dataset, t.val_examples)
+        for lg in loggers:
+            lg.log(record, state.step, "epoch")
+            lg.log_images(examples, class_labels, state.step)
+        end_of_epoch(state, record)
+        progress.end_epoch(
+            f"epoch {state.epoch}/{t.cfg.train.epochs}: train loss {train['loss']:.4f} dice {train['dice']:.3f} | "
+            f"val loss {val['loss']:.4f} dice {val['dice']:.3f} iou {val['iou']:.3f} | lr {train['learning_rate']:.2e}"
+            f" | {train['samples_per_second']:.1f} samples/s, data wait {100 * train['perf/data_wait_fraction']:.0f}%"
+            f" | {train['epoch_time']:.1f} s")
+        records.append(record)
+    return records
