@@ -2,7 +2,7 @@
 tables exported beside predictions all colour a structure the same way.
 
 Colours are fixed by label index: index 0 (background) is transparent black; indices 1..20 take matplotlib's
-tab20 colours (distinct, and the first ones most distinct), later ones step the hue by the golden angle with
+tab20 colours without its greys (distinct, and the first ones most distinct), later ones step the hue by the golden angle with
 alternating lightness, so 117 structures stay distinguishable and neighbours in the label map differ.
 """
 
@@ -12,11 +12,12 @@ import colorsys
 
 import numpy as np
 
-# matplotlib's tab20, reordered so that the first ten are the saturated ones
+# matplotlib's tab20, reordered so that the first ten are the saturated ones, with its two greys replaced by
+# teal and crimson: a grey label is lost on a grey CT.
 _TAB20 = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+    (227, 119, 194), (0, 150, 136), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (180, 0, 60),
     (219, 219, 141), (158, 218, 229),
 ]
 _GOLDEN = 0.618033988749895
