@@ -112,7 +112,8 @@ def status(
 @cache_app.command()
 def verify(
     cache: CacheArg,
-    repair: Annotated[bool, typer.Option("--repair", help="Reprocess damaged subjects from the dataset.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Compute the damaged subjects again from the dataset; healthy subjects, split and label map stay as "
+                          "they are. Refused when the dataset lacks a cached subject or gives another label map.")] = False,
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder for --repair [default: the one the cache "
                                                       "was built from].")] = None,
     workers: Annotated[int, typer.Option(help="Threads decoding chunks.")] = 4,
@@ -175,8 +176,10 @@ def _print_verify(report) -> None:
 def clean(
     cache: CacheArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    leftovers: Annotated[bool, typer.Option("--leftovers", help="Remove only what interrupted runs left behind; "
-                                                                "keep the cache.")] = False,
+    leftovers: Annotated[bool, typer.Option("--leftovers", help="Keep the cache; remove only what its manifest no "
+                     "longer references: what interrupted runs left behind and the folders of the previous version "
+                     "(subjects superseded by the last preprocess or repair, e.g. a repaired subject's damaged "
+                     "folder, and subjects that left the dataset).")] = False,
 ) -> None:
     """Remove a cache folder, or with --leftovers only the files its manifest does not reference.
 
