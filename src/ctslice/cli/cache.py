@@ -99,6 +99,9 @@ def status(
                 ids = getattr(c, name)
                 if ids:
                     lines.append(f"  {name:<9} {len(ids):>5}: {_ids(ids)}")
+            if s.split_moves:
+                lines.append(f"  split     {len(s.split_moves):>5}: {_ids(s.split_moves)} (the next preprocess "
+                             "moves them)")
             if s.retry:
                 lines.append(f"  (failed in the last run, tried again by the next: {_ids(s.retry)})")
             lines.append(f"  unchanged {len(c.unchanged):>5}" +

@@ -34,7 +34,7 @@ from ..cache.manifest import (
 from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
 from ..errors import CacheError, CacheFormatError, CacheWriteError
-from .fingerprint import Changes, compare
+from .fingerprint import Changes, compare, subject_key
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
@@ -174,14 +174,9 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         else:
             todo = {s.id for s in dataset.subjects}
         report.removed = [] if repair else sorted(changes.removed)
-        if report.rebuilt_all and previous is not None:
-            report.notes.append(f"full rebuild of {len(todo)} subject(s): {report.rebuilt_all}")
-        old_split = previous.settings.get("split", {}) if previous else settings["split"]
-        if old_split != settings["split"]:
-            what = ", ".join(f"{k} {old_split.get(k)} -> {v}" for k, v in settings["split"].items()
-                             if old_split.get(k) != v)
-            report.notes.append(f"split settings changed: {what}: subjects without an official split are "
-                                "assigned again")
+        if previous is not None and not repair:
+            report.notes += _run_notes(previous, dataset, settings["split"], report.rebuilt_all, todo,
+                                       None if force else _built_before(cache, previous, changes, shash, todo))
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
@@ -231,6 +226,36 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _built_before(cache: Path, previous: Manifest, changes: Changes, shash: str, todo: set[str]) -> int:
+    """How many of `todo` already have a complete folder for `shash` (an earlier build with the same settings and
+    files, kept as the previous version): the run reuses them instead of computing them again."""
+    count = 0
+    for sid in set(todo) & set(changes.unchanged):
+        files = changes.touched.get(sid, previous.subjects[sid].files)
+        count += store.subject_exists(cache, store.subject_folder(sid, subject_key(shash, files)))
+    return count
+
+
+def _run_notes(previous: Manifest, dataset: Dataset, split: dict, rebuilt_all: str | None, todo: set[str],
+               built: int | None) -> list[str]:
+    """What an update of an existing cache says before it starts: a full rebuild and why (and how much of it is
+    already on disk), changed split settings when they matter, another dataset folder than last time."""
+    notes = []
+    if rebuilt_all:
+        reuse = (f" ({built} of them still on disk from an earlier build with these settings: reused, not "
+                 "computed)") if built else ""
+        notes.append(f"full rebuild of {len(todo)} subject(s): {rebuilt_all}{reuse}")
+    old_split = previous.settings.get("split", {})
+    if old_split != split and any(s.id not in dataset.official_split for s in dataset.subjects):
+        what = ", ".join(f"{k} {old_split.get(k)} -> {v}" for k, v in split.items() if old_split.get(k) != v)
+        notes.append(f"split settings changed: {what}: subjects without an official split are assigned again")
+    old_root = previous.dataset.get("root")
+    if old_root and old_root != str(dataset.root):
+        notes.append(f"dataset folder changed: {old_root} -> {dataset.root} (subjects are compared by id and file "
+                     "content)")
+    return notes
 
 
 def cache_splits(subjects: Collection[str], cfg: PreprocessConfig, dataset: Dataset, previous: Manifest | None
