@@ -229,10 +229,12 @@ def show(
     subject: Annotated[str, typer.Argument(help="Subject id (as in `cache info` or splits.csv).")],
     slice_: Annotated[Optional[int], typer.Option("--slice", help="One slice index along --axis [default: a "
                                                                   "montage of evenly spaced slices].")] = None,
-    axis: Annotated[str, typer.Option(help="axial, coronal or sagittal.")] = "axial",
+    axis: Annotated[str, typer.Option(help="axial, coronal or sagittal (any case).")] = "axial",
     window: Annotated[str, typer.Option(help="soft (400/40), bone (1800/400), lung (1500/-600) or W,L in "
                                              "HU.")] = "soft",
-    out_png: Annotated[Optional[Path], typer.Option("--out", help="PNG to write [default: "
+    out_png: Annotated[Optional[Path], typer.Option("--out", help="PNG to write (.png is added to a name "
+                                                                  "without suffix), or an existing folder to "
+                                                                  "write the default name in [default: "
                                                                   "SUBJECT-AXIS[-SLICE].png].")] = None,
 ) -> None:
     """Draw a cached subject's CT with its labels as a coloured overlay and a legend of the structures present:
@@ -260,13 +262,14 @@ def stats(
     """
     with user_errors():
         from ..cache.manifest import read_manifest
-        from ..view.stats import structure_rows, write_figures
+        from ..view.stats import figure_folder, structure_rows, write_figures
 
         manifest = read_manifest(cache)
         st = manifest.statistics
         if as_json:
             typer.echo(json.dumps(st, indent=1))
             return
+        out_dir = figure_folder(cache, out_dir)
         n = max(st.get("subjects", 0), 1)
         lines = [f"{'index':>5}  {'structure':<32} {'subjects':>8} {'%':>6} {'voxels':>13} {'ml':>11}"]
         for i, name, subjects, voxels, ml in structure_rows(manifest):
@@ -281,6 +284,5 @@ def stats(
                          f"{spacing['slice_thickness'][1]} mm, in-plane {spacing['in_plane'][0]}-"
                          f"{spacing['in_plane'][1]} mm")
         _say("\n".join(lines))
-        out_dir = out_dir or Path(f"{Path(cache).resolve()}-stats")
         for path in write_figures(cache, out_dir):
             _say(f"wrote {path}")
