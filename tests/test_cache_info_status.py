@@ -140,3 +140,23 @@ def test_clean_leftovers_keeps_the_cache(tiny_cache):
     assert result.exit_code == 0 and "2 leftover(s) removed" in result.output
     assert not (tiny_cache / ".staging").exists() and not (tiny_cache / "slice_index" / "0123456789ab").exists()
     assert cache_info(tiny_cache).subjects == 5
+
+
+def test_a_changed_official_split_is_stale_in_status_and_named_by_preprocess(tiny_dataset, tiny_cache):
+    (tiny_dataset / "meta.csv").write_text("image_id;split\n" + "".join(
+        f"{sid};{'val' if sid == 'demo0000' else 'train'}\n" for sid in IDS))
+    status = cli("cache", "status", tiny_cache)
+    assert status.exit_code == 1 and "demo0000 train -> val" in status.output and "demo0004 val -> train" in status.output
+    assert json.loads(cli("cache", "status", tiny_cache, "--json").output)["split_moves"] == \
+        ["demo0000 train -> val", "demo0004 val -> train"]
+    run = cli("preprocess", tiny_dataset, "--cache", tiny_cache, "--workers", "0")
+    assert run.exit_code == 0 and "split changed for 2 subject(s): demo0000 train -> val, demo0004 val -> train" \
+        in run.output
+    assert read_manifest(tiny_cache).split_of()["demo0000"] == "val"
+    assert cli("cache", "status", tiny_cache).exit_code == 0
+
+
+def test_preprocess_warns_when_a_split_ends_up_empty(tiny_dataset, tiny_cache):
+    (tiny_dataset / "meta.csv").unlink()
+    run = cli("preprocess", tiny_dataset, "--cache", tiny_cache, "--workers", "0", "--val-fraction", "0.999")
+    assert run.exit_code == 0 and "warning: the train split is empty (5 subject(s) in val/test)" in run.output

@@ -1,5 +1,6 @@
 """verify finds every kind of damage, names subject and slice, and repair fixes it by reprocessing."""
 
+import os
 import shutil
 
 import numpy as np
@@ -130,3 +131,48 @@ def test_cli_verify_exit_codes_and_repair_of_a_damaged_index(tiny_dataset, tiny_
     fixed = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache), "--repair", "--data", str(tiny_dataset)])
     assert fixed.exit_code == 0, fixed.output
     assert "0 damaged subject(s) computed again, processed 0" in fixed.output and fixed.output.rstrip().endswith("OK")
+
+
+def _folders(cache):
+    return sorted(p.name for p in (cache / "subjects").iterdir() if p.is_dir())
+
+
+def test_repair_refuses_a_partial_dataset_or_another_label_map_and_changes_nothing(tiny_dataset, tiny_cache, tmp_path):
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "label", 0))
+    manifest, folders = (tiny_cache / "manifest.json").read_bytes(), _folders(tiny_cache)
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_dataset / SID, partial / SID)  # only the damaged subject: the others would be dropped
+    newmask = tmp_path / "newmask"
+    shutil.copytree(tiny_dataset, newmask)  # one more structure: the labels would be renumbered
+    shutil.copy(newmask / SID / "segmentations" / "liver.nii.gz", newmask / SID / "segmentations" / "zz_new.nii.gz")
+    for data, reason in ((partial, "lacks 4 of the cache's 5 subject(s)"), (newmask, "+zz_new")):
+        result = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache), "--repair", "--data", str(data)])
+        assert result.exit_code == 2 and reason in result.output and "nothing was changed" in result.output
+        assert "Traceback" not in result.output
+        assert (tiny_cache / "manifest.json").read_bytes() == manifest and _folders(tiny_cache) == folders
+
+
+def test_repair_keeps_healthy_subjects_as_they_are_even_when_the_dataset_changed(tiny_dataset, tiny_cache):
+    before = read_manifest(tiny_cache)
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "image", 1))
+    shutil.copytree(tiny_dataset / "demo0000", tiny_dataset / "demo0099")  # a new subject: not added by a repair
+    (tiny_dataset / "meta.csv").write_text("image_id;split\ndemo0000;test\n")  # a new split: not applied either
+    flip_byte(tiny_dataset / "demo0001" / "ct.nii.gz", at=-6)  # a healthy subject's source changed: not redone
+    result = repair_cache(tiny_cache, tiny_dataset)
+    assert result.preprocess.processed == [SID] and result.preprocess.removed == []
+    after = read_manifest(tiny_cache)
+    assert set(after.subjects) == set(before.subjects)
+    assert {s: r.path for s, r in after.subjects.items() if s != SID} == \
+           {s: r.path for s, r in before.subjects.items() if s != SID}
+    assert after.splits == before.splits and after.label_map == before.label_map
+    assert after.settings == before.settings and after.dataset == before.dataset
+    assert verify_cache(tiny_cache).ok
+
+
+def test_verify_output_does_not_tell_to_run_verify(tiny_cache):
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "label", 0))
+    index = tiny_cache / read_manifest(tiny_cache).slice_index
+    os.symlink("/dev/zero", index / "link")  # damage read_slice_index reports with the readers' advice
+    result = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache)])
+    assert result.exit_code == 1 and "checksum mismatch" in result.output and "not a regular file" in result.output
+    assert "cache verify" not in result.output

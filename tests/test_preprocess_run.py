@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -111,6 +112,7 @@ BAD_INPUTS = {
     "non-binary": (lambda d: save(d / "bad/segmentations/liver.nii.gz", box_mask() * 2),
                    "bad/segmentations/liver.nii.gz", "0/1"),
     "no CT": (lambda d: (d / "bad/ct.nii.gz").unlink(), "bad/ct.nii.gz", "no CT"),
+    "no mask": (lambda d: shutil.rmtree(d / "bad/segmentations"), "bad/segmentations/", "no mask file"),
 }
 
 

@@ -89,3 +89,14 @@ def test_nnunet_duplicates_and_missing_labels(tmp_path):
     assert not ds.subjects
     assert "duplicate subject id" in problems["a_1"]
     assert "no label file" in problems["b_1"]
+
+
+def test_a_subject_without_any_mask_file_fails_and_a_dataset_without_any_is_an_error(tmp_path):
+    ts_subject(tmp_path, "s01")
+    ts_subject(tmp_path, "s01_seg", masks={})  # e.g. a prediction folder written into the dataset
+    ds = discover(tmp_path)
+    assert [s.id for s in ds.subjects] == ["s01"]
+    assert str(ds.problems[0]).startswith("s01_seg: s01_seg/segmentations/: no mask file")
+    ts_subject(tmp_path / "none", "s01", masks={})
+    with pytest.raises(CtsliceError, match="no subject has any mask"):
+        discover(tmp_path / "none")

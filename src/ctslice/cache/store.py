@@ -214,8 +214,12 @@ def chunk_path(cache: Path, folder: str, array: str, z: int) -> Path:
 _CRC32C_RESIDUE = 0x48674BC7
 
 
+DAMAGE_HINT = " (run `ctslice cache verify`)"
+"""Appended to a damaged-chunk error for readers; verify, which is what it points to, passes hint=""."""
+
+
 def decode_chunk(raw: bytes, dtype: np.dtype, shape: tuple[int, int], where: str,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, hint: str = DAMAGE_HINT) -> np.ndarray:
     """Check the crc32c trailer, then Blosc-decompress one slice chunk, exactly as zarr would.
 
     With `out` (a writable, C-contiguous array of `shape` and `dtype`), decompress straight into it and return
@@ -227,7 +231,7 @@ def decode_chunk(raw: bytes, dtype: np.dtype, shape: tuple[int, int], where: str
     # would copy it, ~18 us for a 0.2 MB image chunk, a tenth of its decode time.
     payload = memoryview(raw)[:-4]
     if google_crc32c.value(raw) != _CRC32C_RESIDUE:
-        raise CacheError(f"{where}: checksum mismatch, the chunk is damaged (run `ctslice cache verify`)")
+        raise CacheError(f"{where}: checksum mismatch, the chunk is damaged{hint}")
     if out is not None:
         # Blosc header bytes 4..8: uncompressed size. A smaller chunk would leave part of `out` unwritten.
         nbytes = int.from_bytes(payload[4:8], "little") if len(payload) >= 16 else -1

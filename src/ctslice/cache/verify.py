@@ -94,7 +94,7 @@ def _read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str)
         raise CacheError(f"{where}: chunk file is missing") from None
     except OSError as e:
         raise CacheError(f"{where}: cannot read chunk ({e.strerror or e})") from None
-    flat = store.decode_chunk(raw, dtype, (1, int(np.prod(shape))), where)
+    flat = store.decode_chunk(raw, dtype, (1, int(np.prod(shape))), where, hint="")
     return flat.reshape(shape)
 
 
@@ -200,7 +200,8 @@ def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, Subjec
         index = store.read_slice_index(cache, manifest.slice_index)
     except Exception as e:  # noqa: BLE001  (any decoding failure means a damaged index)
         message = str(e) if isinstance(e, CacheError) else f"slice index {manifest.slice_index}: {e}"
-        return [Problem(message.removeprefix(f"{cache}: "))]
+        # the readers' advice to run verify is no advice in verify's own output
+        return [Problem(message.removeprefix(f"{cache}: ").replace(store.DAMAGE_HINT, ""))]
     ids = tuple(sorted(manifest.subjects))
     if index.subjects != ids:
         missing, extra = sorted(set(ids) - set(index.subjects)), sorted(set(index.subjects) - set(ids))

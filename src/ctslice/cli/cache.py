@@ -99,6 +99,9 @@ def status(
                 ids = getattr(c, name)
                 if ids:
                     lines.append(f"  {name:<9} {len(ids):>5}: {_ids(ids)}")
+            if s.split_moves:
+                lines.append(f"  split     {len(s.split_moves):>5}: {_ids(s.split_moves)} (the next preprocess "
+                             "moves them)")
             if s.retry:
                 lines.append(f"  (failed in the last run, tried again by the next: {_ids(s.retry)})")
             lines.append(f"  unchanged {len(c.unchanged):>5}" +
@@ -112,7 +115,8 @@ def status(
 @cache_app.command()
 def verify(
     cache: CacheArg,
-    repair: Annotated[bool, typer.Option("--repair", help="Reprocess damaged subjects from the dataset.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Compute the damaged subjects again from the dataset; healthy subjects, split and label map stay as "
+                          "they are. Refused when the dataset lacks a cached subject or gives another label map.")] = False,
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder for --repair [default: the one the cache "
                                                       "was built from].")] = None,
     workers: Annotated[int, typer.Option(help="Threads decoding chunks.")] = 4,
@@ -175,8 +179,10 @@ def _print_verify(report) -> None:
 def clean(
     cache: CacheArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    leftovers: Annotated[bool, typer.Option("--leftovers", help="Remove only what interrupted runs left behind; "
-                                                                "keep the cache.")] = False,
+    leftovers: Annotated[bool, typer.Option("--leftovers", help="Keep the cache; remove only what its manifest no "
+                     "longer references: what interrupted runs left behind and the folders of the previous version "
+                     "(subjects superseded by the last preprocess or repair, e.g. a repaired subject's damaged "
+                     "folder, and subjects that left the dataset).")] = False,
 ) -> None:
     """Remove a cache folder, or with --leftovers only the files its manifest does not reference.
 
@@ -223,10 +229,12 @@ def show(
     subject: Annotated[str, typer.Argument(help="Subject id (as in `cache info` or splits.csv).")],
     slice_: Annotated[Optional[int], typer.Option("--slice", help="One slice index along --axis [default: a "
                                                                   "montage of evenly spaced slices].")] = None,
-    axis: Annotated[str, typer.Option(help="axial, coronal or sagittal.")] = "axial",
+    axis: Annotated[str, typer.Option(help="axial, coronal or sagittal (any case).")] = "axial",
     window: Annotated[str, typer.Option(help="soft (400/40), bone (1800/400), lung (1500/-600) or W,L in "
                                              "HU.")] = "soft",
-    out_png: Annotated[Optional[Path], typer.Option("--out", help="PNG to write [default: "
+    out_png: Annotated[Optional[Path], typer.Option("--out", help="PNG to write (.png is added to a name "
+                                                                  "without suffix), or an existing folder to "
+                                                                  "write the default name in [default: "
                                                                   "SUBJECT-AXIS[-SLICE].png].")] = None,
 ) -> None:
     """Draw a cached subject's CT with its labels as a coloured overlay and a legend of the structures present:
@@ -254,13 +262,14 @@ def stats(
     """
     with user_errors():
         from ..cache.manifest import read_manifest
-        from ..view.stats import structure_rows, write_figures
+        from ..view.stats import figure_folder, structure_rows, write_figures
 
         manifest = read_manifest(cache)
         st = manifest.statistics
         if as_json:
             typer.echo(json.dumps(st, indent=1))
             return
+        out_dir = figure_folder(cache, out_dir)
         n = max(st.get("subjects", 0), 1)
         lines = [f"{'index':>5}  {'structure':<32} {'subjects':>8} {'%':>6} {'voxels':>13} {'ml':>11}"]
         for i, name, subjects, voxels, ml in structure_rows(manifest):
@@ -275,6 +284,5 @@ def stats(
                          f"{spacing['slice_thickness'][1]} mm, in-plane {spacing['in_plane'][0]}-"
                          f"{spacing['in_plane'][1]} mm")
         _say("\n".join(lines))
-        out_dir = out_dir or Path(f"{Path(cache).resolve()}-stats")
         for path in write_figures(cache, out_dir):
             _say(f"wrote {path}")

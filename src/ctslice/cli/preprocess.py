@@ -44,8 +44,10 @@ def preprocess(
 
     Example: ctslice preprocess /data/Totalsegmentator_dataset_v201 --cache /fast/cache --workers 8
 
-    Updating an existing cache keeps its settings (spacing, size, HU range, split); a flag that differs
-    rebuilds every subject, and the output says which setting changed.
+    Updating an existing cache keeps its settings (spacing, size, HU range, split). A --spacing, --size,
+    --hu-min or --hu-max that differs rebuilds every subject, and the output says which setting changed;
+    --seed and --val-fraction rebuild nothing: they only assign again the subjects without an official split
+    (meta.csv), and the output names each subject that moves to another split.
 
     Subjects that fail are named with file and reason, listed in the manifest, and make the command exit 1;
     the other subjects, and what the cache already held, are kept.
@@ -77,7 +79,8 @@ def preprocess(
             report = run_preprocess(data, cache, cfg, force=force, progress=advance,
                                     say=lambda note: console.print(note, highlight=False, soft_wrap=True))
         finally:
-            bar.stop()
+            if bar.live.is_started:  # stopping a bar that never started prints an empty line
+                bar.stop()
         summary = (f"{report.cache}: {len(report.processed)} processed, {len(report.reused)} reused, "
                    f"{len(report.unchanged)} unchanged, {len(report.removed)} removed, {len(report.failed)} failed "
                    f"in {report.seconds:.1f} s")

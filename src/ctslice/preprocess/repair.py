@@ -1,10 +1,14 @@
-"""`repair_cache`: reprocess the subjects `verify` found damaged, from the dataset, as one preprocess run.
+"""`repair_cache`: compute again only the subjects `verify` found damaged, from the dataset; nothing else changes.
 
 Subject folders are content-addressed (the name carries the key of settings and source bytes), so a damaged
 folder would be found again and reused: repair asks the run to compute those subjects again into new folders
-(`redo`). Nothing is taken out of the cache beforehand: the old manifest, damaged subjects included, stays valid
-until the repaired subjects are in place, then one atomic swap replaces it. A repair killed at any point leaves
-the cache as verify found it (plus leftovers), exactly as a killed preprocess does.
+(`redo`). Every healthy subject keeps its folder and record, and the split, label map and settings stay as they
+are: a repair is not an update. So it refuses, before touching anything, a dataset that lacks a cached subject (a
+partial copy would otherwise drop the rest) or gives another label map (a new mask file would renumber the labels
+that checkpoints were trained with). Nothing is taken out of the cache beforehand: the old manifest, damaged
+subjects included, stays valid until the repaired subjects are in place, then one atomic swap replaces it. A
+repair killed at any point leaves the cache as verify found it (plus leftovers), exactly as a killed preprocess
+does.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache.manifest import read_manifest
+from ..cache.manifest import Manifest, read_manifest
 from ..cache.verify import VerifyReport, verify_cache
+from ..errors import CacheError
+from .labels import label_map_to_json
 from .run import PreprocessReport, ProgressFn, run_preprocess
+from .sources import Dataset, discover
 from .status import dataset_folder, preprocess_config_of
 
 
@@ -25,15 +32,37 @@ class RepairReport:
     preprocess: PreprocessReport
 
 
+def repair_refusal(manifest: Manifest, dataset: Dataset) -> str | None:
+    """Why `dataset` cannot repair the cache of `manifest` (None: it can): it must hold every cached subject and
+    give the cache's label map."""
+    present = {s.id for s in dataset.subjects}
+    lacking = sorted(set(manifest.subjects) - present)
+    if lacking:
+        shown = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) ({shown}); "
+                "pass the dataset the cache was built from")
+    labels = label_map_to_json(dataset.label_map)
+    if labels != manifest.label_map:
+        old, new = set(manifest.label_map.values()), set(labels.values())
+        change = " ".join([f"+{n}" for n in sorted(new - old)] + [f"-{n}" for n in sorted(old - new)])
+        return (f"its label map differs from the cache's ({len(old) - 1} -> {len(new) - 1} structures"
+                + (f": {change}" if change else ", other order") + "); run `ctslice preprocess` to rebuild instead")
+    return None
+
+
 def repair_cache(cache: Path, data: Path | None = None, workers: int = 0, report: VerifyReport | None = None,
                  progress: ProgressFn | None = None) -> RepairReport:
-    """Reprocess the subjects `report` (default: a fresh verify) found damaged, from `data` (default: the dataset
-    the cache was built from), with the cache's own settings. Damage to the slice index alone is repaired by
-    the same run, which always writes a new index. Subjects that are no longer in the dataset just leave."""
+    """Compute again, from `data` (default: the dataset the cache was built from) and with the cache's own
+    settings, the subjects `report` (default: a fresh verify) found damaged. Damage to the slice index alone is
+    repaired by the same run, which writes a new index. Raises CacheError, changing nothing, when `data` lacks a
+    cached subject or gives another label map."""
     cache = Path(cache)
     report = report if report is not None else verify_cache(cache)
     manifest = read_manifest(cache)
     data = dataset_folder(cache, manifest, data)
+    refusal = repair_refusal(manifest, discover(data))
+    if refusal:
+        raise CacheError(f"cannot repair {cache} from {data}: {refusal}; nothing was changed")
     damaged = [sid for sid in report.damaged_subjects if sid in manifest.subjects]
     cfg = preprocess_config_of(manifest, workers=workers)
     return RepairReport(damaged, run_preprocess(data, cache, cfg, progress=progress, redo=damaged))

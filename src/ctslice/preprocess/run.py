@@ -34,11 +34,11 @@ from ..cache.manifest import (
 from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
 from ..errors import CacheError, CacheFormatError, CacheWriteError
-from .fingerprint import Changes, compare
+from .fingerprint import Changes, compare, subject_key
 from .labels import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
-from .split import assign_splits, splits_to_lists
+from .split import assign_splits, split_moves, splits_to_lists
 from .statistics import dataset_statistics, summed_histogram
 from .subject import SubjectJob, SubjectOutcome, process_subject
 from .workers import available_resources, cap_workers, worker_bytes
@@ -119,12 +119,14 @@ def cache_settings(cache: Path) -> dict:
 
 def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool = False,
                    progress: ProgressFn | None = None, say: Callable[[str], None] | None = None,
-                   redo: Collection[str] = ()) -> PreprocessReport:
+                   redo: Collection[str] | None = None) -> PreprocessReport:
     """Preprocess `data` into `cache`. Raises CtsliceError for problems with the whole dataset or cache; problems
     with single subjects end up in report.failed (and the manifest's `failed`) while the others go on.
     `say` gets, once and before the work starts, what the run is about to do when that needs saying: a full
     rebuild and why, a capped number of workers (also kept in report.notes).
-    `redo`: subjects computed again even if unchanged (repair of damaged ones), into new folders."""
+    `redo` (repair of damaged subjects): compute only these subjects again, into new folders; every other subject
+    (folder and record), the split, the failed list and the dataset record stay exactly as the cache has them.
+    The caller checks that the dataset holds every cached subject with the cache's label map (repair.py)."""
     start = time.perf_counter()
     cfg.validate()
     data, cache = Path(data).resolve(), Path(cache).resolve()
@@ -144,6 +146,9 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         diff = settings_diff(previous, content, labels) if previous else {}
         report = PreprocessReport(cache, rebuilt_all=_rebuild_reason(previous_problem, changes, diff, force),
                                   changed_settings=diff)
+        repair = redo is not None
+        if repair and (previous is None or report.rebuilt_all):  # repair never rebuilds: checked before, again here
+            raise CacheError(f"{cache}: cannot repair ({report.rebuilt_all or 'no manifest'}); nothing was changed")
         settings = {**content, "hash": shash, "split": cfg.split_settings()}
         manifest = Manifest(settings=settings, label_map=labels,
                             dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings)},
@@ -151,8 +156,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         if previous is None:  # so that even a first run killed mid-way leaves a valid (empty) cache
             write_manifest(cache, manifest)
         keep: dict[str, SubjectRecord] = {}
-        if report.rebuilt_all is None:
-            todo = set(changes.added) | set(changes.modified) | (set(redo) & set(changes.unchanged))
+        if repair:
+            todo = set(redo) & set(previous.subjects)
+            keep = {sid: r for sid, r in previous.subjects.items() if sid not in todo}
+            report.unchanged = sorted(keep)
+        elif report.rebuilt_all is None:
+            todo = set(changes.added) | set(changes.modified)
             for sid in sorted(set(changes.unchanged) - todo):
                 record = previous.subjects[sid]
                 if not store.subject_exists(cache, record.path):  # deleted by hand: make it again
@@ -164,15 +173,10 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             report.unchanged = sorted(keep)
         else:
             todo = {s.id for s in dataset.subjects}
-        report.removed = sorted(changes.removed)
-        if report.rebuilt_all and previous is not None:
-            report.notes.append(f"full rebuild of {len(todo)} subject(s): {report.rebuilt_all}")
-        old_split = previous.settings.get("split", {}) if previous else settings["split"]
-        if old_split != settings["split"]:
-            what = ", ".join(f"{k} {old_split.get(k)} -> {v}" for k, v in settings["split"].items()
-                             if old_split.get(k) != v)
-            report.notes.append(f"split settings changed: {what}: subjects without an official split are "
-                                "assigned again")
+        report.removed = [] if repair else sorted(changes.removed)
+        if previous is not None and not repair:
+            report.notes += _run_notes(previous, dataset, settings["split"], report.rebuilt_all, todo,
+                                       None if force else _built_before(cache, previous, changes, shash, todo))
 
         # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that
         # every subject really is computed again (into new folders: the old ones stay until the manifest swap).
@@ -183,7 +187,9 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             if say:
                 say(note)
         outcomes = _process_all(dataset, cache, cfg, job_hash, todo, progress)
-        failed = {p.subject: str(p) for p in dataset.problems}
+        failed = {p.subject: str(p) for p in dataset.problems if not repair or p.subject in todo}
+        if repair:  # what failed before stays listed: a repair does not retry it
+            failed = {**{sid: why for sid, why in previous.failed.items() if sid not in todo}, **failed}
         for outcome in outcomes:
             if outcome.record is not None:
                 keep[outcome.subject] = outcome.record
@@ -202,9 +208,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
 
         manifest.subjects = keep
         manifest.failed = report.failed
-        previous_split = previous.split_of() if previous and previous.settings.get("split") == settings["split"] else {}
-        manifest.splits = splits_to_lists(
-            assign_splits(keep, cfg.seed, cfg.val_fraction, dataset.official_split, previous_split))
+        if repair:  # everything but the repaired subjects' records as it was
+            manifest.settings, manifest.dataset, manifest.splits = previous.settings, previous.dataset, previous.splits
+        else:
+            manifest.splits = splits_to_lists(cache_splits(keep, cfg, dataset, previous))
+            _split_notes(previous.split_of() if previous else {}, manifest.splits, cfg.val_fraction, report.notes,
+                         say)
         index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
         manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
@@ -217,6 +226,67 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _built_before(cache: Path, previous: Manifest, changes: Changes, shash: str, todo: set[str]) -> int:
+    """How many of `todo` already have a complete folder for `shash` (an earlier build with the same settings and
+    files, kept as the previous version): the run reuses them instead of computing them again."""
+    count = 0
+    for sid in set(todo) & set(changes.unchanged):
+        files = changes.touched.get(sid, previous.subjects[sid].files)
+        count += store.subject_exists(cache, store.subject_folder(sid, subject_key(shash, files)))
+    return count
+
+
+def _run_notes(previous: Manifest, dataset: Dataset, split: dict, rebuilt_all: str | None, todo: set[str],
+               built: int | None) -> list[str]:
+    """What an update of an existing cache says before it starts: a full rebuild and why (and how much of it is
+    already on disk), changed split settings when they matter, another dataset folder than last time."""
+    notes = []
+    if rebuilt_all:
+        reuse = (f" ({built} of them still on disk from an earlier build with these settings: reused, not "
+                 "computed)") if built else ""
+        notes.append(f"full rebuild of {len(todo)} subject(s): {rebuilt_all}{reuse}")
+    old_split = previous.settings.get("split", {})
+    if old_split != split and any(s.id not in dataset.official_split for s in dataset.subjects):
+        what = ", ".join(f"{k} {old_split.get(k)} -> {v}" for k, v in split.items() if old_split.get(k) != v)
+        notes.append(f"split settings changed: {what}: subjects without an official split are assigned again")
+    old_root = previous.dataset.get("root")
+    if old_root and old_root != str(dataset.root):
+        notes.append(f"dataset folder changed: {old_root} -> {dataset.root} (subjects are compared by id and file "
+                     "content)")
+    return notes
+
+
+def cache_splits(subjects: Collection[str], cfg: PreprocessConfig, dataset: Dataset, previous: Manifest | None
+            ) -> dict[str, str]:
+    """The split the cache gets (split.assign_splits): a subject keeps its cached split while the split settings
+    stay the same and the dataset gives it no official one."""
+    same = previous is not None and previous.settings.get("split") == cfg.split_settings()
+    return assign_splits(subjects, cfg.seed, cfg.val_fraction, dataset.official_split,
+                         previous.split_of() if same else {})
+
+
+def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction: float, notes: list[str],
+                 say: Callable[[str], None] | None) -> None:
+    """Notes on subjects that moved to another split (a changed meta.csv, seed or fraction) and on a split that
+    ended up empty although subjects should be in it."""
+    new = {sid: name for name, ids in splits.items() for sid in ids}
+    added = []
+    moves = split_moves(old, new)
+    if moves:
+        added.append(f"split changed for {len(moves)} subject(s): {_first(moves)}")
+    if new and not splits["train"]:
+        added.append(f"warning: the train split is empty ({len(new)} subject(s) in val/test)")
+    if len(new) > 1 and val_fraction > 0 and not splits["val"]:
+        added.append("warning: the val split is empty")
+    notes += added
+    for note in added if say else ():
+        say(note)
+
+
+def _first(items: list[str], limit: int = 10) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list[str]) -> PreprocessConfig:

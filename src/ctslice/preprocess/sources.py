@@ -116,6 +116,7 @@ def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[
 
 def _discover_totalsegmentator(root: Path) -> Dataset:
     candidates: dict[str, SubjectSource | InputError] = {}
+    unmasked: set[str] = set()
     for folder in (p for p in _visible(root) if p.is_dir()):
         sid = folder.name
         cts = [folder / f"ct{s}" for s in NIFTI_SUFFIXES if (folder / f"ct{s}").is_file()]
@@ -136,11 +137,16 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
                 break
             masks[name] = f"{sid}/segmentations/{f.name}"
         else:
+            if not masks:  # every structure unknown: nothing to learn or score, so fail it rather than guess
+                unmasked.add(sid)
+                candidates[sid] = InputError(sid, f"{sid}/segmentations/", "no mask file (segmentations/*.nii.gz): "
+                                             "every structure would be unknown")
+                continue
             candidates[sid] = SubjectSource(sid, cts[0].relative_to(root).as_posix(), tuple(sorted(masks.items())))
     subjects, problems = _check_ids(candidates)
-    names = {name for s in subjects for name, _ in s.masks}
-    if subjects and not names:
+    if unmasked and not subjects and not [p for p in problems if p.subject not in unmasked]:
         raise CtsliceError(f"{root}: no subject has any mask in segmentations/*.nii.gz")
+    names = {name for s in subjects for name, _ in s.masks}
     if len(names) > MAX_LABELS:
         raise CtsliceError(f"{root}: {len(names)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
     split, warnings = _read_meta_csv(root / "meta.csv")

@@ -47,3 +47,8 @@ def assign_splits(subject_ids: Iterable[str], seed: int, val_fraction: float,
 
 def splits_to_lists(assignment: Mapping[str, str]) -> dict[str, list[str]]:
     return {name: sorted(sid for sid, s in assignment.items() if s == name) for name in SPLITS}
+
+
+def split_moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """'demo0000 train -> val' for each subject in both assignments whose split differs."""
+    return [f"{sid} {old[sid]} -> {new[sid]}" for sid in sorted(set(old) & set(new)) if old[sid] != new[sid]]

@@ -20,7 +20,9 @@ from ..config import PreprocessConfig
 from ..errors import CacheError
 from .fingerprint import Changes, compare
 from .labels import label_map_to_json
+from .run import cache_splits
 from .sources import discover
+from .split import split_moves
 
 
 @dataclass
@@ -33,16 +35,18 @@ class CacheStatus:
     """What differs from the cache's settings (manifest.settings_diff): the next preprocess rebuilds everything."""
     retry: list[str] = field(default_factory=list)
     """Added subjects that failed in the cache's last run: the next preprocess tries them again."""
+    split_moves: list[str] = field(default_factory=list)
+    """'demo0000 train -> val': cached subjects the next preprocess puts into another split (a changed meta.csv)."""
 
     @property
     def up_to_date(self) -> bool:
-        return self.changes.up_to_date
+        return self.changes.up_to_date and not self.split_moves
 
     def to_json(self) -> dict[str, Any]:
         c = self.changes
         return {"cache": str(self.cache), "data": str(self.data), "added": c.added, "removed": c.removed,
                 "modified": c.modified, "unchanged": c.unchanged, "touched": sorted(c.touched),
-                "retry": self.retry, "settings_changed": c.settings_changed,
+                "retry": self.retry, "split_moves": self.split_moves, "settings_changed": c.settings_changed,
                 "changed_settings": self.changed_settings, "up_to_date": self.up_to_date}
 
 
@@ -69,9 +73,12 @@ def cache_status(cache: Path, data: Path | None = None) -> CacheStatus:
     manifest = read_manifest(cache)
     data = dataset_folder(cache, manifest, data)
     dataset = discover(data)
-    content = preprocess_config_of(manifest).content_settings()
+    cfg = preprocess_config_of(manifest)
+    content = cfg.content_settings()
     shash = settings_hash(content, label_map_to_json(dataset.label_map))
     changes = compare(dataset, manifest, shash)
+    staying = set(manifest.subjects) - set(changes.removed) | set(changes.added)
+    moves = split_moves(manifest.split_of(), cache_splits(staying, cfg, dataset, manifest))
     return CacheStatus(cache=Path(cache), data=data, changes=changes,
                        changed_settings=settings_diff(manifest, content, label_map_to_json(dataset.label_map)),
-                       retry=[sid for sid in changes.added if sid in manifest.failed])
+                       retry=[sid for sid in changes.added if sid in manifest.failed], split_moves=moves)

@@ -3,6 +3,8 @@ shows labels (colours from ctslice.colors, the one colour table)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..colors import color_table
@@ -14,12 +16,14 @@ WINDOWS = {"soft": (400, 40), "bone": (1800, 400), "lung": (1500, -600)}
 
 def parse_window(value: str) -> tuple[float, float]:
     """'soft', 'bone', 'lung' or 'W,L' (e.g. '350,50') -> (width, level)."""
-    if value in WINDOWS:
-        return WINDOWS[value]
+    if value.strip().lower() in WINDOWS:
+        return WINDOWS[value.strip().lower()]
     try:
         width, level = (float(v) for v in value.split(","))
     except ValueError:
         raise CtsliceError(f"window must be {', '.join(WINDOWS)} or WIDTH,LEVEL in HU, got {value!r}") from None
+    if not (math.isfinite(width) and math.isfinite(level)):
+        raise CtsliceError(f"window width and level must be finite numbers of HU, got {value!r}")
     if width <= 0:
         raise CtsliceError(f"window width must be positive, got {width}")
     return width, level
@@ -41,6 +45,18 @@ def overlay_rgb(image: np.ndarray, label: np.ndarray, num_labels: int, window: t
     return rgb
 
 
+AXES = ("axial", "coronal", "sagittal")
+"""The planes, in the order of the cached (slice, row, column) axes."""
+
+
+def parse_axis(value: str) -> str:
+    """'axial', 'Coronal', ' SAGITTAL' -> the plane's name; anything else is a user error."""
+    axis = value.strip().lower()
+    if axis not in AXES:
+        raise CtsliceError(f"axis must be {', '.join(AXES)}, got {value!r}")
+    return axis
+
+
 def view(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
     """One plane of a cached (slice, row, column) LPS volume, as a radiologist looks at it: axial as stored
     (patient's right on the image's left, anterior up); coronal and sagittal with superior up (sagittal with
@@ -55,7 +71,7 @@ def view(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
 
 
 def plane_count(shape: tuple[int, int, int], axis: str) -> int:
-    return shape[{"axial": 0, "coronal": 1, "sagittal": 2}[axis]]
+    return shape[AXES.index(parse_axis(axis))]
 
 
 def even_positions(count: int, n: int) -> list[int]:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import store
-from ..cache.manifest import read_manifest
+from ..cache.reader import CacheReader
 from ..colors import label_color
-from ..errors import CacheError
-from .overlay import even_positions, overlay_rgb, parse_window, plane_count, view
+from ..errors import CacheError, CtsliceError
+from .overlay import even_positions, overlay_rgb, parse_axis, parse_window, plane_count, view
 
 MONTAGE = 12  # slices in a montage (3 rows of 4)
 LEGEND_ROWS = 40  # legend entries per column: 117 structures make 3 columns
@@ -34,27 +33,57 @@ def _aspect(spacing: list[float], axis: str) -> float:
     return {"axial": row / column, "coronal": thickness / column, "sagittal": thickness / row}[axis]
 
 
+def png_path(out: Path | None, default_name: str) -> Path:
+    """Where the PNG goes: `default_name` in the current folder, or in `out` when it is a folder; `out` itself
+    with `.png` added when it has no suffix. Another suffix or a missing folder is a user error, said before
+    anything is read."""
+    if out is None:
+        return Path(default_name)
+    out = Path(out)
+    if out.is_dir():
+        return out / default_name
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    elif out.suffix.lower() != ".png":
+        raise CtsliceError(f"--out {out}: cache show writes PNG files; give a name ending in .png or a folder")
+    if not out.parent.is_dir():
+        raise CtsliceError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_file():
+        raise CtsliceError(f"--out {out}: exists and is not a file")
+    return out
+
+
+def read_planes(reader: CacheReader, subject: str, axis: str, positions: list[int]
+                ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(position, image plane, label plane) for each position, read through the checked reader (crc32c of every
+    chunk; a damaged or missing chunk is a CacheError naming subject and slice)."""
+    if axis == "axial":  # only the slices shown: one chunk each
+        return [(p, reader.read_image(subject, [p])[0], reader.read_label(subject, p)) for p in positions]
+    slices = int(reader.shapes[reader.subject_number(subject)][0])
+    image = reader.read_image(subject, range(slices))
+    label = np.stack([reader.read_label(subject, z) for z in range(slices)])
+    return [(p, view(image, axis, p), view(label, axis, p)) for p in positions]
+
+
 def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int | None = None,
                  axis: str = "axial", window: str = "soft") -> Path:
-    """Write the PNG and return its path (default: `<subject>-<axis>[-<slice>].png` in the current folder)."""
+    """Write the PNG and return its path (default: `<subject>-<axis>[-<slice>].png` in the current folder, or
+    in `out` when that is a folder)."""
     from matplotlib.figure import Figure
 
-    manifest = read_manifest(cache)
+    axis, width_level = parse_axis(axis), parse_window(window)
+    out = png_path(out, f"{subject}-{axis}" + (f"-{slice_}" if slice_ is not None else "") + ".png")
+    reader = CacheReader(cache)
+    manifest = reader.manifest
     record = manifest.subjects.get(subject)
     if record is None:
         known = ", ".join(sorted(manifest.subjects)[:10])
         raise CacheError(f"{cache}: no subject {subject!r} in the cache (subjects: {known}...)")
-    width_level = parse_window(window)
     count = plane_count(tuple(record.shape), axis)
     if slice_ is not None and not 0 <= slice_ < count:
         raise CacheError(f"{subject}: {axis} slice {slice_} out of range (0..{count - 1})")
     positions = [slice_] if slice_ is not None else even_positions(count, MONTAGE)
-    group = store.open_subject(cache, record.path)
-    if axis == "axial":  # only the slices shown: one chunk each
-        planes = [(p, np.asarray(group["image"][p]), np.asarray(group["label"][p])) for p in positions]
-    else:
-        image, label = np.asarray(group["image"][...]), np.asarray(group["label"][...])
-        planes = [(p, view(image, axis, p), view(label, axis, p)) for p in positions]
+    planes = read_planes(reader, subject, axis, positions)
 
     cols = min(4, len(planes))
     rows = math.ceil(len(planes) / cols)
@@ -81,6 +110,5 @@ def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int
                    fontsize=7, frameon=False, handlelength=1.2, borderaxespad=0.2)
     else:
         fig.text(right + 0.01, 0.5, "no labels in\nthese slices", fontsize=8)
-    out = Path(out) if out else Path(f"{subject}-{axis}" + (f"-{slice_}" if slice_ is not None else "") + ".png")
-    fig.savefig(out)
+    fig.savefig(out, format="png")
     return out

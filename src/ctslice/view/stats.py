@@ -10,7 +10,7 @@ import numpy as np
 
 from ..cache.manifest import Manifest, read_manifest
 from ..colors import label_color
-from ..errors import CacheError
+from ..errors import CacheError, CtsliceError
 
 
 def structure_rows(manifest: Manifest) -> list[tuple[int, str, int, int, float]]:
@@ -18,6 +18,15 @@ def structure_rows(manifest: Manifest) -> list[tuple[int, str, int, int, float]]
     stats = manifest.statistics.get("structures", {})
     return [(i, name, stats.get(name, {}).get("subjects", 0), stats.get(name, {}).get("voxels", 0),
              stats.get(name, {}).get("ml", 0.0)) for i, name in manifest.labels.items() if i]
+
+
+def figure_folder(cache: Path, out: Path | None) -> Path:
+    """Where the figures go (default: CACHE-stats beside the cache); an existing file there is a user error,
+    said before anything is printed or drawn."""
+    out = Path(out) if out is not None else Path(f"{Path(cache).resolve()}-stats")
+    if out.exists() and not out.is_dir():
+        raise CtsliceError(f"--out {out} is a file, not a folder: give a folder for structures.png and dataset.png")
+    return out
 
 
 def write_figures(cache: Path, out: Path) -> list[Path]:
