@@ -146,7 +146,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
                                   changed_settings=diff)
         settings = {**content, "hash": shash, "split": cfg.split_settings()}
         manifest = Manifest(settings=settings, label_map=labels,
-                            dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings)},
+                            dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings),
+                                     **_label_values(dataset)},
                             created=previous.created if previous else time.time())
         if previous is None:  # so that even a first run killed mid-way leaves a valid (empty) cache
             write_manifest(cache, manifest)
@@ -217,6 +218,14 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         remove_leftovers(cache, manifest, keep=previous)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _label_values(dataset: Dataset) -> dict:
+    """{"label_values": {index: the dataset's own value}} for layouts whose label values are renumbered (nnU-Net,
+    MSD), so that predictions can be written with the dataset's values; nothing otherwise."""
+    if dataset.label_values is None:
+        return {}
+    return {"label_values": {str(index): int(value) for value, index in sorted(dataset.label_values.items())}}
 
 
 def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list[str]) -> PreprocessConfig:
