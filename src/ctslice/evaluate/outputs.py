@@ -50,8 +50,9 @@ def _seg_name(path: Path) -> str:
     return f"{stem(path)}{SEG_SUFFIX}.nii.gz"
 
 
-def _folder(out: Path, what: str) -> Path:
-    """`out` usable as an output folder (created if needed), else a one-line CtsliceError."""
+def output_folder(out: Path, what: str) -> Path:
+    """`out` usable as an output folder (created if needed), else a one-line CtsliceError ending in `what`.
+    Called before any inference, so that a bad path costs nothing."""
     if out.exists() and not out.is_dir():
         raise CtsliceError(f"{out}: exists and is not a folder; {what}")
     try:
@@ -69,8 +70,8 @@ def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str |
         elif is_nifti(out.name) and not out.is_dir():
             target = out
         else:
-            target = _folder(out, "--out is a folder unless it ends in .nii or .nii.gz") / _seg_name(source)
-        _folder(target.parent, "it cannot hold the output")
+            target = output_folder(out, "--out is a folder unless it ends in .nii or .nii.gz") / _seg_name(source)
+        output_folder(target.parent, "it cannot hold the output")
         problem = _target_problem(target, {source})
         if problem:
             raise CtsliceError(f"{source}: {problem}")
@@ -87,7 +88,7 @@ def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str |
     if out.resolve() == source.resolve():
         raise CtsliceError(f"--out {out} is the input folder: predictions are not written among the CTs; name "
                            "another folder")
-    _folder(out, "--out must be a folder for a folder of CTs")
+    output_folder(out, "--out must be a folder for a folder of CTs")
     pairs = [(f, out / _seg_name(f)) for f in files]
     inputs = set(files)
     by_target: dict[str, list[Path]] = defaultdict(list)

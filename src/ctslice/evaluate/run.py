@@ -37,6 +37,7 @@ from .export import safe_name, write_prediction, write_split_masks
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
+from .outputs import output_folder
 from .report import aggregate, write_reports
 
 Progress = Callable[[int, int, str], None]
@@ -72,7 +73,8 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
-    out = output_folder(Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}")
+    out = output_folder(Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}",
+                        "evaluation writes a folder of reports")  # now, not after all the inference
     loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
@@ -150,17 +152,6 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     }
     files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
     return EvaluationResult(out, summary, per_class, names, skipped, files, warnings, notes)
-
-
-def output_folder(out: Path) -> Path:
-    """`out`, created; a one-line error now, before inference, when it is a file or cannot be created."""
-    if out.exists() and not out.is_dir():
-        raise CtsliceError(f"--out {out}: exists and is not a folder; evaluation writes a folder of reports")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CtsliceError(f"--out {out}: cannot create the output folder ({e.strerror or e})") from None
-    return out
 
 
 def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str] | None, str | None]:
