@@ -8,6 +8,9 @@
 Workers are separate processes that each read and decode slices (one core each, see cache/reader.py); batches
 come back through shared memory in their stored dtypes, pinned when a GPU is there so the copy to it is
 asynchronous, and `prefetch_factor` batches per worker stay queued so the GPU does not wait for data.
+
+    with worker_errors():                                            # a CacheError raised in a worker arrives as
+        for batch in loader: ...                                     # itself (one line), not torch's traceback
 """
 
 from __future__ import annotations

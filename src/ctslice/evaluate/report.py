@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import EvaluateConfig
 from .detection import OUTCOMES, detection_counts, detection_rates
+from .export import replace_from_temporary
 from .metrics import nan_mean
 
 METRICS = ("dice", "iou", "surface_dice")
@@ -88,11 +89,11 @@ def _clean(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
-    return path
+    """write(open file) under a temporary name, renamed to `path`; removed again if writing fails."""
+    def to(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            write(f)
+    return replace_from_temporary(path, path.with_name(f".{path.name}.{os.getpid()}.tmp"), to)
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
