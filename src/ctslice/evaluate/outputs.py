@@ -99,7 +99,7 @@ def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str |
         clash = [g for g in by_target[target.name.lower()] if g != f]
         problem = (f"{target.name} would also be the output of {', '.join(g.name for g in clash)}; not predicted, "
                    "rename one of them" if clash else _target_problem(target, inputs))
-        planned.append((f, target, problem))
+        planned.append((f, target, problem and f"{f}: {problem}"))  # per-file failures name the file
     return planned
 
 
