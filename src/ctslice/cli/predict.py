@@ -27,7 +27,8 @@ def predict(
                       "folder]",
     )] = None,
     split_masks: Annotated[bool, typer.Option(
-        "--split-masks", help="Also one mask per structure: OUT/<ct>/segmentations/<name>.nii.gz.")] = False,
+        "--split-masks",
+        help="Also one mask per structure: <ct>_seg/segmentations/<name>.nii.gz beside the output.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
