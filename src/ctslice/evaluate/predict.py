@@ -72,10 +72,12 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
     spacing_row, spacing_col = (geometry.spacing[a] / float(np.linalg.norm(np.asarray(geometry.cache_to_original)
                                                                              [:3, a])) for a in (1, 2))
     outside = 1 - (len(rows) - out_rows) * (len(cols) - out_cols) / (len(rows) * len(cols))
-    return (f"field of view cropped: the model sees {h}x{w} px at {geometry.spacing[1]:g} mm "
-            f"({h * geometry.spacing[1]:g} mm), the CT is {len(rows) * spacing_row:g} x {len(cols) * spacing_col:g} "
-            f"mm; {out_rows} row(s) ({out_rows * spacing_row:g} mm) and {out_cols} column(s) "
-            f"({out_cols * spacing_col:g} mm) outside, {outside:.1%} of the voxels left as background")
+    lost = " and ".join(f"{n} {what}(s) ({n * mm:g} mm)" for n, what, mm in
+                        ((out_rows, "row", spacing_row), (out_cols, "column", spacing_col)) if n)
+    return (f"field of view cropped: the model sees {h} x {w} px at {geometry.spacing[1]:g} mm "
+            f"({h * geometry.spacing[1]:g} x {w * geometry.spacing[2]:g} mm), the CT's slices are "
+            f"{len(rows) * spacing_row:g} x {len(cols) * spacing_col:g} mm; {lost} outside, left as background "
+            f"({outside:.1%} of the voxels)")
 
 
 def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig, *,
