@@ -5,6 +5,7 @@ disjoint, unscored cells empty, nnU-Net label values on saved predictions."""
 import csv
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -21,8 +22,8 @@ from ctslice.errors import CacheError, CtsliceError, InputError
 from ctslice.evaluate import run as evaluate_run
 from ctslice.evaluate.checkpoint import read_checkpoint
 from ctslice.evaluate.export import write_prediction
-from ctslice.evaluate.report import _write_csv, aggregate, ranked, summary_table, SUBJECT_COLUMNS
 from ctslice.evaluate.metrics import score_subject
+from ctslice.evaluate.report import SUBJECT_COLUMNS, _write_csv, aggregate, ranked, summary_table
 from ctslice.evaluate.run import run_evaluation
 from ctslice.preprocess.run import run_preprocess
 
@@ -141,8 +142,6 @@ def test_nnunet_predictions_carry_the_datasets_label_values(tmp_path):
     indices = np.array([[[0, 1, 2, 3]]], np.uint8)
     files = write_prediction(indices, tmp_path / "p.nii.gz", np.eye(4), None, {0: "background", 1: "liver",
                              2: "kidney_left", 3: "spleen"}, {0: 0, 1: 1, 2: 3, 3: 5})
-    import nibabel as nib
-
     assert np.asarray(nib.load(files[0]).dataobj).tolist() == [[[0, 1, 3, 5]]]
     assert json.loads(files[1].read_text()) == {"0": "background", "1": "liver", "3": "kidney_left", "5": "spleen"}
     assert "\n5 spleen " in files[2].read_text() and '"spleen"' in files[3].read_text().splitlines()[-1]
