@@ -45,11 +45,11 @@ def test_a_folder_with_bad_files_predicts_the_others_and_exits_1(tiny_cache, tmp
     (folder / "b.nii.gz").write_text("not a NIfTI file")
     save(folder / "flat.nii.gz", np.zeros((8, 8), np.int16), np.eye(4))
     outcomes = {o.input.name: o for o in run_predict(ckpt, folder, None, CFG)}
-    assert outcomes["a.nii.gz"].output == tmp_path / "cts_seg" / "a.nii.gz"
+    assert outcomes["a.nii.gz"].output == folder / "predictions" / "a_seg.nii.gz"  # never where preprocess looks
     assert nib.load(outcomes["c.nii"].output).shape == (20, 20, 3)
     assert "b.nii.gz" in outcomes["b.nii.gz"].error and "corrupt" in outcomes["b.nii.gz"].error
     assert "flat.nii.gz" in outcomes["flat.nii.gz"].error and "3D" in outcomes["flat.nii.gz"].error
     result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out",
                                       str(tmp_path / "o"), "--device", "cpu"])
     assert result.exit_code == 1
-    assert "2 of 4 file(s) failed" in result.output and (tmp_path / "o" / "a.nii.gz").is_file()
+    assert "2 of 4 file(s) failed" in result.output and (tmp_path / "o" / "a_seg.nii.gz").is_file()

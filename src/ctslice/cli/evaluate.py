@@ -29,7 +29,8 @@ def evaluate(
     original_space: Annotated[bool, typer.Option(
         "--original-space", help="Score on each subject's original grid against its original masks (needs --data).",
     )] = False,
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder the cache was built from.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Dataset folder the cache was built from (with --original-space only).")] = None,
     surface_tolerance: Annotated[Optional[float], typer.Option(
         help=f"Surface Dice tolerance in mm. [default: {_D.surface_tolerance_mm}]")] = None,
     save_predictions: Annotated[bool, typer.Option(
@@ -39,11 +40,14 @@ def evaluate(
         "--split-masks", help="With --save-predictions: one mask per structure (TotalSegmentator layout).")] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"Loader workers. [default: {_D.workers}]")] = None,
-    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {_D.device}]")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
+             f"[default: {_D.device}]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
 ) -> None:
     """Score a trained model on every subject of a cache split, in 3D, per structure: Dice, IoU, surface Dice,
-    volumes and detection; writes evaluation.json, per_class.csv, per_subject.csv and figures.
+    volumes and detection; writes evaluation.json, per_class.csv, per_subject.csv and figures. Subjects the model
+    was trained on (the checkpoint's recorded train split) are named in a warning, also in evaluation.json.
 
     Example: ctslice evaluate --checkpoint runs/demo/checkpoint_best.pth --split val --save-predictions
     """
@@ -56,6 +60,9 @@ def evaluate(
 
         if original_space and data is None:
             raise CtsliceError("--original-space needs --data DATA, the dataset folder the cache was built from")
+        if data is not None and not original_space:
+            raise CtsliceError("--data is used only with --original-space (scores on the original grid); add it or "
+                               "leave --data out")
         if split_masks and not save_predictions:
             raise CtsliceError("--split-masks goes with --save-predictions")
         cfg = evaluate_config(config, surface_tolerance_mm=surface_tolerance, batch_size=batch_size, workers=workers,
@@ -67,8 +74,10 @@ def evaluate(
                 checkpoint, cfg, cache=cache, split=split, out=out_dir, data=data if original_space else None,
                 save_predictions=save_predictions, split_masks=split_masks,
                 progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=sid))
+        for note in result.notes:
+            console.print(f"note: {note}", highlight=False, soft_wrap=True)
         for warning in result.warnings:
-            console.print(f"[yellow]warning[/] {warning}", highlight=False)
+            console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
         for sid, reason in result.skipped.items():
             console.print(f"[yellow]skipped[/] {sid}: {reason}", highlight=False)
         out.print(summary_table(result.summary, result.per_class))

@@ -16,20 +16,29 @@ _D = EvaluateConfig()
 
 @app.command()
 def predict(
-    source: Annotated[Path, typer.Argument(help="A CT (.nii.gz / .nii) or a folder of them.")],
+    source: Annotated[Path, typer.Argument(
+        help="A CT (.nii.gz / .nii) or a folder of them (files ending in .nii or .nii.gz in any case, e.g. .NII.GZ; "
+             "subfolders and hidden files are not read).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
     out_path: Annotated[Optional[Path], typer.Option(
-        "--out", help="Output file (one CT) or folder [default: CT_seg.nii.gz beside it; FOLDER_seg/ for a folder].",
+        "--out", help="Where predictions go. A name ending in .nii or .nii.gz is the output file (one CT only); "
+                      "any other name is a folder (created if needed) that gets <name>_seg.nii.gz per CT. Never an "
+                      "input or the input folder. [default: CT_seg.nii.gz beside a CT; FOLDER/predictions/ for a "
+                      "folder]",
     )] = None,
     split_masks: Annotated[bool, typer.Option(
-        "--split-masks", help="Also one mask per structure: OUT/<ct>/segmentations/<name>.nii.gz.")] = False,
+        "--split-masks",
+        help="Also one mask per structure: <ct>_seg/segmentations/<name>.nii.gz beside the output.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
-    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {_D.device}]")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
+             f"[default: {_D.device}]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
 ) -> None:
     """Segment CTs that are in no cache: preprocessed as the checkpoint's training data was, predicted, and written
     as a uint8 label NIfTI on the CT's own grid with its header, plus label map JSON, Slicer .ctbl and ITK-SNAP
-    label descriptions. A file that fails is reported and the others proceed; the exit code is then 1.
+    label descriptions. A file that fails is reported and the others proceed; the exit code is then 1. A CT wider
+    than the model's input (the checkpoint's slice size) gets a warning: the part outside is labelled background.
 
     Example: ctslice predict --checkpoint runs/demo/checkpoint_best.pth data/new_cts/ --out data/new_cts_seg/
     """
@@ -45,6 +54,8 @@ def predict(
 
             def advance(done: int, total: int, outcome) -> None:
                 bar.update(task, completed=done, total=total, description=outcome.input.name)
+                for warning in outcome.warnings:
+                    bar.console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
                 if outcome.error:
                     bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
 

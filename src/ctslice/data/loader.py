@@ -8,10 +8,15 @@
 Workers are separate processes that each read and decode slices (one core each, see cache/reader.py); batches
 come back through shared memory in their stored dtypes, pinned when a GPU is there so the copy to it is
 asynchronous, and `prefetch_factor` batches per worker stay queued so the GPU does not wait for data.
+
+    with worker_errors():                                            # a CacheError raised in a worker arrives as
+        for batch in loader: ...                                     # itself (one line), not torch's traceback
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +109,48 @@ def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: b
     generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds follow from it: reproducible workers
     return DataLoader(dataset, sampler=sampler, generator=generator,
                       **loader_kwargs(cfg, multiprocessing_context))
+
+
+def original_worker_error(error: BaseException) -> BaseException | None:
+    """The CtsliceError that a DataLoader worker raised, as its own one-line message, from the exception torch
+    re-raises in the main process ("Caught CacheError in DataLoader worker process 0. Original Traceback ...",
+    of the original type when that takes one argument, else a RuntimeError); None for anything else."""
+    from ..errors import CtsliceError
+
+    text = str(error)
+    if not text.startswith("Caught ") or "DataLoader worker process" not in text.split("\n", 1)[0]:
+        return None
+    kind = text.split(" ", 2)[1]
+    if not (isinstance(error, CtsliceError) or kind in _ctslice_error_names()):
+        return None
+    last = text.rstrip().rsplit("\n", 1)[-1]  # "ctslice.errors.CacheError: <the original message>"
+    _, sep, message = last.partition(": ")
+    if not sep:
+        return None
+    original = CtsliceError.__new__(type(error) if isinstance(error, CtsliceError) else CtsliceError)
+    Exception.__init__(original, message)  # not cls(message): InputError's constructor takes three arguments
+    return original
+
+
+def _ctslice_error_names() -> set[str]:
+    from .. import errors
+
+    return {name for name, value in vars(errors).items()
+            if isinstance(value, type) and issubclass(value, errors.CtsliceError)}
+
+
+@contextmanager
+def worker_errors() -> Iterator[None]:
+    """Around iterating a DataLoader: a CtsliceError from a worker process reaches the caller (and the CLI's
+    one-line `error:`) as the original error, not wrapped in torch's worker traceback.
+
+        with worker_errors():
+            for batch in loader: ...
+    """
+    try:
+        yield
+    except Exception as e:
+        original = original_worker_error(e)
+        if original is None:
+            raise
+        raise original from None

@@ -10,7 +10,12 @@
     -> s0001/segmentations/<name>.nii.gz, one binary mask per structure: TotalSegmentator's layout
 
 Colours come from `ctslice.colors`, the same as every figure. Each file is written under a temporary name and
-renamed, so a crash never leaves a half-written file under the final name.
+renamed, so a crash never leaves a half-written file under the final name, and a failed write removes its
+temporary file.
+
+With `values` (index -> the dataset's own label value: an nnU-Net/MSD dataset's `dataset.json` values, recorded by
+preprocessing in the manifest's `dataset["label_values"]`), voxels and sidecars carry those values instead of the
+label-map indices, so a prediction reads like the dataset's own label files (spleen = 5, not 3).
 """
 
 from __future__ import annotations
@@ -27,15 +32,14 @@ import numpy as np
 from ..colors import label_color
 from ..errors import CtsliceError
 from ..preprocess.sources import SAFE_ID
+from .outputs import sidecars, stem
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-
-def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray) -> nib.Nifti1Header:
-    """A uint8, unscaled NIfTI header carrying `fields` (from `preprocess.volume.header_fields`); without them, `affine` as sform
-    and qform with code 1 (scanner), nibabel's default."""
+def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray, dtype=np.uint8) -> nib.Nifti1Header:
+    """An unscaled integer (uint8 by default) NIfTI header carrying `fields` (from
+    `preprocess.volume.header_fields`); without them, `affine` as sform and qform with code 1 (scanner)."""
     header = nib.Nifti1Header()
-    header.set_data_dtype(np.uint8)
+    header.set_data_dtype(dtype)
     if not fields:
         header.set_sform(affine, code=1)
         header.set_qform(affine, code=1)
@@ -49,8 +53,9 @@ def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray) -> nib.Ni
 
 
 def label_image(labels: np.ndarray, affine: np.ndarray, fields: Mapping[str, Any] | None) -> nib.Nifti1Image:
-    header = label_header(fields, affine)
-    img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), None, header=header)
+    dtype = np.uint8 if labels.dtype.itemsize == 1 else np.uint16  # uint16 only for dataset label values > 255
+    header = label_header(fields, affine, dtype)
+    img = nib.Nifti1Image(labels.astype(dtype, copy=False), None, header=header)
     img.header.set_data_shape(labels.shape)
     return img
 
@@ -63,64 +68,78 @@ def safe_name(name: str, what: str) -> str:
     return name
 
 
-def stem(path: Path) -> str:
-    """File name without .nii.gz / .nii."""
-    for suffix in NIFTI_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
+def replace_from_temporary(path: Path, tmp: Path, write) -> Path:
+    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was."""
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def save_atomic(img: nib.Nifti1Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     tmp = path.with_name(f".{stem(path)}.{os.getpid()}.tmp{suffix}")  # nibabel picks the format by suffix
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    replace_from_temporary(path, tmp, lambda t: nib.save(img, t))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_from_temporary(path, path.with_name(f".{path.name}.{os.getpid()}.tmp"), lambda t: t.write_text(text))
 
 
-def slicer_color_table(label_map: Mapping[int, str]) -> str:
-    """3D Slicer .ctbl: '# Color table file', then 'index name R G B A' per label (background transparent)."""
+def with_values(labels: np.ndarray, label_map: Mapping[int, str], values: Mapping[int, int] | None
+                ) -> tuple[np.ndarray, dict[int, str]]:
+    """(volume, {value: name}) with the dataset's label values in place of indices; unchanged without `values`."""
+    if not values:
+        return labels, dict(label_map)
+    lut = np.zeros(max(label_map) + 1, np.uint8 if max(values.values()) < 256 else np.uint16)
+    for index, value in values.items():
+        lut[index] = value
+    return lut[labels], {int(values[i]): name for i, name in label_map.items()}
+
+
+def slicer_color_table(label_map: Mapping[int, str], colours: Mapping[int, int] | None = None) -> str:
+    """3D Slicer .ctbl: '# Color table file', then 'value name R G B A' per label (background transparent).
+    `colours`: value -> the label-map index whose colour it gets (default: the value itself)."""
     lines = ["# Color table file written by ctslice", f"# {len(label_map)} values"]
     for index, name in sorted(label_map.items()):
-        r, g, b = label_color(index)
+        r, g, b = label_color(colours[index] if colours else index)  # coloured by index, as every figure
         lines.append(f"{index} {name.replace(' ', '_')} {r} {g} {b} {0 if index == 0 else 255}")
     return "\n".join(lines) + "\n"
 
 
-def itksnap_label_description(label_map: Mapping[int, str]) -> str:
-    """ITK-SNAP label description file: IDX R G B A(0..1) VIS MSH "LABEL" per label."""
+def itksnap_label_description(label_map: Mapping[int, str], colours: Mapping[int, int] | None = None) -> str:
+    """ITK-SNAP label description file: IDX R G B A(0..1) VIS MSH "LABEL" per label; `colours` as above."""
     lines = ["################################################", "# ITK-SnAP Label Description File",
              "# File format:", "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL", "# written by ctslice",
              "################################################"]
     for index, name in sorted(label_map.items()):
-        r, g, b = label_color(index)
+        r, g, b = label_color(colours[index] if colours else index)  # coloured by index, as every figure
         visible = 0 if index == 0 else 1
         lines.append(f"{index:5d} {r:5d}{g:5d}{b:5d}{visible:9d}{visible:3d}{visible:3d}    \"{name}\"")
     return "\n".join(lines) + "\n"
 
 
 def write_prediction(labels: np.ndarray, path: Path, affine: np.ndarray, fields: Mapping[str, Any] | None,
-                     label_map: Mapping[int, str]) -> list[Path]:
-    """The label NIfTI and its three sidecars (label map JSON, Slicer .ctbl, ITK-SNAP .txt); returns the paths."""
+                     label_map: Mapping[int, str], values: Mapping[int, int] | None = None) -> list[Path]:
+    """The label NIfTI and its three sidecars (label map JSON, Slicer .ctbl, ITK-SNAP .txt); returns the paths.
+    `values`: index -> the dataset's label value, written instead of the index (voxels and sidecars agree)."""
     path = Path(path)
-    save_atomic(label_image(labels, affine, fields), path)
-    base = path.with_name(stem(path))
-    sidecars = {
-        base.with_name(base.name + ".labels.json"): json.dumps({str(k): v for k, v in sorted(label_map.items())},
-                                                               indent=1) + "\n",
-        base.with_name(base.name + ".ctbl"): slicer_color_table(label_map),
-        base.with_name(base.name + ".itksnap.txt"): itksnap_label_description(label_map),
+    volume, by_value = with_values(labels, label_map, values)
+    colours = {value: index for index, value in (values or {i: i for i in label_map}).items()}
+    save_atomic(label_image(volume, affine, fields), path)
+    files = sidecars(path)
+    texts = {
+        files["json"]: json.dumps({str(k): v for k, v in sorted(by_value.items())}, indent=1) + "\n",
+        files["ctbl"]: slicer_color_table(by_value, colours),
+        files["itksnap"]: itksnap_label_description(by_value, colours),
     }
-    for sidecar, text in sidecars.items():
+    for sidecar, text in texts.items():
         write_text_atomic(sidecar, text)
-    return [path, *sidecars]
+    return [path, *texts]
 
 
 def write_split_masks(labels: np.ndarray, folder: Path, affine: np.ndarray, fields: Mapping[str, Any] | None,

@@ -1,12 +1,14 @@
 """`run_predict`: label volumes for CTs that are in no cache, on each CT's own grid, with its header.
 
-    outcomes = run_predict("runs/x/checkpoint_best.pth", Path("ct.nii.gz"), None, EvaluateConfig())
-    outcomes = run_predict(ckpt, Path("cts/"), Path("cts_seg/"), cfg)    # one output per CT; failures reported
+    outcomes = run_predict("runs/x/checkpoint_best.pth", Path("ct.nii.gz"), None, EvaluateConfig())  # ct_seg.nii.gz
+    outcomes = run_predict(ckpt, Path("cts/"), None, cfg)  # cts/predictions/<name>_seg.nii.gz; failures reported
 
 The CT is transformed exactly as preprocessing transformed the training data, by the same functions with the
 settings stored in the checkpoint (`preprocess`: spacing, size, HU clip; the orientation is the cache's fixed
 one): reorientation, in-plane resampling, pad/crop and clip. The class probabilities then go back to the CT's
-grid (`original_space`), and the output carries the CT's affine and header.
+grid (`original_space`), and the output carries the CT's affine and header. Parts of the CT outside the model's
+input (the checkpoint's slice size at its spacing) are labelled background, and the outcome's warnings say how much.
+Output paths are planned and checked before the model runs (`outputs.plan_outputs`): no input is ever overwritten.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig
 from ..errors import CtsliceError
 from ..preprocess import volume
-from ..preprocess.geometry import image_to_cache, plan_geometry
+from ..preprocess.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..preprocess.labels import label_map_from_json
-from .checkpoint import load_model, resolve_device
-from .export import NIFTI_SUFFIXES, stem, write_prediction, write_split_masks
+from .checkpoint import label_values, load_model, resolve_device
+from .export import write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
+from .outputs import plan_outputs, stem
 
 
 @dataclass
@@ -35,13 +39,19 @@ class PredictOutcome:
     output: Path | None = None
     error: str | None = None
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch.device, batch_size: int):
-    """(uint8 labels on the CT's grid, the CT image) for one NIfTI file; InputError naming the file if unusable."""
+def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch.device, batch_size: int,
+                   warn: Callable[[str], None] = lambda _: None):
+    """(uint8 labels on the CT's grid, the CT image) for one NIfTI file; InputError naming the file if unusable.
+    `warn` gets a line when part of the CT lies outside the model's input (labelled background)."""
     s = ckpt["preprocess"]
     img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
+    cropped = field_of_view_cropped(geometry)
+    if cropped:
+        warn(f"{path}: {cropped}")
     cached = image_to_cache(volume.read_ct(img, str(path), None, s["hu_min"], s["hu_max"]), geometry,
                             fill=s["hu_min"])
     mapper = PlaneMapper(geometry, device)
@@ -51,21 +61,23 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     return to_original(planes, geometry), img
 
 
-def inputs_of(source: Path, out: Path | None) -> list[tuple[Path, Path]]:
-    """(input file, output file) pairs: a file, or every .nii/.nii.gz file of a folder."""
-    if source.is_file():
-        if out is None:
-            return [(source, source.with_name(f"{stem(source)}_seg.nii.gz"))]
-        target = out if out.name.endswith(NIFTI_SUFFIXES) else out / f"{stem(source)}.nii.gz"
-        return [(source, target)]
-    if not source.is_dir():
-        raise CtsliceError(f"{source}: no such file or folder")
-    out = out if out is not None else source.with_name(f"{source.name}_seg")
-    files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.name.endswith(NIFTI_SUFFIXES))
-    if not files:
-        raise CtsliceError(f"{source}: no .nii or .nii.gz files in this folder")
-    return [(f, out / f"{stem(f)}.nii.gz") for f in files]
+def field_of_view_cropped(geometry: Geometry) -> str | None:
+    """What of the CT's in-plane field of view lies outside the cached slice (the model's input), or None."""
+    rows, cols = in_plane_cache_coordinates(geometry)
+    h, w = geometry.shape[1:]
+    out_rows = int(np.sum((rows < -0.5) | (rows > h - 0.5)))  # pixels whose centre is beyond the edge pixels
+    out_cols = int(np.sum((cols < -0.5) | (cols > w - 0.5)))
+    if not (out_rows or out_cols):
+        return None
+    spacing_row, spacing_col = (geometry.spacing[a] / float(np.linalg.norm(np.asarray(geometry.cache_to_original)
+                                                                             [:3, a])) for a in (1, 2))
+    outside = 1 - (len(rows) - out_rows) * (len(cols) - out_cols) / (len(rows) * len(cols))
+    lost = " and ".join(f"{n} {what}(s) ({n * mm:g} mm)" for n, what, mm in
+                        ((out_rows, "row", spacing_row), (out_cols, "column", spacing_col)) if n)
+    return (f"field of view cropped: the model sees {h} x {w} px at {geometry.spacing[1]:g} mm "
+            f"({h * geometry.spacing[1]:g} x {w * geometry.spacing[2]:g} mm), the CT's slices are "
+            f"{len(rows) * spacing_row:g} x {len(cols) * spacing_col:g} mm; {lost} outside, left as background "
+            f"({outside:.1%} of the voxels)")
 
 
 def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig, *,
@@ -76,20 +88,24 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
     labels = label_map_from_json(ckpt["label_map"])
-    pairs = inputs_of(Path(source), None if out is None else Path(out))
+    values = label_values(ckpt)
+    pairs = plan_outputs(Path(source), None if out is None else Path(out))
     outcomes = []
-    for done, (path, target) in enumerate(pairs, start=1):
-        outcome = PredictOutcome(path)
+    for done, (path, target, problem) in enumerate(pairs, start=1):
+        outcome = PredictOutcome(path, error=problem)
         try:
-            pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size)
-            fields = volume.header_fields(img.header)
-            outcome.files = write_prediction(pred, target, img.affine, fields, labels)
-            if split_masks:
-                outcome.files.append(write_split_masks(pred, target.parent / stem(target), img.affine, fields,
-                                                       labels))
-            outcome.output = target
+            if problem is None:
+                pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size, outcome.warnings.append)
+                fields = volume.header_fields(img.header)
+                outcome.files = write_prediction(pred, target, img.affine, fields, labels, values)
+                if split_masks:
+                    outcome.files.append(write_split_masks(pred, target.parent / stem(target), img.affine, fields,
+                                                           labels))
+                outcome.output = target
         except CtsliceError as e:
             outcome.error = str(e)
+        except OSError as e:  # the output could not be written (full disk, no permission): this file fails
+            outcome.error = f"{path}: cannot write {e.filename or target} ({e.strerror or e})"
         outcomes.append(outcome)
         if progress:
             progress(done, len(pairs), outcome)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import EvaluateConfig
 from .detection import OUTCOMES, detection_counts, detection_rates
+from .export import replace_from_temporary
 from .metrics import nan_mean
 
 METRICS = ("dice", "iou", "surface_dice")
@@ -54,6 +55,7 @@ def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Ma
     totals = {k: int(detection[k].sum()) for k in OUTCOMES}
     summary = {
         "subjects": len(subjects), "structures": len(structures),
+        "structures_scored": sum(1 for row in per_class if row["subjects_scored"] > 0),
         **{f"mean_{m}": nan_mean(means[m]) for m in METRICS},
         **{f"mean_{m}_over_subjects": nan_mean(subject_means[m]) for m in METRICS},
         "detection": {**totals, **detection_rates(*(totals[k] for k in OUTCOMES))},
@@ -61,10 +63,16 @@ def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Ma
     }
     per_subject = [
         {"subject": sid, "index": index, "structure": name,
-         **{k: rows[s][k][index].item() for k in ("tp", "fp", "fn", *METRICS, "ref_ml", "pred_ml")}}
+         **{k: _unscored_empty(rows[s][k][index].item()) for k in ("tp", "fp", "fn", *METRICS, "ref_ml",
+                                                                    "pred_ml")}}
         for s, sid in enumerate(subjects) for index, name in structures
     ]
     return summary, per_class, per_subject
+
+
+def _unscored_empty(value: float | int) -> float | int | None:
+    """`score_subject` marks unscored counts -1 (ints have no NaN): None, an empty cell and JSON null."""
+    return None if isinstance(value, int) and value < 0 else value
 
 
 def _clean(value: Any) -> Any:
@@ -81,11 +89,11 @@ def _clean(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
-    return path
+    """write(open file) under a temporary name, renamed to `path`; removed again if writing fails."""
+    def to(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            write(f)
+    return replace_from_temporary(path, path.with_name(f".{path.name}.{os.getpid()}.tmp"), to)
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
@@ -118,9 +126,11 @@ def write_reports(out: Path, settings: dict, summary: dict, per_class: list[dict
 
 
 def ranked(per_class: list[dict], n: int = 5) -> tuple[list[dict], list[dict]]:
-    """The n best and n worst structures by mean Dice (structures never scored left out)."""
+    """The n best and n worst structures by mean Dice (structures never scored left out); with fewer than 2n
+    scored structures, the better half is "best" and the rest "worst", so that no structure is in both."""
     scored = sorted((r for r in per_class if not math.isnan(r["dice"])), key=lambda r: r["dice"], reverse=True)
-    return scored[:n], scored[::-1][:n]
+    best = scored[:min(n, (len(scored) + 1) // 2)]
+    return best, scored[len(best):][::-1][:n]
 
 
 def summary_table(summary: dict, per_class: list[dict]):
@@ -131,7 +141,9 @@ def summary_table(summary: dict, per_class: list[dict]):
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
     det = summary["detection"]
-    table = Table(title=f"evaluation: {summary['subjects']} subjects, {summary['structures']} structures")
+    scored, total = summary.get("structures_scored", summary["structures"]), summary["structures"]
+    what = f"{scored} structures" if scored == total else f"{scored} of {total} structures scored"
+    table = Table(title=f"evaluation: {summary['subjects']} subjects, {what}")
     for column in ("", "Dice", "IoU", "surface Dice", "detection F1"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row("mean over structures", f(summary["mean_dice"]), f(summary["mean_iou"]),

@@ -7,6 +7,10 @@ By default the scores are in the cache's space against the cached reference. Wit
 cache was built from) each prediction goes back to the subject's original grid (`original_space`) and is scored
 against the original masks merged as preprocessing merges them, as nnU-Net evaluates; subjects whose source files
 changed since the cache was built are reported in `skipped`, not scored.
+
+Subjects the model was trained on are named in a warning (and in evaluation.json's `settings.train_overlap`) when
+the checkpoint records its training split (`ckpt["splits"]`); checkpoints without it get a note that this could not
+be checked. The output folder is checked (and created) before any inference runs.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ import torch
 from ..preprocess.fingerprint import compare
 from ..cache.manifest import read_manifest
 from ..config import EvaluateConfig
+from ..data.loader import worker_errors
 from ..errors import CtsliceError
 from ..preprocess.geometry import Geometry
 from ..preprocess.labels import label_map_from_json
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
-from .checkpoint import load_model, resolve_device
+from .checkpoint import load_model, parse_label_values, resolve_device
 from .export import safe_name, write_prediction, write_split_masks
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
+from .outputs import output_folder
 from .report import aggregate, write_reports
 
 Progress = Callable[[int, int, str], None]
@@ -46,6 +52,7 @@ class EvaluationResult:
     skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path | str | None = None,
@@ -66,7 +73,8 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
-    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
+    out = output_folder(Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}",
+                        "evaluation writes a folder of reports")  # now, not after all the inference
     loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
@@ -74,6 +82,10 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
               if sid in wanted and safe_name(sid, "subject id")}  # ids name output files
     if not counts:
         raise CtsliceError(f"{cache}: split {split!r} has no subjects")
+    overlap, said = train_overlap(ckpt, [reader.subjects[s] for s in counts])
+    notes = [said] if said and overlap is None else []
+    warnings += [said] if said and overlap else []
+    values = parse_label_values(manifest.dataset.get("label_values"), manifest.label_map)
 
     original = data is not None
     sources, label_values, skipped = {}, None, {}
@@ -98,32 +110,35 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         return cached, mappers[s](logits.softmax(1))
 
     names, rows, worst, files = [], [], [], []
-    for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt["intensity"], device, to_labels)):
-        sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
-        if progress:
-            progress(done + 1, len(counts), sid)
-        if sid in skipped:
-            continue
-        geometry = geometries[s]
-        cached_pred = volumes[0]
-        cached_ref = np.stack([reader.read_label(s, z) for z in range(counts[s])])
-        pred_original = to_original(volumes[1], geometry) if len(volumes) > 1 else None
-        if original:
-            ref, ct_img = reference_labels(sources[sid], data, labels, label_values)
-            pred, spacing = pred_original, tuple(float(v) for v in np.linalg.norm(ct_img.affine[:3, :3], axis=0))
-        else:
-            pred, ref, spacing = cached_pred, cached_ref, tuple(record.spacing)
-        skip = [i for i, name in labels.items() if name in set(record.missing_structures or [])]
-        scores = score_subject(pred, ref, spacing, len(labels), cfg.surface_tolerance_mm, skip)
-        names.append(sid)
-        rows.append(scores)
-        worst.append(_overlay_slice(reader, s, cached_pred, cached_ref))
-        if save_predictions:
-            target = out / "predictions" / f"{sid}.nii.gz"
-            affine = np.asarray(geometry.original_affine)
-            files += write_prediction(pred_original, target, affine, record.header, labels)
-            if split_masks:
-                files.append(write_split_masks(pred_original, out / "predictions" / sid, affine, record.header, labels))
+    with worker_errors():  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
+        for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt["intensity"], device,
+                                                            to_labels)):
+            sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
+            if progress:
+                progress(done + 1, len(counts), sid)
+            if sid in skipped:
+                continue
+            geometry = geometries[s]
+            cached_pred = volumes[0]
+            cached_ref = np.stack([reader.read_label(s, z) for z in range(counts[s])])
+            pred_original = to_original(volumes[1], geometry) if len(volumes) > 1 else None
+            if original:
+                ref, ct_img = reference_labels(sources[sid], data, labels, label_values)
+                pred, spacing = pred_original, tuple(float(v) for v in np.linalg.norm(ct_img.affine[:3, :3], axis=0))
+            else:
+                pred, ref, spacing = cached_pred, cached_ref, tuple(record.spacing)
+            skip = [i for i, name in labels.items() if name in set(record.missing_structures or [])]
+            scores = score_subject(pred, ref, spacing, len(labels), cfg.surface_tolerance_mm, skip)
+            names.append(sid)
+            rows.append(scores)
+            worst.append(_overlay_slice(reader, s, cached_pred, cached_ref))
+            if save_predictions:
+                target = out / "predictions" / f"{sid}.nii.gz"
+                affine = np.asarray(geometry.original_affine)
+                files += write_prediction(pred_original, target, affine, record.header, labels, values)
+                if split_masks:
+                    files.append(write_split_masks(pred_original, out / "predictions" / sid, affine, record.header,
+                                                   labels))
     if not rows:
         raise CtsliceError(f"no subject of split {split!r} could be scored ({len(skipped)} skipped: "
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
@@ -133,10 +148,25 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         "cache_hash": manifest.settings.get("hash"), "checkpoint_cache_hash": ckpt.get("cache_hash"),
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "warnings": warnings,
+        "warnings": warnings, "notes": notes, "train_overlap": overlap,
     }
     files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
-    return EvaluationResult(out, summary, per_class, names, skipped, files, warnings)
+    return EvaluationResult(out, summary, per_class, names, skipped, files, warnings, notes)
+
+
+def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str] | None, str | None]:
+    """(evaluated subjects that were in the checkpoint's train split, a warning or note to print), from the
+    training-time splits the trainer records (`ckpt["splits"]`); (None, note) when the checkpoint has none."""
+    splits = ckpt.get("splits")
+    if not isinstance(splits, dict) or not isinstance(splits.get("train"), list):
+        return None, ("the checkpoint does not record its training split (written before splits were recorded): "
+                      "whether evaluated subjects were trained on cannot be checked")
+    overlap = sorted(set(evaluated) & {str(s) for s in splits["train"]})
+    if not overlap:
+        return [], None
+    shown = ", ".join(overlap[:5]) + (f" and {len(overlap) - 5} more" if len(overlap) > 5 else "")
+    return overlap, (f"{len(overlap)} of {len(evaluated)} evaluated subject(s) were in the model's training split "
+                     f"({shown}): their scores are not a measure of generalisation")
 
 
 def _overlay_slice(reader, s: int, pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:

@@ -151,7 +151,8 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
             raise CacheError(f"{cache}: cannot repair ({report.rebuilt_all or 'no manifest'}); nothing was changed")
         settings = {**content, "hash": shash, "split": cfg.split_settings()}
         manifest = Manifest(settings=settings, label_map=labels,
-                            dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings)},
+                            dataset={"root": str(data), "layout": dataset.layout, "warnings": list(dataset.warnings),
+                                     **_label_values(dataset)},
                             created=previous.created if previous else time.time())
         if previous is None:  # so that even a first run killed mid-way leaves a valid (empty) cache
             write_manifest(cache, manifest)
@@ -287,6 +288,14 @@ def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction
 
 def _first(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _label_values(dataset: Dataset) -> dict:
+    """{"label_values": {index: the dataset's own value}} for layouts whose label values are renumbered (nnU-Net,
+    MSD), so that predictions can be written with the dataset's values; nothing otherwise."""
+    if dataset.label_values is None:
+        return {}
+    return {"label_values": {str(index): int(value) for value, index in sorted(dataset.label_values.items())}}
 
 
 def _capped(cfg: PreprocessConfig, dataset: Dataset, todo: set[str], notes: list[str]) -> PreprocessConfig:

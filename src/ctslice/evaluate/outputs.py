@@ -1,0 +1,120 @@
+"""Where `predict` writes, decided and checked before any inference runs, so that a prediction never replaces an
+input and two never share a path:
+
+    pairs = plan_outputs(Path("cts/"), None)   # [(cts/a.nii.gz, cts/predictions/a_seg.nii.gz, None), ...]
+    pairs = plan_outputs(Path("ct.nii.gz"), None)                  # [(ct.nii.gz, ct_seg.nii.gz, None)]
+
+Every output is named `<name>_seg.nii.gz`, never `ct.nii.gz`, and a folder's outputs go into its `predictions/`
+subfolder by default: `ctslice preprocess` reads `<subject>/ct.nii.gz` and `<subject>/segmentations/` only, so a
+prediction can neither pass for a CT nor appear beside the dataset's subjects as a subject of its own.
+Problems with the whole run (an output folder that is a file or is the input folder) raise CtsliceError; one
+input whose output is unusable (it would replace an input, another input's output, or a folder) gets its error
+in the third element and the others go on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import CtsliceError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SEG_SUFFIX = "_seg"
+DEFAULT_FOLDER = "predictions"
+"""A folder's outputs by default: inside it, where preprocess (which reads <subject>/ct.nii.gz and
+<subject>/segmentations/) never looks, and where predicting the folder again does not see them (not recursive)."""
+
+
+def is_nifti(name: str) -> bool:
+    """Ends in .nii or .nii.gz, in any case (x.NII.GZ too: nibabel reads those)."""
+    return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def stem(path: Path) -> str:
+    """File name without .nii.gz / .nii (any case)."""
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def sidecars(target: Path) -> dict[str, Path]:
+    """The files written beside a prediction `x.nii.gz`: label map JSON, Slicer colour table, ITK-SNAP labels."""
+    base = stem(target)
+    return {kind: target.with_name(f"{base}{ext}")
+            for kind, ext in (("json", ".labels.json"), ("ctbl", ".ctbl"), ("itksnap", ".itksnap.txt"))}
+
+
+def _seg_name(path: Path) -> str:
+    return f"{stem(path)}{SEG_SUFFIX}.nii.gz"
+
+
+def output_folder(out: Path, what: str) -> Path:
+    """`out` usable as an output folder (created if needed), else a one-line CtsliceError ending in `what`.
+    Called before any inference, so that a bad path costs nothing."""
+    if out.exists() and not out.is_dir():
+        raise CtsliceError(f"{out}: exists and is not a folder; {what}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CtsliceError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    return out
+
+
+def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str | None]]:
+    """(input, output, error or None) per CT; creates the output folder. See the module docstring."""
+    if source.is_file():
+        if out is None:
+            target = source.with_name(_seg_name(source))
+        elif is_nifti(out.name) and not out.is_dir():
+            target = out
+        else:
+            target = output_folder(out, "--out is a folder unless it ends in .nii or .nii.gz") / _seg_name(source)
+        output_folder(target.parent, "it cannot hold the output")
+        problem = _target_problem(target, {source})
+        if problem:
+            raise CtsliceError(f"{source}: {problem}")
+        return [(source, target, None)]
+    if not source.is_dir():
+        raise CtsliceError(f"{source}: no such file or folder")
+    files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".") and is_nifti(p.name))
+    if not files:
+        raise CtsliceError(f"{source}: no .nii or .nii.gz files in this folder")
+    if out is not None and is_nifti(out.name) and not out.is_dir():
+        raise CtsliceError(f"--out {out}: a folder of CTs gives a folder of predictions; name a folder (a name that "
+                           "does not end in .nii or .nii.gz)")
+    out = out if out is not None else source / DEFAULT_FOLDER
+    if out.resolve() == source.resolve():
+        raise CtsliceError(f"--out {out} is the input folder: predictions are not written among the CTs; name "
+                           "another folder")
+    output_folder(out, "--out must be a folder for a folder of CTs")
+    pairs = [(f, out / _seg_name(f)) for f in files]
+    inputs = set(files)
+    by_target: dict[str, list[Path]] = defaultdict(list)
+    for f, target in pairs:
+        by_target[target.name.lower()].append(f)  # case-insensitive: on macOS or Windows A.nii and a.nii collide
+    planned = []
+    for f, target in pairs:
+        clash = [g for g in by_target[target.name.lower()] if g != f]
+        problem = (f"{target.name} would also be the output of {', '.join(g.name for g in clash)}; not predicted, "
+                   "rename one of them" if clash else _target_problem(target, inputs))
+        planned.append((f, target, problem and f"{f}: {problem}"))  # per-file failures name the file
+    return planned
+
+
+def _target_problem(target: Path, inputs: set[Path]) -> str | None:
+    """Why `target` (or one of its sidecars) cannot be written: it is an input of this run or a folder."""
+    for path in (target, *sidecars(target).values()):
+        if path.exists() and any(_same(path, i) for i in inputs):
+            return f"the output {path} is an input of this run; not overwritten"
+        if path.is_dir():
+            return f"the output {path} is a folder; not written"
+    return None
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
