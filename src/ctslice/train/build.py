@@ -3,6 +3,7 @@ The loop (`loop.py`) only uses what `build_trainer` returns."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
 from .distributed import Dist
 from .intensity import resolve_intensity
+from .interrupt import ignore_stop_signals
 from .model import build_model, count_parameters
 from .schedule import LRSchedule, build_schedule
 
@@ -169,6 +171,8 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, d: Dist | None =
     shards = dict(num_replicas=d.world_size, rank=d.rank)
     train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, **shards)
     val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, **shards)
+    for loader in (train_loader, val_loader):
+        loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
     model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,
                         manifest.num_labels).to(device)
     if device.type == "cuda" and t.channels_last:
