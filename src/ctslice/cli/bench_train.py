@@ -38,7 +38,7 @@ def bench_train(
     already on the device; their ratio (target >= 0.95) and the data-wait fraction.
 
     Example (a GPU machine, what make bench-gpu runs): ctslice bench train --device cuda --size 512 --batch-size 16
-    --workers 8,4,16 --classes 118 --compile --steps 100
+    --workers 4,8,16 --classes 118 --compile --steps 50
     """
     with user_errors():
         from ..bench.train import ensure_demo_cache, format_table, run_train_benchmark

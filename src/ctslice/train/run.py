@@ -96,8 +96,7 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
     try:
         with stop_signals() as stop:
             try:
-                fit(t, state, loggers, progress, end_of_epoch, lambda: any_rank(d, stop.requested is not None,
-                                                                                 t.device))
+                fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
             except StopTraining:
                 ckpt = make_checkpoint(t, state, {})
                 if d.main:
@@ -112,6 +111,14 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
     return TrainResult(out=out, best_checkpoint=out / BEST, last_checkpoint=out / LAST,
                        history=loggers[0].data["epochs"] if loggers else [], best_score=state.best_score,
                        total_params=t.params[0])
+
+
+def _stop(d: Dist, t: Trainer, state: TrainState, requested: str | None) -> bool:
+    """Stop now? One process: whenever a signal came. Several: the ranks agree every log_every steps (where the
+    loop synchronises with the GPU anyway), so a step is not made to wait for the others."""
+    if not d.enabled:
+        return requested is not None
+    return state.step % t.cfg.train.log_every == 0 and any_rank(d, requested is not None, t.device)
 
 
 def _save_checkpoints(t: Trainer, state: TrainState, record: dict, out: Path) -> None:
