@@ -152,3 +152,16 @@ def test_kill_9_while_writing_leaves_the_previous_checkpoint_readable(tmp_path):
     child.wait()
     ckpt = load_checkpoint(path)
     assert bool((ckpt["model"]["w"] == ckpt["i"]).all())  # a whole checkpoint, never a mix or a truncation
+
+
+def test_resumed_run_continues_the_same_offline_wandb_run(cache32, tmp_path, monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    run = tmp_path / "run"
+    run_training(cache32, run, config(epochs=1, wandb="offline", steps_per_epoch=1))
+    first = json.loads((run / "wandb_run.json").read_text())["id"]
+    run_training(cache32, run, config(epochs=2, wandb="offline", steps_per_epoch=1), resume=run)
+    assert json.loads((run / "wandb_run.json").read_text())["id"] == first
+    assert list((run / "wandb").glob(f"offline-run-*-{first}"))  # (one folder per session, named by the second)
