@@ -94,17 +94,18 @@ from ctslice.train.progress import NullProgress
 from ctslice.train.run import run_training
 
 class WaitAtStep(NullProgress):
-    # after the second step of epoch 2: say so, then block until the parent closes stdin (after its signal)
+    # with "wait": after the second step of epoch 2 say so, then block until the parent closes stdin
     def start_epoch(self, epoch, epochs, batches):
         self.epoch = epoch
     def update(self, done, loss, dice, samples_per_s):
-        if self.epoch == 2 and done == 2:
+        if sys.argv[3] == "wait" and self.epoch == 2 and done == 2:
             print("step", flush=True)
             sys.stdin.read()
 
 cfg = load_config(None, {json_cfg})
 try:
-    run_training(sys.argv[1], sys.argv[2], cfg, progress=WaitAtStep())
+    run_training(sys.argv[1], sys.argv[2], cfg, resume=sys.argv[4] if len(sys.argv) > 4 else None,
+                 progress=WaitAtStep())
 except CtsliceError as e:
     print(f"error: {{e}}", file=sys.stderr)
     sys.exit(2)
@@ -112,13 +113,18 @@ except CtsliceError as e:
 
 
 def test_sigterm_mid_epoch_writes_a_checkpoint_at_that_step_and_resume_matches(cache32, tmp_path):
-    cfg = config(epochs=3)
+    # Every run in a fresh process of its own, so that all three compute with the same process-wide settings
+    # (threads, kernels), whatever earlier tests did in this one.
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(json_cfg=repr(cfg.to_dict())))
+    script.write_text(CHILD.format(json_cfg=repr(config(epochs=3).to_dict())))
     run = tmp_path / "run"
-    child = subprocess.Popen([sys.executable, str(script), str(cache32), str(run)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": SRC})
+
+    def start(*args):
+        return subprocess.Popen([sys.executable, str(script), str(cache32), *map(str, args)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": SRC})
+
+    child = start(run, "wait")
     assert child.stdout.readline() == "step\n"  # the child is inside step 2 of epoch 2
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate("", timeout=300)  # closing stdin lets it finish the step
@@ -127,9 +133,11 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_at_that_step_and_resume_matches(c
     state = load_checkpoint(run / "checkpoint_last.pth")["state"]
     assert state["epoch"] == 1 and state["batch"] == 2  # mid-epoch: at most one step of work lost
 
-    resumed = run_training(cache32, run, cfg, resume=run)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
-    run_training(cache32, tmp_path / "whole", cfg)
+    for child in (start(run, "run", run), start(tmp_path / "whole", "run")):
+        _, err = child.communicate("", timeout=300)
+        assert child.returncode == 0, err
+    history = json.loads((run / "training_history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
     assert_same_run(tmp_path / "whole", run)
 
 
