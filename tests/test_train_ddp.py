@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctslice.config import PreprocessConfig, load_config
-from ctslice.preprocess.run import run_preprocess
-from ctslice.synthetic import DemoSpec, generate_demo_dataset
+from ctslice.config import load_config
 from ctslice.train.build import build_trainer, check_cache
 from ctslice.train.loop import validate
 
@@ -34,14 +32,6 @@ ClassAwareSampler.__iter__ = recorded
 run_training(sys.argv[1], sys.argv[2], load_config(None, json.loads(sys.argv[3])))
 Path(sys.argv[4], f"seen{os.environ['RANK']}.json").write_text(json.dumps(seen))
 """
-
-
-@pytest.fixture(scope="module")
-def cache32(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    generate_demo_dataset(root / "data", DemoSpec(subjects=6, size=32, slices=(8, 12), seed=5))
-    assert run_preprocess(root / "data", root / "cache", PreprocessConfig(spacing=None, size=32, workers=0)).ok
-    return root / "cache"
 
 
 def test_two_gloo_processes_share_the_epoch_and_reduce_val_metrics(cache32, tmp_path):

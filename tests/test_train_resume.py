@@ -11,23 +11,13 @@ import pytest
 import torch
 
 from ctslice.cache.manifest import read_manifest, write_manifest
-from ctslice.config import PreprocessConfig, load_config
+from ctslice.config import load_config
 from ctslice.errors import CtsliceError
-from ctslice.preprocess.run import run_preprocess
-from ctslice.synthetic import DemoSpec, generate_demo_dataset
 from ctslice.train.checkpoint import load_checkpoint, save_checkpoint
 from ctslice.train.run import run_training
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TIMING = {"epoch_time", "samples_per_second", "perf/data_wait_fraction", "perf/step_time"}
-
-
-@pytest.fixture(scope="module")
-def cache32(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    generate_demo_dataset(root / "data", DemoSpec(subjects=6, size=32, slices=(8, 12), seed=5))
-    assert run_preprocess(root / "data", root / "cache", PreprocessConfig(spacing=None, size=32, workers=0)).ok
-    return root / "cache"
 
 
 def config(**train):
@@ -162,11 +152,7 @@ def test_kill_9_while_writing_leaves_the_previous_checkpoint_readable(tmp_path):
     assert bool((ckpt["model"]["w"] == ckpt["i"]).all())  # a whole checkpoint, never a mix or a truncation
 
 
-def test_resumed_run_continues_the_same_offline_wandb_run(cache32, tmp_path, monkeypatch):
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+def test_resumed_run_continues_the_same_offline_wandb_run(cache32, tmp_path, offline_wandb):
     run = tmp_path / "run"
     run_training(cache32, run, config(epochs=1, wandb="offline", steps_per_epoch=1))
     first = json.loads((run / "wandb_run.json").read_text())["id"]
