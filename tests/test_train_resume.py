@@ -13,7 +13,7 @@ import torch
 from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.config import load_config
 from ctslice.errors import CtsliceError
-from ctslice.train.checkpoint import load_checkpoint, save_checkpoint
+from ctslice.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ctslice.train.run import run_training
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -150,6 +150,10 @@ def test_kill_9_while_writing_leaves_the_previous_checkpoint_readable(tmp_path):
     child.wait()
     ckpt = load_checkpoint(path)
     assert bool((ckpt["model"]["w"] == ckpt["i"]).all())  # a whole checkpoint, never a mix or a truncation
+    (tmp_path / ".checkpoint_best.pth.999999999.tmp").write_bytes(b"half")  # (no such process)
+    (tmp_path / "notes.tmp").write_bytes(b"")
+    remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth", "notes.tmp"]
 
 
 def test_resumed_run_continues_the_same_offline_wandb_run(cache32, tmp_path, offline_wandb):

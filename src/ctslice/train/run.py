@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
+from ..errors import CacheError
 from .build import Trainer, build_trainer, check_cache, fixed_slices, is_better, run_config, split_figures
-from .checkpoint import epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, save_checkpoint
+from .checkpoint import (epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, remove_stale_temporaries,
+                         save_checkpoint)
 from .distributed import Dist, any_rank, close_distributed, init_distributed
 from .interrupt import StopTraining, TrainingInterrupted, stop_signals
 from .loggers import build_loggers, write_json_atomic
@@ -75,6 +77,7 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
     loggers = []
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # left by a run killed (kill -9) while writing a checkpoint
         config = run_config(cfg, manifest, cache=cache, intensity=t.intensity, figures=figures, params=t.params,
                             device=t.device, world_size=d.world_size)
         write_json_atomic(out / "config.json", config)
@@ -97,6 +100,11 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
         with stop_signals() as stop:
             try:
                 fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
+            except CacheError as e:  # from a DataLoader worker, torch puts the worker's traceback in the message
+                lines = str(e).strip().splitlines()
+                if "Original Traceback" in str(e) and lines[-1].startswith("ctslice.errors."):
+                    raise CacheError(lines[-1].split(": ", 1)[-1]) from None
+                raise
             except StopTraining:
                 ckpt = make_checkpoint(t, state, {})
                 if d.main:
