@@ -163,3 +163,26 @@ def test_resumed_run_continues_the_same_offline_wandb_run(cache32, tmp_path, off
     run_training(cache32, run, config(epochs=2, wandb="offline", steps_per_epoch=1), resume=run)
     assert json.loads((run / "wandb_run.json").read_text())["id"] == first
     assert list((run / "wandb").glob(f"offline-run-*-{first}"))  # (one folder per session, named by the second)
+
+
+def test_a_cache_error_in_a_loader_worker_is_one_error_line(cache32, tmp_path, monkeypatch):
+    from torch.utils.data import get_worker_info
+    from typer.testing import CliRunner
+
+    from ctslice.cli import app
+    from ctslice.data.dataset import SliceDataset
+    from ctslice.errors import CacheError
+
+    original = SliceDataset.__getitems__
+
+    def damaged(self, indices):  # (forked workers inherit the patch; the trainer's own reads stay fine)
+        if get_worker_info() is not None:
+            raise CacheError("cache: chunk file subjects/x/image/c/3/0/0 is missing, the cache is damaged")
+        return original(self, indices)
+
+    monkeypatch.setattr(SliceDataset, "__getitems__", damaged)
+    result = CliRunner().invoke(app, ["train", "--cache", str(cache32), "--out", str(tmp_path / "run"),
+                                      "--epochs", "1", "--workers", "1", "--wandb", "disabled", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "error: cache: chunk file subjects/x/image/c/3/0/0 is missing" in result.output
+    assert "Traceback" not in result.output and "worker process" not in result.output
