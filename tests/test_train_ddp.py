@@ -29,7 +29,8 @@ def recorded(self):  # the training items this rank's loader actually drew (0 wo
         seen.append(i)
         yield i
 ClassAwareSampler.__iter__ = recorded
-run_training(sys.argv[1], sys.argv[2], load_config(None, json.loads(sys.argv[3])))
+run_training(sys.argv[1], sys.argv[2], load_config(None, json.loads(sys.argv[3])),
+             resume=sys.argv[6] if len(sys.argv) > 6 else None)
 Path(sys.argv[4], f"seen{os.environ['RANK']}.json").write_text(json.dumps(seen))
 """
 
@@ -41,12 +42,7 @@ def test_two_gloo_processes_share_the_epoch_and_reduce_val_metrics(cache32, tmp_
                 "loader": {"batch_size": 4, "workers": 0, "oversample_fraction": 0.0}}
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
     run = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "rank.py"), str(cache32), str(run), json.dumps(settings), str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(tmp_path, cache32, run, settings)
     seen = [json.loads((tmp_path / f"seen{r}.json").read_text()) for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 8 and not set(seen[0]) & set(seen[1])
 
@@ -63,3 +59,17 @@ def test_two_gloo_processes_share_the_epoch_and_reduce_val_metrics(cache32, tmp_
     assert record["val/dice"] == pytest.approx(alone["dice"], abs=1e-12)
     assert list(record["val/dice_per_structure"].values()) == alone["dice_per_class"][1:]
     # (val/loss is not compared: its soft-Dice term is per batch, and the shards batch other slices together)
+
+    settings["train"]["epochs"] = 2  # every rank resumes from the same checkpoint, its own augmentation RNG
+    torchrun(tmp_path, cache32, run, settings, "--resume", str(run))
+    history = json.loads((run / "training_history.json").read_text())["epochs"]
+    assert [(r["epoch"], r["step"]) for r in history] == [(1, 2), (2, 4)]
+
+
+def torchrun(tmp_path: Path, cache: Path, run: Path, settings: dict, *resume: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "rank.py"), str(cache), str(run), json.dumps(settings), str(tmp_path), *resume],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]

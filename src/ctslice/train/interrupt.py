@@ -20,11 +20,10 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def ignore_stop_signals(worker_init, worker_id: int) -> None:
-    """DataLoader worker start (bind with functools.partial): workers ignore SIGINT/SIGTERM, which a terminal or a
-    scheduler sends to the whole process group, so they keep feeding the step the main process finishes (a killed
-    worker would abort it); they end with the main process as usual."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    """DataLoader worker start (bind with functools.partial): workers ignore SIGINT, which a terminal's Ctrl-C sends
+    to the whole process group, so they keep feeding the step the main process finishes (a worker killed by it
+    would abort that step). Not SIGTERM: multiprocessing stops leftover workers at exit with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if worker_init is not None:
         worker_init(worker_id)
 

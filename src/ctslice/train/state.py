@@ -58,4 +58,6 @@ def restore(t: Trainer, state: TrainState, ckpt: dict[str, Any]) -> None:
     set_rng_state(ckpt["rng"])
     ranks = ckpt["augment_rng"]
     ranks = ranks[None] if ranks.dim() == 1 else ranks  # (checkpoints of one process before DDP: one state)
-    t.augment_rng.set_state(ranks[t.dist.rank % len(ranks)].cpu())  # (a CUDA generator's state is a CPU tensor too)
+    # clone: set_state reads from the start of the tensor's storage (a row view of rank > 0 crashes torch 2.13);
+    # a CUDA generator's state is a CPU tensor too
+    t.augment_rng.set_state(ranks[t.dist.rank % len(ranks)].cpu().clone())
