@@ -55,6 +55,26 @@ def tiny_cache(tiny_dataset, tmp_path, _tiny_cache_master) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def cache32(tmp_path_factory) -> Path:
+    """6 synthetic subjects at 32x32 px (divisible by 2**(depth-1) for the small test U-Nets), with a val split;
+    shared by the training tests, read-only (copy it to modify)."""
+    root = tmp_path_factory.mktemp("train")
+    generate_demo_dataset(root / "data", DemoSpec(subjects=6, size=32, slices=(8, 12), seed=5))
+    report = run_preprocess(root / "data", root / "cache", PreprocessConfig(spacing=None, size=32, workers=0))
+    assert report.ok and read_manifest(root / "cache").splits["val"]
+    return root / "cache"
+
+
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch) -> None:
+    """wandb offline with its config and cache under tmp_path, whatever the user's environment says."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+
+
 def require_real_subject() -> Path:
     if not REAL_SUBJECT.is_dir():
         pytest.skip(f"reference subject not found at {REAL_SUBJECT}")

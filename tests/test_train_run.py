@@ -30,16 +30,6 @@ ARTEFACTS = {"checkpoint_epoch2.pth", "checkpoint_best.pth", "checkpoint_last.pt
              "config.json"}
 
 
-@pytest.fixture(scope="module")
-def cache32(tmp_path_factory) -> Path:
-    """6 synthetic subjects at 32x32 px (divisible by 2**(depth-1) for the small test U-Nets)."""
-    root = tmp_path_factory.mktemp("train")
-    generate_demo_dataset(root / "data", DemoSpec(subjects=6, size=32, slices=(8, 12), seed=5))
-    report = run_preprocess(root / "data", root / "cache", PreprocessConfig(spacing=None, size=32, workers=0))
-    assert report.ok and read_manifest(root / "cache").splits["val"]
-    return root / "cache"
-
-
 def tiny_config(**train):
     return load_config(None, {
         "train": {"epochs": 2, "wandb": "disabled", "log_every": 1, "val_images": 2, "keep_checkpoints": 1, **train},
@@ -102,11 +92,7 @@ def test_resume_from_a_checkpoint_continues_the_same_run(cache32, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # same data order, augmentation and RNGs: the same weights
 
 
-def test_wandb_offline_writes_a_run(cache32, tmp_path, monkeypatch):
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+def test_wandb_offline_writes_a_run(cache32, tmp_path, offline_wandb):
     run = tmp_path / "run"
     run_training(cache32, run, tiny_config(epochs=1, wandb="offline"))
     record = json.loads((run / "wandb_run.json").read_text())

@@ -28,12 +28,17 @@ def bench_train(
     steps: Annotated[int, typer.Option(help="Timed training steps per row (after 3 warm-up steps).")] = 20,
     config: Annotated[Optional[Path], typer.Option(help="TOML file ([model], [train], [augment], [loader]); the "
                                                         "default is the real job's model.")] = None,
+    classes: Annotated[Optional[int], typer.Option(help="Model outputs (default: the cache's labels; the real job "
+                                                       "has 118).")] = None,
+    compile_too: Annotated[bool, typer.Option("--compile", help="Also time the memory-fed steps under "
+                                                                "torch.compile.")] = False,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
     """Samples/s of training steps of the real U-Net fed by the ctslice DataLoader and fed by the same batches
     already on the device; their ratio (target >= 0.95) and the data-wait fraction.
 
-    Example (a GPU machine): ctslice bench train --device cuda --size 512 --batch-size 16 --workers 8,4,16 --steps 100
+    Example (a GPU machine, what make bench-gpu runs): ctslice bench train --device cuda --size 512 --batch-size 16
+    --workers 4,8,16 --classes 118 --compile --steps 50
     """
     with user_errors():
         from ..bench.train import ensure_demo_cache, format_table, run_train_benchmark
@@ -45,7 +50,7 @@ def bench_train(
         log = lambda message: console.print(message, highlight=False)  # noqa: E731
         if cache is None:
             cache = ensure_demo_cache(out_dir, size, log=log)
-        result = run_train_benchmark(cache, cfg, counts, steps, log=log)
+        result = run_train_benchmark(cache, cfg, counts, steps, log=log, classes=classes, compiled=compile_too)
         for line in format_table(result):
             out.print(line, highlight=False)
         if json_file:

@@ -22,7 +22,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option(
         help="TOML file with [train], [model], [loader], [augment].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Epochs. [default: {_T.epochs}]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_L.batch_size}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch and process (GPU). [default: {_L.batch_size}]")] = None,
     lr: Annotated[Optional[float], typer.Option(
         "--lr", help=f"Peak learning rate. [default: {_T.learning_rate}]")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
@@ -32,11 +32,14 @@ def train(
     wandb: Annotated[Optional[str], typer.Option(
         help=f"offline, online (key from WANDB_API_KEY) or disabled. [default: {_T.wandb}]")] = None,
     resume: Annotated[Optional[Path], typer.Option(
-        help="Continue a run: its folder (uses checkpoint_last.pth) or a checkpoint file.")] = None,
+        help="Continue a run exactly: its folder (uses checkpoint_last.pth, also one written mid-epoch on SIGTERM "
+             "or Ctrl-C) or a checkpoint file. --epochs may be raised.")] = None,
 ) -> None:
     """Train the 2D U-Net on a slice cache: label map, split, HU clip and slice size come from its manifest.
 
     Example: ctslice train --cache cache --out runs/exp1 --epochs 20 --scheduler cosine --wandb offline
+
+    Several GPUs: torchrun --nproc_per_node 8 -m ctslice train --cache cache --out runs/exp1
 
     Writes RUN/config.json, label_map.json, training_history.json/.png, checkpoint_{epochN,last,best}.pth,
     sample_visualization.png and test_inference.png; wandb (offline by default) under RUN/wandb.
@@ -56,6 +59,8 @@ def train(
             resumed_run = resume is not None and resume.is_dir()
             out_dir = resume if resumed_run else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
+        if not result.history:  # a rank > 0 of torchrun: rank 0 reports
+            return
         last = result.history[-1] if result.history else {}
         final = last.get("val/dice")
         out.print(f"{result.out}: {len(result.history)} epochs, final val Dice "

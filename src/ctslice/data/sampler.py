@@ -106,10 +106,11 @@ class ClassAwareSampler(Sampler[int]):
         self.batch_size, self.fraction, self.seed = batch_size, fraction, seed
         self.num_samples = self.num_items if num_samples is None else num_samples
         self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
+        self.epoch = self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Sample `epoch`'s order from its item `start` on: a run resumed mid-epoch skips what it already read."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.num_replicas)
@@ -118,4 +119,4 @@ class ClassAwareSampler(Sampler[int]):
         order = epoch_order(self.num_items, self.pools, batch_size=self.batch_size, fraction=self.fraction,
                             seed=self.seed, epoch=self.epoch, num_samples=self.num_samples,
                             num_replicas=self.num_replicas, rank=self.rank)
-        return iter(order.tolist())
+        return iter(order[self.start:].tolist())

@@ -3,6 +3,7 @@ The loop (`loop.py`) only uses what `build_trainer` returns."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from ..cache.manifest import Manifest, read_manifest
 from ..config import Config, ModelConfig
 from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
+from .distributed import Dist
 from .intensity import resolve_intensity
+from .interrupt import ignore_stop_signals
 from .model import build_model, count_parameters
 from .schedule import LRSchedule, build_schedule
 
@@ -36,10 +39,13 @@ def check_cache(cache: Path) -> Manifest:
     return manifest
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device by name; on CUDA this process's GPU (LOCAL_RANK under torchrun)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise CtsliceError("--device cuda: no CUDA device is available here")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -86,9 +92,10 @@ def split_figures(manifest: Manifest, train_slices: int, val_slices: int) -> dic
 
 
 def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict, figures: dict,
-               params: tuple[int, int], device: torch.device) -> dict:
+               params: tuple[int, int], device: torch.device, world_size: int = 1) -> dict:
     """What RUN/config.json holds and wandb's config receives: the flat keys existing dashboards use (names
-    fixed), then every section of the resolved config, with the cache's own preprocessing settings."""
+    fixed), then every section of the resolved config, with the cache's own preprocessing settings. batch_size
+    is per process (GPU); global_batch_size = batch_size x world_size, at the learning rate used."""
     t = cfg.train
     flat = {
         "architecture": ARCHITECTURE, "epochs": t.epochs, "batch_size": cfg.loader.batch_size,
@@ -98,6 +105,7 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
         "plateau_min_lr": t.plateau_min_lr, "num_classes": manifest.num_labels - 1, **figures,
         "num_workers": cfg.loader.workers, "pin_memory": cfg.loader.pin_memory and device.type == "cuda",
         "total_params": params[0], "trainable_params": params[1],
+        "world_size": world_size, "global_batch_size": cfg.loader.batch_size * world_size,
     }
     sections = {**cfg.to_dict(), "preprocess": dict(manifest.settings)}
     return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.get("hash"),
@@ -115,7 +123,7 @@ class Trainer:
     model: torch.nn.Module
     """The bare model (checkpoints save its weights)."""
     forward: torch.nn.Module
-    """What the loop calls: the model, or its torch.compile wrapper."""
+    """What the training loop calls: the model, wrapped by DistributedDataParallel and/or torch.compile."""
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     train_loader: torch.utils.data.DataLoader
@@ -124,6 +132,7 @@ class Trainer:
     valid: torch.Tensor | None
     augment_rng: torch.Generator
     names: dict[int, str]
+    dist: Dist = field(default_factory=Dist)
     val_examples: list[int] = field(default_factory=list)
     params: tuple[int, int] = (0, 0)
 
@@ -147,9 +156,11 @@ class Trainer:
                 "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes}
 
 
-def build_trainer(cache: Path, cfg: Config, manifest: Manifest) -> Trainer:
-    t = cfg.train
-    device = resolve_device(t.device)
+def build_trainer(cache: Path, cfg: Config, manifest: Manifest, d: Dist | None = None) -> Trainer:
+    """With `d` (several ranks): this rank's share of train and val, the model in DistributedDataParallel and an
+    augmentation RNG of its own."""
+    t, d = cfg.train, d or Dist()
+    device = resolve_device(t.device, d.local_rank)
     seed_everything(t.seed)
     size = int(manifest.settings.get("size", 0) or 0)
     multiple = 2 ** (cfg.model.depth - 1)
@@ -157,20 +168,28 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest) -> Trainer:
         raise CtsliceError(f"{cache}: slices of {size} px do not fit a U-Net of depth {cfg.model.depth} (needs a "
                            f"multiple of {multiple}); lower [model] depth or preprocess with another --size")
     intensity = resolve_intensity(t, manifest, cache)
-    train_loader = build_loader(cache, "train", cfg.loader, shuffle=True)
-    val_loader = build_loader(cache, "val", cfg.loader, shuffle=False)
+    shards = dict(num_replicas=d.world_size, rank=d.rank)
+    train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, **shards)
+    val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, **shards)
+    for loader in (train_loader, val_loader):
+        loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
     model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,
                         manifest.num_labels).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if t.compile else model
+    forward = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(forward) if t.compile else forward
     subjects = train_loader.dataset.reader.subjects
     return Trainer(
         cfg=cfg, cache=cache, manifest=manifest, device=device, model=model, forward=forward,
         optimizer=build_optimizer(model, cfg), schedule=build_schedule(t), train_loader=train_loader,
         val_loader=val_loader, intensity=intensity, valid=build_valid_table(manifest, list(subjects), device),
-        augment_rng=torch.Generator(device=device).manual_seed(t.seed),
-        names=manifest.labels, val_examples=fixed_slices(val_loader.dataset.present, t.val_images),
+        augment_rng=torch.Generator(device=device).manual_seed(t.seed + d.rank),
+        names=manifest.labels, dist=d, val_examples=fixed_slices(val_loader.dataset.present, t.val_images),
         params=count_parameters(model))
 
 

@@ -26,6 +26,7 @@ from ..errors import CtsliceError
 FORMAT = "ctslice-checkpoint"
 FORMAT_VERSION = 1
 EPOCH_NAME = re.compile(r"^checkpoint_epoch(\d+)\.pth$")
+TEMPORARY_NAME = re.compile(r"^\.checkpoint_\w+\.pth\.(\d+)\.tmp$")  # what save_checkpoint writes first
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -81,6 +82,26 @@ def prune_epoch_checkpoints(run: Path, keep: int) -> list[Path]:
     for p in doomed:
         p.unlink()
     return doomed
+
+
+def remove_stale_temporaries(run: Path) -> list[Path]:
+    """Delete the half-written temporaries a killed save_checkpoint left directly in `run` (files of exactly that
+    name whose writer process is gone); returns what was deleted."""
+    doomed = [p for p in Path(run).iterdir() if (m := TEMPORARY_NAME.match(p.name)) and p.is_file()
+              and not p.is_symlink() and not _alive(int(m.group(1)))]
+    for p in doomed:
+        p.unlink()
+    return doomed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def rng_state() -> dict[str, Any]:

@@ -43,6 +43,27 @@ class EpochCounts:
             total += c
         return counts
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sums so far, on the CPU (a checkpoint taken mid-epoch keeps them, so the resumed epoch's metrics are
+        those of the whole epoch)."""
+        return {"loss": self.loss.cpu(), "samples": torch.tensor(self.samples), "tp": self.tp.cpu(),
+                "fp": self.fp.cpu(), "fn": self.fn.cpu()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.tp.device
+        self.loss, self.tp, self.fp, self.fn = (state[k].to(device) for k in ("loss", "tp", "fp", "fn"))
+        self.samples = int(state["samples"])
+
+    def all_reduce(self, d) -> None:
+        """Sum over the ranks of a distributed run (`distributed.Dist`): the whole epoch's metrics, not one
+        rank's share."""
+        if d.enabled:
+            from .distributed import all_reduce_sum
+
+            samples = torch.tensor([self.samples], dtype=torch.int64, device=self.tp.device)
+            all_reduce_sum(d, self.loss, self.tp, self.fp, self.fn, samples)
+            self.samples = int(samples.item())
+
     def summary(self) -> dict[str, object]:
         """{"loss", "dice", "iou" (foreground means), "dice_per_class" (list, NaN as None)}."""
         dice = dice_from_counts(self.tp, self.fp, self.fn).cpu()

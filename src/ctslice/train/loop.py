@@ -11,7 +11,9 @@ import torch
 from ..data.transforms import apply_intensity
 from .augment import augment_batch
 from .build import Trainer, batches_per_epoch
+from .distributed import broadcast_buffers
 from .epoch_metrics import EpochCounts, batch_dice, comparison, gradient_norm, ranked_classes
+from .interrupt import StopTraining
 from .loss import segmentation_loss
 from .progress import NullProgress
 from .state import TrainState
@@ -51,15 +53,20 @@ def train_step(t: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tens
 
 
 def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, int], None],
-                    progress: NullProgress) -> dict[str, Any]:
+                    progress: NullProgress, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """One epoch from batch `state.batch` on (0, or where a stopped run left it). When `should_stop()` turns true
+    after a step, the epoch's position and sums go into `state` and StopTraining is raised."""
     t.model.train()
-    t.train_loader.sampler.set_epoch(state.epoch)
+    t.train_loader.sampler.set_epoch(state.epoch, start=state.batch * t.cfg.loader.batch_size)
     total = batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch)
     counts, norms = EpochCounts(t.num_classes, t.device), []
+    if state.partial:
+        counts.load_state_dict(state.partial["counts"])
+        norms = [n.to(t.device) for n in state.partial["norms"]]
     wait = lr = 0.0
     start = time.perf_counter()
     batches = iter(t.train_loader)
-    for i in range(total):
+    for i in range(state.batch, total):
         ready = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - ready
@@ -77,6 +84,11 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
                 log_batch(record, state.step)
             progress.update(i + 1, record["batch/loss"], record["batch/dice"],
                             counts.samples / (time.perf_counter() - start))
+        if i + 1 < total and should_stop():
+            state.batch, state.partial = i + 1, {"counts": counts.state_dict(), "norms": [n.cpu() for n in norms]}
+            raise StopTraining
+    state.batch, state.partial = 0, None
+    counts.all_reduce(t.dist)
     del batches  # (workers stay alive with persistent_workers; a shortened epoch's leftovers are dropped)
     elapsed = time.perf_counter() - start
     return {**counts.summary(), "gradient_norm": float(torch.stack(norms).mean()), "learning_rate": lr,
@@ -86,6 +98,8 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
 
 @torch.no_grad()
 def validate(t: Trainer) -> dict[str, Any]:
+    """This rank's share of the val split, summed over the ranks (every val slice counted once)."""
+    broadcast_buffers(t.dist, t.model)
     t.model.eval()
     counts = EpochCounts(t.num_classes, t.device)
     for i, batch in enumerate(t.val_loader):
@@ -97,6 +111,7 @@ def validate(t: Trainer) -> dict[str, Any]:
         loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
                                  dice_weight=t.cfg.train.dice_weight)
         counts.add(loss, logits.argmax(1), labels, valid)
+    counts.all_reduce(t.dist)
     return counts.summary()
 
 
@@ -117,7 +132,7 @@ def predict_examples(t: Trainer, dataset, indices: list[int], model: bool = True
     if model:
         t.model.eval()
         with t.autocast:
-            pred = t.forward(model_input(t, images)).argmax(1).cpu().numpy()
+            pred = t.model(model_input(t, images)).argmax(1).cpu().numpy()  # (bare: rank 0 alone calls this)
     subjects = dataset.reader.subjects
     return [{"ct": ct[j], "reference": labels[j].cpu().numpy(),
              "prediction": None if pred is None else pred[j],
@@ -137,19 +152,24 @@ def epoch_record(t: Trainer, epoch: int, train: dict, val: dict) -> dict[str, An
 
 
 def fit(t: Trainer, state: TrainState, loggers: list, progress: NullProgress,
-        end_of_epoch: Callable[[TrainState, dict], None]) -> list[dict]:
-    """Train from state.epoch to cfg.train.epochs; `end_of_epoch(state, record)` saves checkpoints and figures."""
+        end_of_epoch: Callable[[TrainState, dict], None], should_stop: Callable[[], bool] = lambda: False
+        ) -> list[dict]:
+    """Train from state.epoch to cfg.train.epochs; `end_of_epoch(state, record)` saves checkpoints and figures.
+    `should_stop()` is asked after every step (StopTraining, see `train_one_epoch`) and before every epoch."""
     records = []
     class_labels = {i: name for i, name in t.names.items()}
     for epoch in range(state.epoch, t.cfg.train.epochs):
         progress.start_epoch(epoch + 1, t.cfg.train.epochs,
                              batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch))
-        train = train_one_epoch(t, state, lambda r, step: [lg.log(r, step, "batch") for lg in loggers], progress)
+        if state.batch == 0 and should_stop():
+            raise StopTraining
+        train = train_one_epoch(t, state, lambda r, step: [lg.log(r, step, "batch") for lg in loggers], progress,
+                                should_stop)
         val = validate(t)
         t.schedule.end_epoch(val["dice"])
         state.epoch = epoch + 1
         record = epoch_record(t, state.epoch, train, val)
-        examples = predict_examples(t, t.val_loader.dataset, t.val_examples)
+        examples = predict_examples(t, t.val_loader.dataset, t.val_examples) if t.dist.main else []
         for lg in loggers:
             lg.log(record, state.step, "epoch")
             lg.log_images(examples, class_labels, state.step)

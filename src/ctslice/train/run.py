@@ -7,25 +7,32 @@
 RUN/ receives config.json and label_map.json at the start, sample_visualization.png before the first step, and
 after every epoch: training_history.json and .png, checkpoint_epoch{N}.pth (the latest cfg.train.keep_checkpoints
 kept), checkpoint_last.pth, checkpoint_best.pth (when val Dice improved) and test_inference.png.
+
+SIGTERM or Ctrl-C: the current step finishes, checkpoint_last.pth is written at that step, and
+`TrainingInterrupted` (a CtsliceError) says how to resume. Under torchrun every rank trains its share and rank 0
+alone writes (`distributed.py`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import CtsliceError
+from ..errors import CacheError
 from .build import Trainer, build_trainer, check_cache, fixed_slices, is_better, run_config, split_figures
-from .checkpoint import epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, save_checkpoint
-from .loggers import HISTORY_NAME, build_loggers, write_json_atomic
+from .checkpoint import (epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, remove_stale_temporaries,
+                         save_checkpoint)
+from .distributed import Dist, any_rank, close_distributed, init_distributed
+from .interrupt import StopTraining, TrainingInterrupted, stop_signals
+from .loggers import build_loggers, write_json_atomic
 from .loop import fit, predict_examples
 from .plots import plot_history, plot_samples
 from .progress import NullProgress
+from .resume import LAST, check_resumable, previous_history, restore_or_explain, resume_checkpoint
 from .state import TrainState, make_checkpoint, restore
 
-BEST, LAST = "checkpoint_best.pth", "checkpoint_last.pth"
+BEST = "checkpoint_best.pth"
 
 
 @dataclass
@@ -34,79 +41,105 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     history: list[dict] = field(default_factory=list)
-    """Per-epoch records of the whole run (resumed runs include the earlier epochs)."""
+    """Per-epoch records of the whole run (resumed runs include the earlier epochs; empty on ranks > 0)."""
     best_score: float | None = None
     total_params: int = 0
 
 
-def resume_checkpoint(resume: Path | str) -> Path:
-    """A run folder means its checkpoint_last.pth; a file is taken as it is."""
-    path = Path(resume)
-    return path / LAST if path.is_dir() else path
-
-
 def run_training(cache: Path | str, out: Path | str, cfg: Config, resume: Path | str | None = None,
                  progress: NullProgress | None = None) -> TrainResult:
-    progress = progress or NullProgress()
-    cache, out = Path(cache).resolve(), Path(out)
+    d = init_distributed(cfg.train.device)
+    try:
+        return _run(Path(cache).resolve(), Path(out), cfg, resume, progress or NullProgress(), d)
+    finally:
+        close_distributed(d)
+
+
+def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progress: NullProgress,
+         d: Dist) -> TrainResult:
+    progress = progress if d.main else NullProgress()
     manifest = check_cache(cache)  # before anything is built or written
-    ckpt = load_checkpoint(resume_checkpoint(resume)) if resume is not None else None
-    if ckpt is not None and ckpt.get("cache_hash") != manifest.settings.get("hash"):
-        raise CtsliceError(f"{resume}: trained on a cache with other settings or labels (hash "
-                           f"{ckpt.get('cache_hash')}) than {cache} ({manifest.settings.get('hash')})")
-    t = build_trainer(cache, cfg, manifest)
+    ckpt = None
+    if resume is not None:
+        path = resume_checkpoint(resume)
+        ckpt = load_checkpoint(path)
+        check_resumable(path, ckpt, cfg, manifest, d.world_size)
+    t = build_trainer(cache, cfg, manifest, d)
     state = TrainState()
     if ckpt is not None:
-        restore(t, state, ckpt)
+        restore_or_explain(path, restore, t, state, ckpt)
     figures = split_figures(manifest, len(t.train_loader.dataset), len(t.val_loader.dataset))
     progress.message(f"U-Net {cfg.model.base_width}x{cfg.model.depth}: {t.params[0]:,} parameters "
                      f"({t.params[1]:,} trainable), {cfg.loader.context_slices} input channel(s), "
                      f"{manifest.num_labels} outputs; {figures['train_slices']} train / {figures['val_slices']} val "
-                     f"slices; device {t.device.type}")
-    out.mkdir(parents=True, exist_ok=True)
-    config = run_config(cfg, manifest, cache=cache, intensity=t.intensity, figures=figures, params=t.params,
-                        device=t.device)
-    write_json_atomic(out / "config.json", config)
-    write_json_atomic(out / "label_map.json", manifest.label_map)
-    history = _previous_history(out, state) if ckpt is not None else None
-    loggers = build_loggers(cfg.train, out, config, history=history, resume=ckpt is not None)
-    train_set = t.train_loader.dataset
-    plot_samples(predict_examples(t, train_set, fixed_slices(train_set.present, 4), model=False), t.names,
-                 out / "sample_visualization.png", columns=("ct", "reference"), title="Training slices")
+                     f"slices; device {t.device.type}" + (f", {d.world_size} processes ({d.backend})"
+                                                          if d.enabled else ""))
+    loggers = []
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # left by a run killed (kill -9) while writing a checkpoint
+        config = run_config(cfg, manifest, cache=cache, intensity=t.intensity, figures=figures, params=t.params,
+                            device=t.device, world_size=d.world_size)
+        write_json_atomic(out / "config.json", config)
+        write_json_atomic(out / "label_map.json", manifest.label_map)
+        history = previous_history(out, state.epoch, state.step) if ckpt is not None else None
+        loggers = build_loggers(cfg.train, out, config, history=history, resume=ckpt is not None)
+        train_set = t.train_loader.dataset
+        plot_samples(predict_examples(t, train_set, fixed_slices(train_set.present, 4), model=False), t.names,
+                     out / "sample_visualization.png", columns=("ct", "reference"), title="Training slices")
 
     def end_of_epoch(state: TrainState, record: dict) -> None:
         _save_checkpoints(t, state, record, out)
-        plot_history(loggers[0].data["epochs"], out / "training_history.png")
-        plot_samples(predict_examples(t, t.val_loader.dataset, t.val_examples), t.names, out / "test_inference.png",
-                     columns=("ct", "reference", "prediction"), title=f"Validation slices after epoch {state.epoch}")
+        if d.main:
+            plot_history(loggers[0].data["epochs"], out / "training_history.png")
+            plot_samples(predict_examples(t, t.val_loader.dataset, t.val_examples), t.names,
+                         out / "test_inference.png", columns=("ct", "reference", "prediction"),
+                         title=f"Validation slices after epoch {state.epoch}")
 
     try:
-        fit(t, state, loggers, progress, end_of_epoch)
+        with stop_signals() as stop:
+            try:
+                fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
+            except CacheError as e:  # from a DataLoader worker, torch puts the worker's traceback in the message
+                lines = str(e).strip().splitlines()
+                if "Original Traceback" in str(e) and lines[-1].startswith("ctslice.errors."):
+                    raise CacheError(lines[-1].split(": ", 1)[-1]) from None
+                raise
+            except StopTraining:
+                ckpt = make_checkpoint(t, state, {})
+                if d.main:
+                    save_checkpoint(out / LAST, ckpt)
+                raise TrainingInterrupted(
+                    f"{stop.requested or 'a signal on another rank'}: stopped after step {state.step} (epoch "
+                    f"{state.epoch + 1}, batch {state.batch}); resumable checkpoint {out / LAST}. Resume with: "
+                    f"ctslice train --cache {cache} --out {out} --resume {out}") from None
     finally:
         for lg in loggers:
             lg.close()
     return TrainResult(out=out, best_checkpoint=out / BEST, last_checkpoint=out / LAST,
-                       history=loggers[0].data["epochs"], best_score=state.best_score, total_params=t.params[0])
+                       history=loggers[0].data["epochs"] if loggers else [], best_score=state.best_score,
+                       total_params=t.params[0])
+
+
+def _stop(d: Dist, t: Trainer, state: TrainState, requested: str | None) -> bool:
+    """Stop now? One process: whenever a signal came. Several: the ranks agree every log_every steps (where the
+    loop synchronises with the GPU anyway), so a step is not made to wait for the others."""
+    if not d.enabled:
+        return requested is not None
+    return state.step % t.cfg.train.log_every == 0 and any_rank(d, requested is not None, t.device)
 
 
 def _save_checkpoints(t: Trainer, state: TrainState, record: dict, out: Path) -> None:
+    """Every rank takes part in building the checkpoint (RNG states are gathered); rank 0 writes it."""
     improved = is_better(record["val/dice"], state.best_score)
     if improved:
         state.best_score = record["val/dice"]
     ckpt = make_checkpoint(t, state, {k: v for k, v in record.items()})
+    if not t.dist.main:
+        return
     if t.cfg.train.keep_checkpoints:
         save_checkpoint(out / epoch_checkpoint_name(state.epoch), ckpt)
         prune_epoch_checkpoints(out, t.cfg.train.keep_checkpoints)
     save_checkpoint(out / LAST, ckpt)
     if improved:
         save_checkpoint(out / BEST, ckpt)
-
-
-def _previous_history(out: Path, state: TrainState) -> dict | None:
-    """The history up to the resumed checkpoint (later records belong to epochs that will be trained again)."""
-    try:
-        data = json.loads((out / HISTORY_NAME).read_text())
-        return {"epochs": [r for r in data["epochs"] if r["epoch"] <= state.epoch],
-                "batches": [r for r in data["batches"] if r["step"] <= state.step]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -1,0 +1,80 @@
+"""Continuing a run: which checkpoint, whether it may continue with this cache and config, and its history.
+
+A resumed run must be the run it continues: the model, the cache's content hash (settings and labels) and the
+label map must match, or it is refused naming what differs. `--epochs` may be raised (train longer). A run
+stopped mid-epoch also needs the same per-rank batch size and number of ranks, since its position in the
+sampler's order is counted in batches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..cache.manifest import Manifest
+from ..config import Config
+from ..errors import CtsliceError
+from .loggers import HISTORY_NAME
+
+LAST = "checkpoint_last.pth"
+
+
+def resume_checkpoint(resume: Path | str) -> Path:
+    """A run folder means its checkpoint_last.pth; a file is taken as it is."""
+    path = Path(resume)
+    return path / LAST if path.is_dir() else path
+
+
+def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, world_size: int) -> list[str]:
+    """What differs between a checkpoint's run and the one asked for, one phrase each (empty: may resume)."""
+    model = {"base_width": cfg.model.base_width, "depth": cfg.model.depth, "in_channels": cfg.loader.context_slices,
+             "num_classes": manifest.num_labels}
+    found = []
+    if ckpt.get("model_config") != model:
+        found.append(f"the model ({_describe(ckpt.get('model_config'))} in the checkpoint, {_describe(model)} now)")
+    if ckpt.get("cache_hash") != manifest.settings.get("hash"):
+        found.append(f"the cache's content hash ({ckpt.get('cache_hash')} in the checkpoint, "
+                     f"{manifest.settings.get('hash')} now: other preprocessing settings or labels)")
+    if ckpt.get("label_map") != dict(manifest.label_map):
+        found.append("the label map")
+    if int(ckpt.get("state", {}).get("batch", 0)):
+        was = (ckpt.get("batch_size"), ckpt.get("world_size", 1))
+        if was != (cfg.loader.batch_size, world_size):
+            found.append(f"batch size x processes ({was[0]} x {was[1]} in the checkpoint, stopped mid-epoch; "
+                         f"{cfg.loader.batch_size} x {world_size} now)")
+    return found
+
+
+def check_resumable(path: Path, ckpt: dict[str, Any], cfg: Config, manifest: Manifest, world_size: int) -> None:
+    problems = resume_mismatches(ckpt, cfg, manifest, world_size)
+    if problems:
+        raise CtsliceError(f"{path}: cannot resume, the run would differ in {'; '.join(problems)}; start a new run "
+                           f"(another --out) instead")
+
+
+def restore_or_explain(path: Path, restore, *args) -> None:
+    """`restore(*args)`, turning a checkpoint whose contents do not fit (another model, missing parts) into an
+    error naming the file."""
+    try:
+        restore(*args)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise CtsliceError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else e!r})") from None
+
+
+def previous_history(out: Path, epoch: int, step: int) -> dict | None:
+    """The history up to the resumed checkpoint (later records belong to epochs or steps trained again)."""
+    try:
+        data = json.loads((out / HISTORY_NAME).read_text())
+        return {"epochs": [r for r in data["epochs"] if r["epoch"] <= epoch],
+                "batches": [r for r in data["batches"] if r["step"] <= step]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _describe(model: Any) -> str:
+    if not isinstance(model, dict):
+        return "unknown"
+    return (f"width {model.get('base_width')} depth {model.get('depth')}, {model.get('in_channels')} input(s), "
+            f"{model.get('num_classes')} outputs")
