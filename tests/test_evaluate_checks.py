@@ -99,7 +99,7 @@ def test_malformed_checkpoints_are_named_errors(tiny_cache, tmp_path, change, wo
 def test_a_truncated_checkpoint_says_so(tiny_cache, tmp_path):
     path = make_checkpoint(tiny_cache, tmp_path / "ckpt.pth")
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(CtsliceError, match="ckpt.pth: truncated, damaged or not a checkpoint"):
+    with pytest.raises(CtsliceError, match="ckpt.pth: not a readable checkpoint: truncated, damaged or not a checkpoint"):
         read_checkpoint(path)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CtsliceError
+from ..train.checkpoint import load_checkpoint
 from ..train.model import UNet, build_model
 
 REQUIRED = ("model", "model_config", "context_slices", "intensity", "label_map", "preprocess")
@@ -29,19 +30,8 @@ CONTENTS = {  # section -> key -> accepted types (None allowed where listed)
 
 def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict, loaded with weights_only=True (no pickled code runs); a CtsliceError naming the file
-    when it is missing, unreadable or not a ctslice checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise CtsliceError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for damaged files (RuntimeError, EOFError, UnpicklingError,
-        # OSError for a truncated zip): none of them says it to a user
-        first = (str(e).splitlines() or [""])[0]
-        raise CtsliceError(f"{path}: truncated, damaged or not a checkpoint file ({type(e).__name__}: {first})"
-                           ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "ctslice-checkpoint":
-        raise CtsliceError(f"{path}: not a ctslice checkpoint (no format 'ctslice-checkpoint')")
+    when it is missing, unreadable, not a ctslice checkpoint or lacks what evaluation needs."""
+    ckpt = load_checkpoint(path, map_location)  # the trainer's reader: format, version, one-line errors
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CtsliceError(f"{path}: checkpoint lacks {', '.join(missing)}")

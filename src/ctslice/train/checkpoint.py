@@ -59,12 +59,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint written by `save_checkpoint`, or a CtsliceError naming the file and what is wrong."""
     path = Path(path)
+    if not path.is_file():
+        raise CtsliceError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CtsliceError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # torch raises pickle, zip and runtime errors of many kinds for a damaged file
-        raise CtsliceError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # torch raises pickle, zip, OS and runtime errors of many kinds for a damaged file
+        first = (str(e).splitlines() or [""])[0]
+        raise CtsliceError(f"{path}: not a readable checkpoint: truncated, damaged or not a checkpoint file "
+                           f"({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CtsliceError(f"{path}: not a ctslice checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import CacheError
+from ..data.loader import worker_errors
 from .build import Trainer, build_trainer, check_cache, fixed_slices, is_better, run_config, split_figures
 from .checkpoint import (epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, remove_stale_temporaries,
                          save_checkpoint)
@@ -99,12 +99,8 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
     try:
         with stop_signals() as stop:
             try:
-                fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
-            except CacheError as e:  # from a DataLoader worker, torch puts the worker's traceback in the message
-                lines = str(e).strip().splitlines()
-                if "Original Traceback" in str(e) and lines[-1].startswith("ctslice.errors."):
-                    raise CacheError(lines[-1].split(": ", 1)[-1]) from None
-                raise
+                with worker_errors():  # a damaged chunk read in a worker: its one-line error, not torch's traceback
+                    fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
             except StopTraining:
                 ckpt = make_checkpoint(t, state, {})
                 if d.main:
