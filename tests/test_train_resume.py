@@ -73,7 +73,7 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     ckpt["model"] = {k: v[..., :1] if v.dim() else v for k, v in ckpt["model"].items()}  # same config, weights of another shape
     save_checkpoint(tmp_path / "other.pth", ckpt)
     with pytest.raises(CtsliceError, match="other.pth: cannot resume from this checkpoint"):
-        run_training(cache32, run, config(), resume=tmp_path / "other.pth")
+        run_training(cache32, tmp_path / "branch", config(), resume=tmp_path / "other.pth")
 
 
 CHILD = """
