@@ -186,3 +186,20 @@ def test_a_cache_error_in_a_loader_worker_is_one_error_line(cache32, tmp_path, m
     assert result.exit_code == 2
     assert "error: cache: chunk file subjects/x/image/c/3/0/0 is missing" in result.output
     assert "Traceback" not in result.output and "worker process" not in result.output
+
+
+def test_resume_refuses_a_cache_whose_train_or_val_subjects_changed(cache32, tmp_path):
+    """Same settings and label map (same content hash) but re-split: resuming would train on val subjects."""
+    run = tmp_path / "run"
+    run_training(cache32, run, config(epochs=1))
+    other = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache32, other)
+    manifest = read_manifest(other)
+    moved = manifest.splits["train"][0]
+    manifest.splits["train"].remove(moved)
+    manifest.splits["val"].append(moved)
+    write_manifest(other, manifest)
+    with pytest.raises(CtsliceError, match=rf"the train subjects \(-{moved}.*the val subjects \(\+{moved}"):
+        run_training(other, run, config(), resume=run)

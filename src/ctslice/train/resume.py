@@ -38,11 +38,27 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
                      f"{manifest.settings.get('hash')} now: other preprocessing settings or labels)")
     if ckpt.get("label_map") != dict(manifest.label_map):
         found.append("the label map")
+    found += _split_changes(ckpt.get("splits"), manifest.splits)
     if int(ckpt.get("state", {}).get("batch", 0)):
         was = (ckpt.get("batch_size"), ckpt.get("world_size", 1))
         if was != (cfg.loader.batch_size, world_size):
             found.append(f"batch size x processes ({was[0]} x {was[1]} in the checkpoint, stopped mid-epoch; "
                          f"{cfg.loader.batch_size} x {world_size} now)")
+    return found
+
+
+def _split_changes(was: Any, now: dict[str, list[str]]) -> list[str]:
+    """Train or val subjects that differ from the checkpoint's (another cache, or this one updated or re-split):
+    continuing would train on other data, or on subjects it validated with."""
+    if not isinstance(was, dict):
+        return []  # checkpoints written before the splits were recorded
+    found = []
+    for split in ("train", "val"):
+        before, after = set(was.get(split) or []), set(now.get(split) or [])
+        if before != after:
+            changes = [f"+{s}" for s in sorted(after - before)] + [f"-{s}" for s in sorted(before - after)]
+            found.append(f"the {split} subjects ({', '.join(changes[:5])}{', ...' if len(changes) > 5 else ''}: "
+                         f"another cache, or this one updated or re-split)")
     return found
 
 
