@@ -203,3 +203,25 @@ def test_resume_refuses_a_cache_whose_train_or_val_subjects_changed(cache32, tmp
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match=rf"the train subjects \(-{moved}.*the val subjects \(\+{moved}"):
         run_training(other, run, config(), resume=run)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    import errno
+
+    from ctslice.train.loggers import write_json_atomic
+
+    path = tmp_path / "checkpoint_last.pth"
+    save_checkpoint(path, {"epoch": 1})
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CtsliceError, match="checkpoint_last.pth: cannot write checkpoint \\(No space left on device"):
+        save_checkpoint(path, {"epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(CtsliceError, match="history.json: cannot write \\(No space left"):
+        write_json_atomic(tmp_path / "history.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind

@@ -43,7 +43,8 @@ def bare_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint."""
+    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint. A write
+    that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -52,6 +53,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
+        raise CtsliceError(f"{path}: cannot write checkpoint ({reason}); the previous {path.name}, if any, is "
+                           f"intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 

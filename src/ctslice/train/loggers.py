@@ -27,8 +27,13 @@ WANDB_INIT_TIMEOUT_S = 30
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as e:  # full disk, no permission: one line naming the file, no temporary left behind
+        raise CtsliceError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def json_safe(value: Any) -> Any:
