@@ -65,6 +65,9 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match="the cache's content hash"):
         run_training(other, run, config(), resume=run)
+    with pytest.raises(CtsliceError, match=r"already trained 1 epoch\(s\) and --epochs is 1; to train longer give "
+                                           r"--epochs above 1"):
+        run_training(cache32, run, config(epochs=1), resume=run)
     data = (run / "checkpoint_last.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
     with pytest.raises(CtsliceError, match="cut.pth: not a readable checkpoint"):

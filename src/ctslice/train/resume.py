@@ -67,6 +67,10 @@ def check_resumable(path: Path, ckpt: dict[str, Any], cfg: Config, manifest: Man
     if problems:
         raise CtsliceError(f"{path}: cannot resume, the run would differ in {'; '.join(problems)}; start a new run "
                            f"(another --out) instead")
+    done = int(ckpt.get("state", {}).get("epoch", 0))
+    if done >= cfg.train.epochs:  # else nothing would train, and config.json would claim the smaller number
+        raise CtsliceError(f"{path}: the run has already trained {done} epoch(s) and --epochs is {cfg.train.epochs}; "
+                           f"to train longer give --epochs above {done}")
 
 
 def restore_or_explain(path: Path, restore, *args) -> None:
