@@ -228,3 +228,10 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previ
     with pytest.raises(CtsliceError, match="history.json: cannot write \\(No space left"):
         write_json_atomic(tmp_path / "history.json", {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_a_file_that_is_no_checkpoint_gets_no_advice_to_load_it_unsafely(tmp_path):
+    (tmp_path / "config.json").write_text('{"epochs": 2}')  # e.g. --resume RUN/config.json by mistake
+    with pytest.raises(CtsliceError) as err:
+        load_checkpoint(tmp_path / "config.json")
+    assert "config.json: not a ctslice checkpoint" in str(err.value) and "weights_only" not in str(err.value)

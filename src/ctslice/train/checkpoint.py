@@ -13,6 +13,7 @@ reads it (RNG states become tensors and lists).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -68,6 +69,10 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CtsliceError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running code from the file: not advice to pass on
+        raise CtsliceError(f"{path}: not a ctslice checkpoint: it holds objects that a safe (weights-only) load "
+                           f"refuses, or is not a checkpoint file at all") from None
     except Exception as e:  # torch raises pickle, zip, OS and runtime errors of many kinds for a damaged file
         first = (str(e).splitlines() or [""])[0]
         raise CtsliceError(f"{path}: not a readable checkpoint: truncated, damaged or not a checkpoint file "
