@@ -65,6 +65,8 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match="the cache's content hash"):
         run_training(other, run, config(), resume=run)
+    with pytest.raises(CtsliceError, match=r"the input intensity \(window_min None -> -200"):
+        run_training(cache32, run, config(window_min=-200, window_max=300), resume=run)
     with pytest.raises(CtsliceError, match=r"already trained 1 epoch\(s\) and --epochs is 1; to train longer give "
                                            r"--epochs above 1"):
         run_training(cache32, run, config(epochs=1), resume=run)

@@ -18,6 +18,7 @@ from ..errors import CtsliceError
 from .loggers import HISTORY_NAME
 
 LAST = "checkpoint_last.pth"
+INTENSITY_KEYS = ("intensity", "window_min", "window_max")  # [train] settings that decide the model's input
 
 
 def resume_checkpoint(resume: Path | str) -> Path:
@@ -39,6 +40,12 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
     if ckpt.get("label_map") != dict(manifest.label_map):
         found.append("the label map")
     found += _split_changes(ckpt.get("splits"), manifest.splits)
+    # the weights expect the input normalised as they were trained: another window is another model's input
+    was = (ckpt.get("config") or {}).get("train") or {}
+    now = {k: getattr(cfg.train, k) for k in INTENSITY_KEYS}
+    if was and any(k in was and was[k] != now[k] for k in INTENSITY_KEYS):
+        found.append("the input intensity (" + ", ".join(f"{k} {was.get(k)} -> {now[k]}" for k in INTENSITY_KEYS
+                                                         if was.get(k) != now[k]) + ")")
     if int(ckpt.get("state", {}).get("batch", 0)):
         was = (ckpt.get("batch_size"), ckpt.get("world_size", 1))
         if was != (cfg.loader.batch_size, world_size):
