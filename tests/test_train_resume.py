@@ -208,6 +208,11 @@ def test_resume_refuses_a_cache_whose_train_or_val_subjects_changed(cache32, tmp
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match=rf"the train subjects \(-{moved}.*the val subjects \(\+{moved}"):
         run_training(other, run, config(), resume=run)
+    manifest = read_manifest(cache32)
+    manifest.subjects[moved].key = "0" * 16  # as after its mask was corrected and preprocess ran again
+    write_manifest(other, manifest)
+    with pytest.raises(CtsliceError, match=rf"the content of 1 subject\(s\) \({moved}: their source files"):
+        run_training(other, run, config(), resume=run)
 
 
 def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previous(tmp_path, monkeypatch):

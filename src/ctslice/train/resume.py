@@ -40,6 +40,11 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
     if ckpt.get("label_map") != dict(manifest.label_map):
         found.append("the label map")
     found += _split_changes(ckpt.get("splits"), manifest.splits)
+    keys = ckpt.get("subject_keys") if isinstance(ckpt.get("subject_keys"), dict) else {}
+    changed = sorted(sid for sid, key in keys.items() if sid in manifest.subjects and manifest.subjects[sid].key != key)
+    if changed:
+        found.append(f"the content of {len(changed)} subject(s) ({', '.join(changed[:5])}"
+                     f"{', ...' if len(changed) > 5 else ''}: their source files changed and the cache was updated)")
     # the weights expect the input normalised as they were trained: another window is another model's input
     was = (ckpt.get("config") or {}).get("train") or {}
     now = {k: getattr(cfg.train, k) for k in INTENSITY_KEYS}
