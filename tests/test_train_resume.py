@@ -241,4 +241,4 @@ def test_a_file_that_is_no_checkpoint_gets_no_advice_to_load_it_unsafely(tmp_pat
     (tmp_path / "config.json").write_text('{"epochs": 2}')  # e.g. --resume RUN/config.json by mistake
     with pytest.raises(CtsliceError) as err:
         load_checkpoint(tmp_path / "config.json")
-    assert "config.json: not a ctslice checkpoint" in str(err.value) and "weights_only" not in str(err.value)
+    assert "config.json: not a readable checkpoint" in str(err.value) and "weights_only" not in str(err.value)

@@ -71,8 +71,8 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # torch's message advises weights_only=False, i.e. running code from the file: not advice to pass on
-        raise CtsliceError(f"{path}: not a ctslice checkpoint: it holds objects that a safe (weights-only) load "
-                           f"refuses, or is not a checkpoint file at all") from None
+        raise CtsliceError(f"{path}: not a readable checkpoint: damaged, not a checkpoint file, or one holding "
+                           f"objects that a safe (weights-only) load refuses") from None
     except Exception as e:  # torch raises pickle, zip, OS and runtime errors of many kinds for a damaged file
         first = (str(e).splitlines() or [""])[0]
         raise CtsliceError(f"{path}: not a readable checkpoint: truncated, damaged or not a checkpoint file "
