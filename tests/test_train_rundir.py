@@ -44,7 +44,7 @@ def test_a_new_run_into_a_finished_run_is_refused_and_resume_is_allowed(cache32,
     other = tmp_path / "other"
     run_training(cache32, other, config())
     with pytest.raises(CtsliceError, match="already holds another training run.*choose another --out"):
-        run_training(cache32, other, config(epochs=2), resume=run)
+        run_training(cache32, other, config(epochs=3), resume=run)
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_may_be_started_again(cache32, tmp_path):
