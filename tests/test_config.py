@@ -31,6 +31,10 @@ def test_unknown_and_invalid_settings_are_named(tmp_path):
         load_config(None, {"preprocess": {"spacing": "fine"}})
     with pytest.raises(CtsliceError, match="context_slices"):
         load_config(None, {"loader": {"context_slices": 2}})
+    for name, value in (("weight_decay", -1.0), ("cosine_eta_min", -1e-6), ("plateau_min_lr", -1.0),
+                        ("learning_rate", float("inf"))):  # each was a traceback from torch, or a NaN run
+        with pytest.raises(CtsliceError, match=f"{name} must be"):
+            load_config(None, {"train": {name: value}})
     (tmp_path / "bad.toml").write_text("[preprocess\n")
     with pytest.raises(CtsliceError, match="cannot read config"):
         load_config(tmp_path / "bad.toml")

@@ -65,6 +65,11 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match="the cache's content hash"):
         run_training(other, run, config(), resume=run)
+    with pytest.raises(CtsliceError, match=r"the input intensity \(window_min None -> -200"):
+        run_training(cache32, run, config(window_min=-200, window_max=300), resume=run)
+    with pytest.raises(CtsliceError, match=r"already trained 1 epoch\(s\) and --epochs is 1; to train longer give "
+                                           r"--epochs above 1"):
+        run_training(cache32, run, config(epochs=1), resume=run)
     data = (run / "checkpoint_last.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
     with pytest.raises(CtsliceError, match="cut.pth: not a readable checkpoint"):
@@ -73,7 +78,7 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     ckpt["model"] = {k: v[..., :1] if v.dim() else v for k, v in ckpt["model"].items()}  # same config, weights of another shape
     save_checkpoint(tmp_path / "other.pth", ckpt)
     with pytest.raises(CtsliceError, match="other.pth: cannot resume from this checkpoint"):
-        run_training(cache32, run, config(), resume=tmp_path / "other.pth")
+        run_training(cache32, tmp_path / "branch", config(), resume=tmp_path / "other.pth")
 
 
 CHILD = """
@@ -186,3 +191,54 @@ def test_a_cache_error_in_a_loader_worker_is_one_error_line(cache32, tmp_path, m
     assert result.exit_code == 2
     assert "error: cache: chunk file subjects/x/image/c/3/0/0 is missing" in result.output
     assert "Traceback" not in result.output and "worker process" not in result.output
+
+
+def test_resume_refuses_a_cache_whose_train_or_val_subjects_changed(cache32, tmp_path):
+    """Same settings and label map (same content hash) but re-split: resuming would train on val subjects."""
+    run = tmp_path / "run"
+    run_training(cache32, run, config(epochs=1))
+    other = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache32, other)
+    manifest = read_manifest(other)
+    moved = manifest.splits["train"][0]
+    manifest.splits["train"].remove(moved)
+    manifest.splits["val"].append(moved)
+    write_manifest(other, manifest)
+    with pytest.raises(CtsliceError, match=rf"the train subjects \(-{moved}.*the val subjects \(\+{moved}"):
+        run_training(other, run, config(), resume=run)
+    manifest = read_manifest(cache32)
+    manifest.subjects[moved].key = "0" * 16  # as after its mask was corrected and preprocess ran again
+    write_manifest(other, manifest)
+    with pytest.raises(CtsliceError, match=rf"the content of 1 subject\(s\) \({moved}: their source files"):
+        run_training(other, run, config(), resume=run)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    import errno
+
+    from ctslice.train.loggers import write_json_atomic
+
+    path = tmp_path / "checkpoint_last.pth"
+    save_checkpoint(path, {"epoch": 1})
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CtsliceError, match="checkpoint_last.pth: cannot write checkpoint \\(No space left on device"):
+        save_checkpoint(path, {"epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(CtsliceError, match="history.json: cannot write \\(No space left"):
+        write_json_atomic(tmp_path / "history.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_a_file_that_is_no_checkpoint_gets_no_advice_to_load_it_unsafely(tmp_path):
+    (tmp_path / "config.json").write_text('{"epochs": 2}')  # e.g. --resume RUN/config.json by mistake
+    with pytest.raises(CtsliceError) as err:
+        load_checkpoint(tmp_path / "config.json")
+    assert "config.json: not a readable checkpoint" in str(err.value) and "weights_only" not in str(err.value)

@@ -139,3 +139,23 @@ def test_cli_passes_flags_over_the_config_file(cache32, tmp_path):
     assert (config["epochs"], config["batch_size"], config["scheduler_type"], config["learning_rate"]) == (
         1, 8, "none", 0.002)
     assert config["use_scheduler"] is False and config["model"]["base_width"] == 4
+
+
+def test_wandb_online_without_a_server_fails_soon_with_one_line(tmp_path, monkeypatch):
+    import wandb
+
+    from ctslice.errors import CtsliceError
+    from ctslice.train.loggers import WANDB_INIT_TIMEOUT_S, WandbLogger
+
+    seen = {}
+
+    def unreachable(**kwargs):
+        seen.update(kwargs)
+        raise wandb.errors.CommError('Timed out while retrying: Post "https://api.wandb.ai/graphql": no such host\n'
+                                     "Consider increasing the init_timeout setting:\n  wandb.init(settings=...)")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    with pytest.raises(CtsliceError) as err:
+        WandbLogger("online", "p", tmp_path, {})
+    assert "\n" not in str(err.value) and "CommError: Timed out" in str(err.value) and "init_timeout" not in str(err.value)
+    assert seen["settings"].init_timeout == WANDB_INIT_TIMEOUT_S <= 30

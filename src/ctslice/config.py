@@ -9,6 +9,7 @@ checkpoints (`Config.to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -232,7 +233,11 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0 < self.learning_rate < math.inf, f"learning_rate must be > 0, got {self.learning_rate}"),
+            # torch's AdamW raises a bare ValueError for these: say which setting, as for the others
+            (0 <= self.weight_decay < math.inf, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.cosine_eta_min < math.inf, f"cosine_eta_min must be >= 0, got {self.cosine_eta_min}"),
+            (0 <= self.plateau_min_lr < math.inf, f"plateau_min_lr must be >= 0, got {self.plateau_min_lr}"),
             (self.scheduler in SCHEDULERS,
              f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.cosine_t_max is None or self.cosine_t_max >= 1,

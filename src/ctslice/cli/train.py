@@ -17,8 +17,9 @@ _T, _L = TrainConfig(), LoaderConfig()
 def train(
     cache: Annotated[Path, typer.Option("--cache", "-c", help="Slice cache to train on.")] = Path("cache"),
     out_dir: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Run folder for checkpoints, history and figures (default: the --resume run folder, "
-                            "else runs/<time>).")] = None,
+        "--out", "-o", help="Run folder for checkpoints, history and figures: a new or empty folder, or the run "
+                            "that --resume continues (default: --resume's folder when it is one, else a new "
+                            "runs/<time>; a non-empty folder of another run or of other files is refused).")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="TOML file with [train], [model], [loader], [augment].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Epochs. [default: {_T.epochs}]")] = None,

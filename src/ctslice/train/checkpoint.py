@@ -13,6 +13,7 @@ reads it (RNG states become tensors and lists).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -43,7 +44,8 @@ def bare_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint."""
+    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint. A write
+    that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -52,6 +54,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
+        raise CtsliceError(f"{path}: cannot write checkpoint ({reason}); the previous {path.name}, if any, is "
+                           f"intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,6 +69,10 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CtsliceError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running code from the file: not advice to pass on
+        raise CtsliceError(f"{path}: not a readable checkpoint: damaged, not a checkpoint file, or one holding "
+                           f"objects that a safe (weights-only) load refuses") from None
     except Exception as e:  # torch raises pickle, zip, OS and runtime errors of many kinds for a damaged file
         first = (str(e).splitlines() or [""])[0]
         raise CtsliceError(f"{path}: not a readable checkpoint: truncated, damaged or not a checkpoint file "

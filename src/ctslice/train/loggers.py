@@ -21,12 +21,19 @@ from ..errors import CtsliceError
 
 HISTORY_NAME = "training_history.json"
 WANDB_RECORD = "wandb_run.json"
+# wandb waits 90 s by default for an unreachable server before it fails; a run should not sit that long first
+WANDB_INIT_TIMEOUT_S = 30
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as e:  # full disk, no permission: one line naming the file, no temporary left behind
+        raise CtsliceError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def json_safe(value: Any) -> Any:
@@ -85,10 +92,14 @@ class WandbLogger(NullLogger):
         try:
             self.run = wandb.init(project=project, dir=str(run), mode=mode, config=config, name=Path(run).name,
                                   id=resume_id, resume="allow" if resume_id else None,
-                                  settings=wandb.Settings(console="off", silent=True))
+                                  settings=wandb.Settings(console="off", silent=True,
+                                                          init_timeout=WANDB_INIT_TIMEOUT_S))
         except Exception as e:  # wandb raises its own errors (no key, no server) and plain ones
-            raise CtsliceError(f"wandb ({mode}) could not start a run: {type(e).__name__}: {e}; use --wandb offline "
-                               f"or disabled, or set WANDB_API_KEY for online") from None
+            # its messages run over several lines (advice about wandb.init's own arguments): the first says what
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise CtsliceError(f"wandb ({mode}) could not start a run: {type(e).__name__}: {first}; use --wandb "
+                               f"offline (wandb sync later) or disabled, or for online set WANDB_API_KEY and check "
+                               f"the network") from None
         write_json_atomic(Path(run) / WANDB_RECORD, {"id": self.run.id, "mode": mode, "project": project,
                                                      "dir": str(Path(self.run.dir).parent)})
 

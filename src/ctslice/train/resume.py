@@ -18,6 +18,7 @@ from ..errors import CtsliceError
 from .loggers import HISTORY_NAME
 
 LAST = "checkpoint_last.pth"
+INTENSITY_KEYS = ("intensity", "window_min", "window_max")  # [train] settings that decide the model's input
 
 
 def resume_checkpoint(resume: Path | str) -> Path:
@@ -38,6 +39,18 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
                      f"{manifest.settings.get('hash')} now: other preprocessing settings or labels)")
     if ckpt.get("label_map") != dict(manifest.label_map):
         found.append("the label map")
+    found += _split_changes(ckpt.get("splits"), manifest.splits)
+    keys = ckpt.get("subject_keys") if isinstance(ckpt.get("subject_keys"), dict) else {}
+    changed = sorted(sid for sid, key in keys.items() if sid in manifest.subjects and manifest.subjects[sid].key != key)
+    if changed:
+        found.append(f"the content of {len(changed)} subject(s) ({', '.join(changed[:5])}"
+                     f"{', ...' if len(changed) > 5 else ''}: their source files changed and the cache was updated)")
+    # the weights expect the input normalised as they were trained: another window is another model's input
+    was = (ckpt.get("config") or {}).get("train") or {}
+    now = {k: getattr(cfg.train, k) for k in INTENSITY_KEYS}
+    if was and any(k in was and was[k] != now[k] for k in INTENSITY_KEYS):
+        found.append("the input intensity (" + ", ".join(f"{k} {was.get(k)} -> {now[k]}" for k in INTENSITY_KEYS
+                                                         if was.get(k) != now[k]) + ")")
     if int(ckpt.get("state", {}).get("batch", 0)):
         was = (ckpt.get("batch_size"), ckpt.get("world_size", 1))
         if was != (cfg.loader.batch_size, world_size):
@@ -46,11 +59,30 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
     return found
 
 
+def _split_changes(was: Any, now: dict[str, list[str]]) -> list[str]:
+    """Train or val subjects that differ from the checkpoint's (another cache, or this one updated or re-split):
+    continuing would train on other data, or on subjects it validated with."""
+    if not isinstance(was, dict):
+        return []  # checkpoints written before the splits were recorded
+    found = []
+    for split in ("train", "val"):
+        before, after = set(was.get(split) or []), set(now.get(split) or [])
+        if before != after:
+            changes = [f"+{s}" for s in sorted(after - before)] + [f"-{s}" for s in sorted(before - after)]
+            found.append(f"the {split} subjects ({', '.join(changes[:5])}{', ...' if len(changes) > 5 else ''}: "
+                         f"another cache, or this one updated or re-split)")
+    return found
+
+
 def check_resumable(path: Path, ckpt: dict[str, Any], cfg: Config, manifest: Manifest, world_size: int) -> None:
     problems = resume_mismatches(ckpt, cfg, manifest, world_size)
     if problems:
         raise CtsliceError(f"{path}: cannot resume, the run would differ in {'; '.join(problems)}; start a new run "
                            f"(another --out) instead")
+    done = int(ckpt.get("state", {}).get("epoch", 0))
+    if done >= cfg.train.epochs:  # else nothing would train, and config.json would claim the smaller number
+        raise CtsliceError(f"{path}: the run has already trained {done} epoch(s) and --epochs is {cfg.train.epochs}; "
+                           f"to train longer give --epochs above {done}")
 
 
 def restore_or_explain(path: Path, restore, *args) -> None:

@@ -30,6 +30,7 @@ from .loop import fit, predict_examples
 from .plots import plot_history, plot_samples
 from .progress import NullProgress
 from .resume import LAST, check_resumable, previous_history, restore_or_explain, resume_checkpoint
+from .rundir import check_run_folder
 from .state import TrainState, make_checkpoint, restore
 
 BEST = "checkpoint_best.pth"
@@ -59,11 +60,12 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
          d: Dist) -> TrainResult:
     progress = progress if d.main else NullProgress()
     manifest = check_cache(cache)  # before anything is built or written
-    ckpt = None
+    ckpt = path = None
     if resume is not None:
         path = resume_checkpoint(resume)
         ckpt = load_checkpoint(path)
         check_resumable(path, ckpt, cfg, manifest, d.world_size)
+    check_run_folder(out, cache, manifest, resumed_run=path.parent if path is not None else None)
     t = build_trainer(cache, cfg, manifest, d)
     state = TrainState()
     if ckpt is not None:

@@ -40,6 +40,9 @@ def make_checkpoint(t: Trainer, state: TrainState, metrics: dict[str, Any]) -> d
         "context_slices": t.cfg.loader.context_slices, "intensity": t.intensity,
         "label_map": dict(t.manifest.label_map), "preprocess": dict(t.manifest.settings),
         "splits": {k: list(v) for k, v in t.manifest.splits.items()},
+        # each trained-on subject's content key: a resume on a cache whose subjects changed is refused
+        "subject_keys": {sid: t.manifest.subjects[sid].key for split in ("train", "val")
+                         for sid in t.manifest.splits.get(split, []) if sid in t.manifest.subjects},
         "cache": str(t.cache), "cache_hash": t.manifest.settings.get("hash"), "config": t.cfg.to_dict(),
         "epoch": state.epoch, "metrics": metrics, "world_size": t.dist.world_size,
         "batch_size": t.cfg.loader.batch_size,

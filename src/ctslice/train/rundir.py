@@ -1,0 +1,70 @@
+"""Which folders a run may write into: checked before anything is built or written, so that `--out` never
+overwrites a user's files, another run's checkpoints, the cache or the dataset.
+
+    check_run_folder(out, cache, manifest, resumed_run=None)   # CtsliceError naming the folder, or None
+
+A new run needs a missing or empty folder, or a run folder that holds no checkpoint yet (a start that failed
+before its first epoch: only its own files are replaced). A resumed run may also write into the folder of the
+checkpoint it continues. A folder that holds a run with checkpoints is refused for a new run (that would replace
+its checkpoints and history); any other non-empty folder is refused outright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..cache.manifest import Manifest
+from ..errors import CtsliceError
+
+CONFIG_NAME = "config.json"
+RUN_KEYS = {"architecture", "cache_hash", "train", "model"}  # what a ctslice run's config.json always holds
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder written by `ctslice train`: its config.json has the keys every run writes (a file of that name
+    alone is not enough, users keep their own config.json files)."""
+    try:
+        data = json.loads((Path(path) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and RUN_KEYS <= set(data)
+
+
+def _checkpoints(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith("checkpoint_") and p.name.endswith(".pth"))
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return os.path.commonpath([child, parent]) == str(parent)
+
+
+def check_run_folder(out: Path, cache: Path, manifest: Manifest, resumed_run: Path | None = None) -> None:
+    """Refuse an `out` that would overwrite or mix with what is not this run's (see the module docstring)."""
+    real = Path(os.path.realpath(out))
+    cache_real = Path(os.path.realpath(cache))
+    if _inside(real, cache_real) or _inside(cache_real, real):
+        raise CtsliceError(f"--out {out}: the run folder and the cache {cache} must not contain each other "
+                           f"(cleaning or updating one would touch the other); choose another --out")
+    data_root = manifest.dataset.get("root") if isinstance(manifest.dataset, dict) else None
+    if data_root and _inside(real, Path(os.path.realpath(data_root))):
+        raise CtsliceError(f"--out {out}: lies inside the cache's dataset folder {data_root} (the next "
+                           f"preprocess would take it for a subject); choose another --out")
+    if resumed_run is not None and real == Path(os.path.realpath(resumed_run)):
+        return  # continuing the run in its own folder
+    if not real.exists():
+        return
+    if not real.is_dir():
+        raise CtsliceError(f"--out {out}: is not a folder")
+    if not any(real.iterdir()):
+        return
+    if not is_run_folder(real):
+        raise CtsliceError(f"--out {out}: the folder is not empty and holds no ctslice run; a run writes "
+                           f"config.json, checkpoints and figures there, so give a new or empty folder")
+    found = _checkpoints(real)
+    if found:
+        how = f"continue it with --resume {out}, or choose another --out" if resumed_run is None else \
+            "choose another --out"
+        raise CtsliceError(f"--out {out}: already holds another training run ({', '.join(found)}), whose "
+                           f"checkpoints and history this run would replace; {how}")
