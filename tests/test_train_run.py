@@ -141,6 +141,22 @@ def test_cli_passes_flags_over_the_config_file(cache32, tmp_path):
     assert config["use_scheduler"] is False and config["model"]["base_width"] == 4
 
 
+def test_resume_alone_continues_with_the_runs_own_settings_and_cache(cache32, tmp_path, monkeypatch):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[train]\nval_images = 1\nscheduler = \"none\"\nwandb = \"disabled\"\n[model]\nbase_width = 4\n"
+                    "depth = 3\n[loader]\nbatch_size = 8\nworkers = 0\n")
+    run = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train", "--cache", str(cache32), "--out", str(run), "--config", str(toml),
+                                     "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    monkeypatch.chdir(tmp_path)  # no ./cache here: the cache must come from the checkpoint
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["epochs"], config["model"]["base_width"], config["model"]["depth"]) == (2, 4, 3)
+    assert config["cache"] == str(cache32.resolve()) or config["cache"] == str(cache32)
+
+
 def test_wandb_online_without_a_server_fails_soon_with_one_line(tmp_path, monkeypatch):
     import wandb
 

@@ -398,14 +398,23 @@ def _type_name(hint: Any) -> str:
     return " or ".join("none" if a is type(None) else a.__name__ for a in (typing.get_args(hint) or (hint,)))
 
 
+RUN_SECTIONS = ("loader", "model", "train", "augment")
+"""The sections a training run is made of: a resumed run takes them from its checkpoint."""
+
+
 def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-                cache_settings: dict[str, Any] | None = None) -> Config:
+                cache_settings: dict[str, Any] | None = None,
+                run_settings: dict[str, dict[str, Any]] | None = None) -> Config:
     """Defaults, then the settings an existing cache was built with (`cache_settings`, flat as
     Manifest.stored_settings gives them: they stick, so updating a cache without flags keeps its settings), then
-    the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}}; None values mean "not given" and
-    are skipped, so CLI options can be passed straight through)."""
+    the sections of a run being resumed (`run_settings`, its checkpoint's config: a resume without flags
+    continues the same run), then the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}};
+    None values mean "not given" and are skipped, so CLI options can be passed straight through)."""
     cfg = Config()
     layers: list[tuple[str, dict[str, Any]]] = []
+    if run_settings:
+        layers.append(("the resumed run's settings", {name: dict(values) for name, values in run_settings.items()
+                                                      if name in RUN_SECTIONS and isinstance(values, dict)}))
     if cache_settings:
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
         stored = {k: v for k, v in cache_settings.items() if k in known}

@@ -15,7 +15,9 @@ _T, _L = TrainConfig(), LoaderConfig()
 
 @app.command()
 def train(
-    cache: Annotated[Path, typer.Option("--cache", "-c", help="Slice cache to train on.")] = Path("cache"),
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", "-c", help="Slice cache to train on [default: with --resume the run's own cache, else ./cache].")
+    ] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Run folder for checkpoints, history and figures: a new or empty folder, or the run "
                             "that --resume continues (default: --resume's folder when it is one, else a new "
@@ -34,7 +36,8 @@ def train(
         help=f"offline, online (key from WANDB_API_KEY) or disabled. [default: {_T.wandb}]")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue a run exactly: its folder (uses checkpoint_last.pth, also one written mid-epoch on SIGTERM "
-             "or Ctrl-C) or a checkpoint file. --epochs may be raised.")] = None,
+             "or Ctrl-C) or a checkpoint file. The run's settings and cache are the defaults; --epochs may be "
+             "raised.")] = None,
 ) -> None:
     """Train the 2D U-Net on a slice cache: label map, split, HU clip and slice size come from its manifest.
 
@@ -52,10 +55,19 @@ def train(
         from ..train.progress import RichProgress
         from ..train.run import run_training
 
+        run_settings = None
+        if resume is not None:  # the run's own settings and cache: `--resume RUN` alone continues it
+            from ..train.checkpoint import load_checkpoint
+            from ..train.resume import resume_checkpoint
+
+            ckpt = load_checkpoint(resume_checkpoint(resume))
+            run_settings = ckpt.get("config")
+            cache = cache if cache is not None else Path(ckpt.get("cache") or "cache")
+        cache = cache if cache is not None else Path("cache")
         cfg = load_config(config, {
             "train": {"epochs": epochs, "learning_rate": lr, "scheduler": scheduler, "device": device,
                       "wandb": wandb},
-            "loader": {"batch_size": batch_size, "workers": workers}})
+            "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)
         if out_dir is None:
             resumed_run = resume is not None and resume.is_dir()
             out_dir = resume if resumed_run else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
