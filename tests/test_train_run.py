@@ -175,3 +175,11 @@ def test_wandb_online_without_a_server_fails_soon_with_one_line(tmp_path, monkey
         WandbLogger("online", "p", tmp_path, {})
     assert "\n" not in str(err.value) and "CommError: Timed out" in str(err.value) and "init_timeout" not in str(err.value)
     assert seen["settings"].init_timeout == WANDB_INIT_TIMEOUT_S <= 30
+
+
+def test_default_run_folders_started_in_the_same_second_differ(tmp_path):
+    from ctslice.cli.train import _new_run_folder
+
+    base = tmp_path / "runs" / "20261129-120000"
+    first, second = _new_run_folder(base), _new_run_folder(base)
+    assert first != second and first.is_dir() and second.is_dir() and second.name == "20261129-120000-2"

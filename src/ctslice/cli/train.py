@@ -70,7 +70,7 @@ def train(
             "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)
         if out_dir is None:
             resumed_run = resume is not None and resume.is_dir()
-            out_dir = resume if resumed_run else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+            out_dir = resume if resumed_run else _new_run_folder(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
         if not result.history:  # a rank > 0 of torchrun: rank 0 reports
             return
@@ -80,3 +80,17 @@ def train(
                   f"{float('nan') if final is None else final:.4f}, best "
                   f"{float('nan') if result.best_score is None else result.best_score:.4f} ({result.best_checkpoint})",
                   highlight=False)
+
+
+def _new_run_folder(base: Path) -> Path:
+    """`base`, or base-2, base-3, ... : created here (mkdir is atomic), so two runs started in the same second
+    never share a folder."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: no free run folder name")
