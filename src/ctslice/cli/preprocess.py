@@ -10,7 +10,7 @@ import typer
 from ..config import PreprocessConfig
 from .app import app, console, out, user_errors
 
-# Defaults live in config.py; the help shows them from there. Options default to None = "not given", so that a
+# Defaults live in ctslice.config; the help shows them from there. Options default to None = "not given", so that a
 # --config file can set them too (flags > file > defaults).
 _D = PreprocessConfig()
 

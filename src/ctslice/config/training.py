@@ -1,0 +1,191 @@
+"""Sections of the one typed configuration: the model ([model]), training ([train]) and augmentation
+([augment])."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import CtsliceError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The 2D U-Net. Input channels come from the loader's context_slices and outputs from the cache's label map,
+    so neither is set here."""
+
+    base_width: int = 32
+    """Channels of the first stage; each deeper stage doubles them (32-64-128-256-512 at depth 5)."""
+
+    depth: int = 5
+    """Stages including the bottleneck; slice sizes must be divisible by 2**(depth-1)."""
+
+    def validate(self) -> None:
+        if self.base_width < 1:
+            raise CtsliceError(f"base_width must be >= 1, got {self.base_width}")
+        if not 2 <= self.depth <= 8:
+            raise CtsliceError(f"depth must be between 2 and 8, got {self.depth}")
+
+
+SCHEDULERS = ("cosine", "plateau", "none")
+INTENSITY_SCHEMES = ("window", "ct")
+WANDB_MODES = ("offline", "online", "disabled")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, loss and run settings of `ctslice train`. The label map, split, HU clip and slice
+    size come from the cache's manifest and are not set here."""
+
+    epochs: int = 20
+    """Passes over the training split (or `steps_per_epoch` batches each)."""
+
+    learning_rate: float = 1e-3
+    """AdamW's peak learning rate."""
+
+    weight_decay: float = 0.01
+    """AdamW's decoupled weight decay (torch's default)."""
+
+    scheduler: str = "cosine"
+    """'cosine' (CosineAnnealingLR per epoch), 'plateau' (ReduceLROnPlateau on val Dice, mode max) or 'none'."""
+
+    cosine_t_max: int | None = None
+    """Cosine period in epochs; None = epochs."""
+
+    cosine_eta_min: float = 1e-6
+    """Learning rate the cosine reaches at t_max."""
+
+    plateau_factor: float = 0.5
+    """Plateau: multiply the learning rate by this after `plateau_patience` epochs without a better val Dice."""
+
+    plateau_patience: int = 3
+    """Plateau: epochs without improvement tolerated before reducing."""
+
+    plateau_min_lr: float = 1e-6
+    """Plateau: the learning rate never goes below this."""
+
+    warmup_steps: int = 0
+    """Linear warm-up over this many optimizer steps (0 = none), on top of the scheduler."""
+
+    ce_weight: float = 1.0
+    """Weight of the cross-entropy term of the loss."""
+
+    dice_weight: float = 1.0
+    """Weight of the soft Dice term (foreground classes) of the loss."""
+
+    grad_clip: float | None = None
+    """Clip the total gradient L2 norm to this (None = no clipping; the norm is logged either way)."""
+
+    steps_per_epoch: int | None = None
+    """Training batches per epoch; None = the whole training split once."""
+
+    val_batches: int | None = None
+    """Validation batches per epoch; None = every val slice."""
+
+    intensity: str = "window"
+    """'window': clip to [window_min, window_max] and scale to [0, 1]; 'ct': nnU-Net's CT normalisation (clip to
+    the foreground's 0.5/99.5 percentiles, z-score with its mean and std, from the manifest's statistics)."""
+
+    window_min: float | None = None
+    """Lower HU of the 'window' scheme; None = the cache's own clip (hu_min)."""
+
+    window_max: float | None = None
+    """Upper HU of the 'window' scheme; None = the cache's own clip (hu_max)."""
+
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU, where it is slower)."""
+
+    channels_last: bool = True
+    """channels_last memory format on CUDA (faster convolutions with tensor cores)."""
+
+    compile: bool = False
+    """torch.compile the model (CUDA; minutes of compilation, worth it for long runs)."""
+
+    seed: int = 0
+    """Seed of model initialisation, augmentation and the torch RNGs."""
+
+    keep_checkpoints: int = 3
+    """checkpoint_epoch{N}.pth files kept (the latest ones); best and last are always kept. 0 keeps none."""
+
+    log_every: int = 10
+    """Log batch/loss, batch/dice and batch/gradient_norm every this many batches."""
+
+    val_images: int = 4
+    """Fixed val slices shown each epoch in wandb (CT with reference and predicted masks)."""
+
+    wandb: str = "offline"
+    """'offline' (a run folder under RUN/wandb, sync later with `wandb sync`), 'online' (needs WANDB_API_KEY in
+    the environment) or 'disabled' (nothing is written)."""
+
+    wandb_project: str = "ctslice"
+    """wandb project name."""
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (0 < self.learning_rate < math.inf, f"learning_rate must be > 0, got {self.learning_rate}"),
+            # torch's AdamW raises a bare ValueError for these: say which setting, as for the others
+            (0 <= self.weight_decay < math.inf, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.cosine_eta_min < math.inf, f"cosine_eta_min must be >= 0, got {self.cosine_eta_min}"),
+            (0 <= self.plateau_min_lr < math.inf, f"plateau_min_lr must be >= 0, got {self.plateau_min_lr}"),
+            (self.scheduler in SCHEDULERS,
+             f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.cosine_t_max is None or self.cosine_t_max >= 1,
+             f"cosine_t_max must be >= 1, got {self.cosine_t_max}"),
+            (0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}"),
+            (self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.ce_weight >= 0 and self.dice_weight >= 0 and self.ce_weight + self.dice_weight > 0,
+             "ce_weight and dice_weight must be >= 0 and not both 0"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
+            (self.val_batches is None or self.val_batches >= 1, "val_batches must be >= 1"),
+            (self.intensity in INTENSITY_SCHEMES,
+             f"intensity must be one of {', '.join(INTENSITY_SCHEMES)}, got {self.intensity!r}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
+            (self.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0, got {self.keep_checkpoints}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.val_images >= 0, f"val_images must be >= 0, got {self.val_images}"),
+            (self.wandb in WANDB_MODES, f"wandb must be one of {', '.join(WANDB_MODES)}, got {self.wandb!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CtsliceError(message)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of training batches, on the training device; never applied to validation. No left-right
+    flips: many structures are left/right pairs."""
+
+    enabled: bool = True
+    """Augment training batches at all."""
+
+    probability: float = 0.5
+    """Chance that a slice gets the spatial transform (scale and rotation)."""
+
+    scale: float = 0.1
+    """Zoom factor drawn uniformly from [1 - scale, 1 + scale]."""
+
+    rotate_degrees: float = 10.0
+    """Rotation drawn uniformly from [-rotate_degrees, rotate_degrees] (in-plane)."""
+
+    brightness: float = 0.1
+    """Additive intensity shift drawn from [-brightness, brightness] (in normalised units), per slice."""
+
+    contrast: float = 0.1
+    """Multiplicative intensity factor drawn from [1 - contrast, 1 + contrast], per slice."""
+
+    def validate(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise CtsliceError(f"augment probability must be in [0, 1], got {self.probability}")
+        if not 0.0 <= self.scale < 1.0 or not 0.0 <= self.contrast < 1.0:
+            raise CtsliceError("augment scale and contrast must be in [0, 1)")
+        if self.rotate_degrees < 0 or self.brightness < 0:
+            raise CtsliceError("augment rotate_degrees and brightness must be >= 0")
+
+
