@@ -54,8 +54,7 @@ def preprocess_config_of(manifest: Manifest, **overrides: Any) -> PreprocessConf
     """The PreprocessConfig a cache was built with (content and split settings), so that a later run on it
     (status, repair) uses the same settings; `overrides` sets the others, e.g. workers."""
     names = {f.name for f in dataclasses.fields(PreprocessConfig)}
-    stored = {k: v for k, v in manifest.settings.items() if k in names}
-    stored.update({k: v for k, v in manifest.settings.get("split", {}).items() if k in names})
+    stored = {k: v for k, v in manifest.stored_settings().items() if k in names}
     return dataclasses.replace(PreprocessConfig(workers=0), **{**stored, **overrides})
 
 

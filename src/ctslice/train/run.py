@@ -132,7 +132,7 @@ def _save_checkpoints(t: Trainer, state: TrainState, record: dict, out: Path) ->
     improved = is_better(record["val/dice"], state.best_score)
     if improved:
         state.best_score = record["val/dice"]
-    ckpt = make_checkpoint(t, state, {k: v for k, v in record.items()})
+    ckpt = make_checkpoint(t, state, dict(record))
     if not t.dist.main:
         return
     if t.cfg.train.keep_checkpoints:
