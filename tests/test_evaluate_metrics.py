@@ -75,11 +75,36 @@ def test_detection_counts_and_rates():
     # structure 2: false alarm, miss (Dice 0.05 < 0.1), unscored (missing), hit
     assert c["hits"].tolist() == [2, 0, 1]
     assert c["misses"].tolist() == [1, 0, 1]
-    assert c["false_alarms"].tolist() == [0, 1, 1]
+    assert c["false_alarms"].tolist() == [0, 1, 2]  # structure 2's misplaced one is a false alarm too
     assert c["true_negatives"].tolist() == [1, 3, 0]
-    r = detection_rates(c["hits"], c["misses"], c["false_alarms"], c["true_negatives"])
+    assert c["misplaced"].tolist() == [0, 0, 1]
+    r = detection_rates(c["hits"], c["misses"], c["false_alarms"], c["true_negatives"], c["misplaced"])
     assert r["sensitivity"][0] == pytest.approx(2 / 3) and r["precision"][0] == 1.0
+    assert r["precision"][2] == pytest.approx(1 / 3)  # 1 hit, 1 false alarm on an empty reference, 1 misplaced
     assert r["f1"][0] == pytest.approx(0.8) and r["specificity"][1] == pytest.approx(0.75)
+    assert r["specificity"][2] == 0.0  # one subject lacking it, predicted there; the misplaced one is not counted
     assert math.isnan(r["sensitivity"][1])  # never present in a reference
     total = detection_rates(3, 2, 2, 4)
     assert total["f1"] == pytest.approx(6 / 10)
+
+
+def test_misplaced_predictions_lower_precision():
+    # Every structure present in reference and prediction, but predicted elsewhere (Dice 0) in half the subjects:
+    # with misplaced predictions counted as misses only, precision stayed 1.0.
+    ref = np.full((4, 2), 5.0)
+    pred = np.full((4, 2), 5.0)
+    dice = np.array([[0.9, 0.0], [0.0, 0.9], [0.9, 0.0], [0.0, 0.9]])
+    c = detection_counts(ref, pred, dice, min_ml=0.1, min_dice=0.1)
+    assert c["hits"].tolist() == [2, 2] and c["misses"].tolist() == [2, 2] and c["false_alarms"].tolist() == [2, 2]
+    r = detection_rates(*(c[k] for k in ("hits", "misses", "false_alarms", "true_negatives", "misplaced")))
+    assert r["precision"].tolist() == [0.5, 0.5] and r["sensitivity"].tolist() == [0.5, 0.5]
+    assert np.isnan(r["specificity"]).all()  # no subject lacks either structure
+
+
+def test_dice_std_is_the_sample_deviation_and_nan_below_two_subjects():
+    from ctslice.evaluate.report import sample_std
+
+    dice = np.array([[0.5, 0.9, np.nan], [0.7, np.nan, np.nan], [0.9, np.nan, 0.3]])
+    std = sample_std(dice)
+    assert std[0] == pytest.approx(0.2)  # ddof=1: sqrt(((-0.2)^2 + 0 + 0.2^2) / 2)
+    assert math.isnan(std[1]) and math.isnan(std[2])  # scored in one subject: no spread to speak of

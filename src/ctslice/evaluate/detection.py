@@ -2,19 +2,24 @@
 volumes and Dice (what `segmentation_detection_analysis.py` did for the original project).
 
 A structure is present in a reference or a prediction when it has at least `min_ml` millilitres (and at least one
-voxel). Per subject and structure, exactly one outcome:
-    hit          present in both, Dice >= min_dice
-    miss         present in the reference, but absent from the prediction or Dice < min_dice
-    false alarm  present in the prediction only
+voxel). Per subject and structure:
+    hit            present in both, Dice >= min_dice
+    miss           present in the reference, but absent from the prediction or Dice < min_dice
+    false alarm    present in the prediction, but absent from the reference or Dice < min_dice
     true negative  present in neither
-Unscored entries (NaN volumes: a structure missing from that subject's reference) count as nothing.
+    misplaced      present in both with Dice < min_dice: predicted elsewhere, so both a miss and a false alarm
+                   (it is counted in both; the column says how many of each are this case)
+A misplaced prediction is a structure found where it is not, so precision (hits / (hits + false alarms)) falls
+below 1 when predictions are misplaced, not only when a structure is predicted in a subject that lacks it.
+Specificity is about subjects that lack the structure: true negatives / (true negatives + false alarms that are
+not misplaced). Unscored entries (NaN volumes: a structure missing from that subject's reference) count as nothing.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-OUTCOMES = ("hits", "misses", "false_alarms", "true_negatives")
+OUTCOMES = ("hits", "misses", "false_alarms", "true_negatives", "misplaced")
 
 
 def detection_counts(ref_ml: np.ndarray, pred_ml: np.ndarray, dice: np.ndarray, min_ml: float,
@@ -28,19 +33,21 @@ def detection_counts(ref_ml: np.ndarray, pred_ml: np.ndarray, dice: np.ndarray, 
     outcome = {
         "hits": in_ref & in_pred & good,
         "misses": in_ref & ~(in_pred & good),
-        "false_alarms": ~in_ref & in_pred,
+        "false_alarms": in_pred & ~(in_ref & good),
         "true_negatives": scored & ~in_ref & ~in_pred,
+        "misplaced": in_ref & in_pred & ~good,
     }
     return {name: mask.sum(axis=0).astype(np.int64) for name, mask in outcome.items()}
 
 
-def detection_rates(hits, misses, false_alarms, true_negatives) -> dict[str, np.ndarray | float]:
+def detection_rates(hits, misses, false_alarms, true_negatives, misplaced=0) -> dict[str, np.ndarray | float]:
     """Sensitivity, precision, F1 and specificity from counts (arrays or totals); NaN where undefined."""
-    h, m, f, t = (np.asarray(x, dtype=np.float64) for x in (hits, misses, false_alarms, true_negatives))
+    h, m, f, t, x = (np.asarray(v, dtype=np.float64) for v in (hits, misses, false_alarms, true_negatives,
+                                                               misplaced))
     with np.errstate(invalid="ignore", divide="ignore"):
         sensitivity = np.where(h + m > 0, h / (h + m), np.nan)
         precision = np.where(h + f > 0, h / (h + f), np.nan)
         f1 = np.where(2 * h + m + f > 0, 2 * h / (2 * h + m + f), np.nan)
-        specificity = np.where(t + f > 0, t / (t + f), np.nan)
+        specificity = np.where(t + f - x > 0, t / (t + f - x), np.nan)
     rates = {"sensitivity": sensitivity, "precision": precision, "f1": f1, "specificity": specificity}
     return {k: float(v) if np.ndim(v) == 0 else v for k, v in rates.items()}

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import EvaluateConfig
 from .detection import OUTCOMES, detection_counts, detection_rates
 from .export import replace_from_temporary
-from .metrics import nan_mean
+from .metrics import SURFACE_DICE, nan_mean
 
 METRICS = ("dice", "iou", "surface_dice")
 SUBJECT_COLUMNS = ("subject", "index", "structure", "tp", "fp", "fn", "dice", "iou", "surface_dice", "ref_ml",
@@ -40,9 +40,7 @@ def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Ma
                                  cfg.detection_dice)
     rates = detection_rates(*(detection[k] for k in OUTCOMES))
     means = {m: nan_mean(stack[m], axis=0) for m in METRICS}
-    with warnings.catch_warnings():  # numpy warns for structures scored in fewer than two subjects (NaN is right)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        dice_std = np.nanstd(stack["dice"], axis=0)
+    dice_std = sample_std(stack["dice"])
     per_class = []
     for j, (index, name) in enumerate(structures):
         per_class.append({
@@ -59,6 +57,7 @@ def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Ma
         **{f"mean_{m}": nan_mean(means[m]) for m in METRICS},
         **{f"mean_{m}_over_subjects": nan_mean(subject_means[m]) for m in METRICS},
         "detection": {**totals, **detection_rates(*(totals[k] for k in OUTCOMES))},
+        "definitions": definitions(cfg),
         "subject_mean_dice": dict(zip(subjects, subject_means["dice"].tolist())),
     }
     per_subject = [
@@ -68,6 +67,34 @@ def aggregate(subjects: list[str], rows: list[dict[str, np.ndarray]], labels: Ma
         for s, sid in enumerate(subjects) for index, name in structures
     ]
     return summary, per_class, per_subject
+
+
+def definitions(cfg: EvaluateConfig) -> dict[str, str]:
+    """What each number in the report is, as evaluation.json states it (the README says the same)."""
+    return {
+        "dice": "2TP / (2TP + FP + FN) per subject and structure in 3D; NaN only when TP + FP + FN = 0 (in neither); "
+                "an empty reference with a false positive scores 0",
+        "iou": "TP / (TP + FP + FN), NaN as for Dice",
+        "surface_dice": f"{SURFACE_DICE}, tolerance {cfg.surface_tolerance_mm} mm; NaN when the structure is in "
+                        "neither, 0 when in exactly one",
+        "means": "per structure: mean over subjects skipping NaN; overall: mean over structures of those means, "
+                 "and mean over subjects of each subject's mean over its scored structures",
+        "dice_std": "sample standard deviation (ddof=1) over the subjects scored; NaN below two",
+        "detection": f"present: >= {cfg.detection_min_ml} ml; hit: present in both with Dice >= "
+                     f"{cfg.detection_dice}; present in both with lower Dice (misplaced) counts as a miss and a "
+                     "false alarm; precision = hits / (hits + false alarms)",
+    }
+
+
+def sample_std(values: np.ndarray) -> np.ndarray:
+    """Per column (structure), the sample standard deviation (ddof=1) over the non-NaN rows (subjects); NaN for a
+    column with fewer than two."""
+    values = np.asarray(values, dtype=np.float64)
+    count = np.sum(~np.isnan(values), axis=0)
+    with warnings.catch_warnings():  # numpy warns where there are fewer than two values: NaN is meant there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        std = np.nanstd(values, axis=0, ddof=1)
+    return np.where(count >= 2, std, np.nan)
 
 
 def _unscored_empty(value: float | int) -> float | int | None:
