@@ -3,18 +3,22 @@
     dice_per_structure.png   per-subject Dice per structure as box plots, sorted by mean Dice
     detection.png            sensitivity and precision of detection per structure
     dice_vs_volume.png       Dice against reference volume (log scale), one dot per subject and structure
-    worst_<subject>.png      CT, reference and prediction on the same slice, for the worst subjects
+    worst_<subject>.png      CT, reference and prediction on the same slice, for the worst subjects; colours
+                             blended as `cache show` blends them (view.overlay.paint_labels), a legend of the
+                             structures visible under each panel, unknown reference regions hatched grey
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..colors import color_table, label_color
+from ..view.overlay import UNKNOWN_GREYS, WINDOWS, paint_labels, swatch, window_gray
 
 ROW_INCH = 0.16  # height per structure row: 117 rows at 6 pt labels stay legible
 
@@ -35,7 +39,8 @@ def write_figures(out: Path, summary: dict, per_class: list[dict], per_subject: 
     order = sorted(range(len(overlays)), key=lambda i: _nan_last(list(subject_dice.values())[i]))
     for i in order[: settings["worst_subjects"]]:
         sid = list(subject_dice)[i]
-        paths.append(_overlay(plt, out / f"worst_{sid}.png", sid, subject_dice[sid], overlays[i], len(labels)))
+        paths.append(_overlay(plt, out / f"worst_{sid}.png", sid, subject_dice[sid], overlays[i], labels,
+                              len(labels)))
     return paths
 
 
@@ -119,18 +124,59 @@ def _dice_vs_volume(plt, path: Path, per_subject: list[dict]) -> Path:
     return _save(fig, path)
 
 
-def _overlay(plt, path: Path, sid: str, dice: float, item: dict, num_labels: int) -> Path:
-    table = color_table(num_labels)
-    image = item["image"].astype(np.float32)
-    lo, hi = -160.0, 240.0  # soft-tissue window: organs stand out
-    gray = np.clip((image - lo) / (hi - lo), 0, 1)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (title, lab) in zip(axes, (("CT", None), ("reference", item["ref"]), ("prediction", item["pred"]))):
-        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        if lab is not None:
-            rgba = np.concatenate([table[lab] / 255.0, (lab > 0)[..., None] * 0.55], axis=-1)
-            ax.imshow(rgba, interpolation="nearest")
+@dataclass(frozen=True)
+class LegendEntry:
+    text: str
+    colour: tuple[float, float, float]
+    """RGB in [0, 1]: exactly the colour the panel shows the structure in (over mid grey)."""
+    hatched: bool = False
+
+
+def overlay_panels(item: Mapping, labels: Mapping[int, str], num_labels: int
+                   ) -> list[tuple[str, np.ndarray, list[LegendEntry]]]:
+    """(title, RGB image, legend entries) of the CT, reference and prediction panels of a worst-subject figure.
+
+    Each legend lists only the structures visible in its panel. Structures whose mask is missing for this
+    subject (`item["missing"]`: not scored there) are unknown in the reference: reference background where the
+    prediction shows one of them is hatched grey ("unknown"), not drawn as background, so that a prediction
+    there does not look like a false positive; in the prediction panel they are named as not scored."""
+    colours = color_table(num_labels).astype(np.float32) / 255
+    gray = window_gray(item["image"], *WINDOWS["soft"])
+    ref, pred = item["ref"], item["pred"]
+    missing = sorted(int(i) for i in item.get("missing", ()))
+    unknown = (ref == 0) & np.isin(pred, missing)
+
+    def name(i: int) -> str:
+        return f"{i} {labels.get(i, '?')}" + (" (no reference mask: not scored)" if i in missing else "")
+
+    panels = [("CT", np.repeat(gray[..., None], 3, axis=-1), [])]
+    for title, lab, unk in (("reference", ref, unknown), ("prediction", pred, None)):
+        shown = [int(i) for i in np.unique(lab) if i > 0]
+        entries = [LegendEntry(name(i), tuple(float(v) for v in swatch(colours[i]))) for i in shown]
+        if unk is not None and unk.any():
+            which = ", ".join(labels.get(int(i), "?") for i in np.unique(pred[unk]))
+            entries.append(LegendEntry(f"unknown: no reference mask ({which})", (UNKNOWN_GREYS[1],) * 3, True))
+        panels.append((title, paint_labels(gray, lab, colours, unknown=unk), entries))
+    return panels
+
+
+def _overlay(plt, path: Path, sid: str, dice: float, item: dict, labels: Mapping[int, str], num_labels: int
+             ) -> Path:
+    from matplotlib.patches import Patch
+
+    panels = overlay_panels(item, labels, num_labels)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))  # the legends below grow the saved figure (bbox "tight")
+    for ax, (title, rgb, entries) in zip(axes, panels):
+        ax.imshow(rgb, interpolation="nearest")
         ax.set_title(title)
         ax.axis("off")
+        if entries:
+            handles = [Patch(facecolor=e.colour, edgecolor=(UNKNOWN_GREYS[0],) * 3 if e.hatched else e.colour,
+                             hatch="////" if e.hatched else None, label=e.text) for e in entries]
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=6,
+                      frameon=False, handlelength=1.2, columnspacing=0.8)
     fig.suptitle(f"{sid}: slice {item['slice']} (most wrong voxels), mean Dice {dice:.3f}")
-    return _save(fig, path)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.04)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends below the axes: the saved figure grows to them
+    plt.close(fig)
+    return path

@@ -131,7 +131,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
             scores = score_subject(pred, ref, spacing, len(labels), cfg.surface_tolerance_mm, skip)
             names.append(sid)
             rows.append(scores)
-            worst.append(_overlay_slice(reader, s, cached_pred, cached_ref))
+            worst.append(_overlay_slice(reader, s, cached_pred, cached_ref, skip))
             if save_predictions:
                 target = out / "predictions" / f"{sid}.nii.gz"
                 affine = np.asarray(geometry.original_affine)
@@ -169,9 +169,11 @@ def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str]
                      f"({shown}): their scores are not a measure of generalisation")
 
 
-def _overlay_slice(reader, s: int, pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def _overlay_slice(reader, s: int, pred: np.ndarray, ref: np.ndarray, missing: list[int]) -> dict[str, Any]:
     """The slice with the most wrong voxels (or, if none, the most reference voxels), kept for the worst-subject
-    figures: CT, reference and prediction, a few hundred kB per subject."""
-    wrong = (pred != ref).reshape(len(pred), -1).sum(1)
+    figures: CT, reference and prediction, a few hundred kB per subject, and the structures `missing` from this
+    subject's reference (unknown there: predicting them is not counted wrong)."""
+    wrong = ((pred != ref) & ~((ref == 0) & np.isin(pred, missing))).reshape(len(pred), -1).sum(1)
     z = int(np.argmax(wrong)) if wrong.any() else int(np.argmax((ref > 0).reshape(len(ref), -1).sum(1)))
-    return {"slice": z, "image": reader.read_image(s, [z])[0], "ref": ref[z].copy(), "pred": pred[z].copy()}
+    return {"slice": z, "image": reader.read_image(s, [z])[0], "ref": ref[z].copy(), "pred": pred[z].copy(),
+            "missing": list(missing)}

@@ -34,15 +34,47 @@ def window_gray(image: np.ndarray, width: float, level: float) -> np.ndarray:
     return np.clip((image.astype(np.float32) - (level - width / 2)) / width, 0.0, 1.0)
 
 
-def overlay_rgb(image: np.ndarray, label: np.ndarray, num_labels: int, window: tuple[float, float],
-                alpha: float = 0.45) -> np.ndarray:
-    """float32 (..., 3) RGB in [0, 1]: the windowed CT, with labelled pixels blended towards their colour."""
-    gray = window_gray(image, *window)[..., None]
-    colors = color_table(num_labels).astype(np.float32) / 255
-    rgb = np.repeat(gray, 3, axis=-1)
+OPACITY = 0.7
+"""Share of a label's own colour in an overlay pixel; the rest is the CT lifted into [LIFT, 1]."""
+LIFT = 0.7
+"""Under a label the CT's grey is mapped to [LIFT, 1] before blending: a label on air (the lungs, grey 0) is not
+blended with black, so every labelled pixel lies within (1 - OPACITY) * (1 - LIFT) / 2 = 0.045 of its legend
+swatch (the colour at mid grey) while the CT's texture still shows a little."""
+UNKNOWN_GREYS = (0.45, 0.75)
+"""The two greys of the hatching that marks unknown pixels (no reference mask for what is predicted there)."""
+
+
+def swatch(colour: np.ndarray, alpha: float = OPACITY) -> np.ndarray:
+    """The legend colour of a label colour (RGB in [0, 1]): what `paint_labels` draws over mid grey."""
+    return alpha * np.asarray(colour, dtype=np.float32) + (1 - alpha) * (LIFT + (1 - LIFT) * 0.5)
+
+
+def hatch(shape: tuple[int, int], period: int = 4) -> np.ndarray:
+    """float32 (H, W) grey diagonal stripes, `period` pixels wide: unknown, and visibly not background."""
+    rows, cols = np.indices(shape)
+    return np.where(((rows + cols) // period) % 2 == 0, *UNKNOWN_GREYS).astype(np.float32)
+
+
+def paint_labels(gray: np.ndarray, label: np.ndarray, colours: np.ndarray, alpha: float = OPACITY,
+                 unknown: np.ndarray | None = None) -> np.ndarray:
+    """float32 (H, W, 3) in [0, 1]: grey CT (H, W) with each labelled pixel in its colour (`colours`: (N, 3) in
+    [0, 1], indexed by label) blended over the lifted CT, so it matches `swatch` whatever the HU; pixels of
+    `unknown` (bool) hatched grey instead. The one blending rule of `cache show` and the evaluation figures."""
+    gray = np.asarray(gray, dtype=np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
     labelled = label > 0
-    rgb[labelled] = (1 - alpha) * rgb[labelled] + alpha * colors[label[labelled]]
+    base = (LIFT + (1 - LIFT) * gray[labelled])[..., None]
+    rgb[labelled] = alpha * colours[label[labelled]] + (1 - alpha) * base
+    if unknown is not None and unknown.any():
+        rgb[unknown] = hatch(gray.shape)[unknown][..., None]
     return rgb
+
+
+def overlay_rgb(image: np.ndarray, label: np.ndarray, num_labels: int, window: tuple[float, float],
+                alpha: float = OPACITY) -> np.ndarray:
+    """float32 (..., 3) RGB in [0, 1]: the windowed CT, with labelled pixels painted by `paint_labels`."""
+    colours = color_table(num_labels).astype(np.float32) / 255
+    return paint_labels(window_gray(image, *window), label, colours, alpha)
 
 
 AXES = ("axial", "coronal", "sagittal")

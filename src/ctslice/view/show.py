@@ -14,7 +14,7 @@ import numpy as np
 from ..cache.reader import CacheReader
 from ..colors import label_color
 from ..errors import CacheError, CtsliceError
-from .overlay import even_positions, overlay_rgb, parse_axis, parse_window, plane_count, view
+from .overlay import even_positions, overlay_rgb, parse_axis, parse_window, plane_count, swatch, view
 
 MONTAGE = 12  # slices in a montage (3 rows of 4)
 LEGEND_ROWS = 40  # legend entries per column: 117 structures make 3 columns
@@ -24,7 +24,8 @@ SIDE = {"axial": "patient's right", "coronal": "patient's right", "sagittal": "a
 def legend_handles(labels: dict[int, str], present: set[int]):
     from matplotlib.patches import Patch
 
-    return [Patch(color=np.array(label_color(i)) / 255, label=f"{i} {labels[i]}") for i in sorted(present) if i]
+    return [Patch(color=swatch(np.array(label_color(i)) / 255), label=f"{i} {labels[i]}") for i in sorted(present)
+            if i]
 
 
 def _aspect(spacing: list[float], axis: str) -> float:
