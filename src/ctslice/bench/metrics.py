@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import CtsliceError
 from ..evaluate.metrics import score_subject, surface_dice
 from ..synthetic import DemoSpec, synthetic_subject
 
@@ -47,8 +48,13 @@ def subject_pair(labels: Path | None, size: int, seed: int = 0) -> tuple[np.ndar
     if labels is not None:
         import nibabel as nib
 
-        image = nib.load(labels)
-        ref = np.asarray(image.dataobj).astype(np.uint8)
+        try:
+            image = nib.load(labels)
+            ref = np.asarray(image.dataobj).astype(np.uint8)
+        except Exception as e:  # missing, not NIfTI, truncated: one line naming the file
+            raise CtsliceError(f"{labels}: cannot read a label volume ({type(e).__name__}: {e})") from None
+        if ref.ndim != 3:
+            raise CtsliceError(f"{labels}: a label volume must be 3D, got shape {ref.shape}")
         spacing = tuple(float(v) for v in image.header.get_zooms()[:3])
     else:
         spec = DemoSpec(subjects=1, size=size, slices=(96, 96), spacing_mm=(1.2, 1.5), slice_thickness_mm=(2.0, 3.0),
@@ -71,8 +77,9 @@ def _monai_nsd(pred, ref, spacing, classes, tolerance):
 
     n = int(max(pred.max(), ref.max())) + 1
 
-    def onehot(v):
-        return torch.nn.functional.one_hot(torch.from_numpy(v.astype(np.int64)), n).permute(3, 0, 1, 2)[None]
+    def onehot(v):  # [1, C, ...] bool: a quarter of the memory of int64 at 512x512 (MONAI takes bool masks as such)
+        hot = torch.nn.functional.one_hot(torch.from_numpy(v.astype(np.int64)), n)
+        return hot.permute(3, 0, 1, 2)[None].bool()
 
     a, b = onehot(pred), onehot(ref)
     with warnings.catch_warnings():
