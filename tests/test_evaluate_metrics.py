@@ -108,3 +108,30 @@ def test_dice_std_is_the_sample_deviation_and_nan_below_two_subjects():
     std = sample_std(dice)
     assert std[0] == pytest.approx(0.2)  # ddof=1: sqrt(((-0.2)^2 + 0 + 0.2^2) / 2)
     assert math.isnan(std[1]) and math.isnan(std[2])  # scored in one subject: no spread to speak of
+
+
+def test_report_flags_misplaced_predictions_gives_sample_std_and_names_its_definitions():
+    from ctslice.config import EvaluateConfig
+    from ctslice.evaluate.report import aggregate
+
+    labels = {0: "background", 1: "liver", 2: "spleen"}
+    ref = np.zeros((4, 10, 10), np.uint8)
+    ref[1:3, 1:4, 1:4] = 1
+    ref[1:3, 6:9, 6:9] = 2
+    good = ref.copy()
+    misplaced = ref.copy()
+    misplaced[ref == 1] = 0
+    misplaced[1:3, 6:9, 1:4] = 1                      # liver predicted where there is none: Dice 0
+    rows = [score_subject(p, ref, (5, 5, 5), 3, 2.0, skip=skip)  # 18 voxels of 0.125 ml: present
+            for p, skip in ((good, []), (misplaced, []), (good, [2]))]
+    summary, per_class, _ = aggregate(["a", "b", "c"], rows, labels, EvaluateConfig())
+    liver, spleen = per_class
+    assert (liver["hits"], liver["misses"], liver["false_alarms"], liver["misplaced"]) == (2, 1, 1, 1)
+    assert liver["precision"] == pytest.approx(2 / 3)  # was 1.0: the misplaced liver was a miss only
+    assert liver["dice_std"] == pytest.approx(np.std([1.0, 0.0, 1.0], ddof=1))
+    assert spleen["subjects_scored"] == 2 and spleen["dice_std"] == 0.0
+    assert summary["detection"]["precision"] == pytest.approx(4 / 5)
+    assert "surfel-based" in summary["definitions"]["surface_dice"] and "2.0 mm" in summary["definitions"][
+        "surface_dice"]
+    one = aggregate(["a"], rows[:1], labels, EvaluateConfig())[1]
+    assert all(math.isnan(r["dice_std"]) for r in one)  # one subject: no spread (was 0.0)

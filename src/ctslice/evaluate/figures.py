@@ -102,7 +102,8 @@ def _detection(plt, path: Path, per_class: list[dict], settings: Mapping) -> Pat
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"detection per structure, worst F1 on top; labels: hits/present, FA = false alarms\n"
                   f"(present: >= {settings['detection_min_ml']} ml; hit: present in both and Dice >= "
-                  f"{settings['detection_dice']})", fontsize=8)
+                  f"{settings['detection_dice']}; present in both with lower Dice: a miss and a false alarm)",
+                  fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
