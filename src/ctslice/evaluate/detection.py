@@ -8,7 +8,7 @@ voxel). Per subject and structure:
     false alarm    present in the prediction, but absent from the reference or Dice < min_dice
     true negative  present in neither
     misplaced      present in both with Dice < min_dice: predicted elsewhere, so both a miss and a false alarm
-                   (it is counted in both; the column says how many of each are this case)
+                   (counted in both; `misplaced` says how many of the misses, and of the false alarms, are this)
 A misplaced prediction is a structure found where it is not, so precision (hits / (hits + false alarms)) falls
 below 1 when predictions are misplaced, not only when a structure is predicted in a subject that lacks it.
 Specificity is about subjects that lack the structure: true negatives / (true negatives + false alarms that are
