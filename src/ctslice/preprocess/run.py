@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import owner, store
+from ..cache import lease, owner, store
 from ..cache.cleanup import remove_leftovers
 from ..cache.lock import cache_lock
 from ..cache.manifest import (
@@ -221,10 +221,12 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
         histogram = summed_histogram(cache, keep.values())
         manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
+        lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
         store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
         write_manifest(cache, manifest)
         report.warnings = warning_summary(manifest)
-        remove_leftovers(cache, manifest, keep=previous)
+        with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
+            remove_leftovers(cache, manifest, keep=previous, held=held)
     report.seconds = time.perf_counter() - start
     return report
 
