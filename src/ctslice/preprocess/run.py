@@ -219,7 +219,10 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
-        histogram = summed_histogram(cache, keep.values())
+        histogram = summed_histogram(cache, keep.values(), damaged := [])
+        report.notes += damaged
+        for note in damaged if say else ():
+            say(note)
         manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
         lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
         store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
