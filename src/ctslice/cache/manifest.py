@@ -48,7 +48,11 @@ class SubjectRecord:
     label_voxels: list[int]
     """Voxels per label index in the cached volume (index 0 = background)."""
     overlap_voxels: int = 0
-    """Voxels claimed by more than one structure mask (the later index won)."""
+    """Voxels claimed by more than one structure mask (the later index won), each counted once, on the original
+    grid."""
+    original_label_voxels: int = 0
+    """Labelled voxels on the original grid, each counted once: what overlap_voxels is a share of (0 in caches
+    built before it was kept; their overlaps are shown without a share)."""
     cropped_label_voxels: int = 0
     """Labelled voxels that fell outside the cached slice size (lost to the crop)."""
     missing_structures: list[str] = field(default_factory=list)
