@@ -151,3 +151,20 @@ def test_a_real_training_run_outlives_two_updates_of_its_cache(tmp_path):
     assert "damaged" not in output and "updated" not in output and "Traceback" not in output
     assert run_preprocess(data, cache, settings).processed == []  # the run ended: its version goes now
     assert not opened & folders(cache)
+
+
+def test_a_version_being_removed_is_not_leased_and_a_cache_without_leases_still_reads(tiny_cache):
+    import fcntl
+
+    from ctslice.cache.lease import VersionGone, take_lease, version_token
+
+    manifest = read_manifest(tiny_cache)
+    path = tiny_cache / layout.READERS_DIR / f"{version_token(manifest)}.json"
+    with open(path) as writer:  # what a preprocess run holds while it removes a version
+        fcntl.flock(writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(VersionGone, match="updated or removed while reading"):
+            take_lease(tiny_cache, manifest)
+    path.unlink()  # a cache written before leases existed
+    assert take_lease(tiny_cache, manifest) is None
+    reader = CacheReader(tiny_cache)
+    assert reader._lease is None and reader.read_at(0)[0].shape == tuple(reader.shapes[0, 1:])

@@ -83,27 +83,31 @@ class Lease:
         self.close()
 
 
+class VersionGone(CacheError):
+    """The version a reader is opening is being removed, or already was: open the cache again."""
+
+
 def take_lease(cache: Path, manifest: Manifest) -> Lease | None:
-    """Hold `manifest`'s version for this reader. None when the cache has no lease file for it (written before
-    leases existed). Raises CacheError when the version is being removed or already was."""
+    """Hold `manifest`'s version for this reader. None when there is no lease to take: no lease file for it (a
+    cache written before leases existed), or one that cannot be opened or locked here (permissions, a filesystem
+    without flock); the reader then reads without one. Raises VersionGone when the version is being removed or
+    already was."""
     path = _path(cache, version_token(manifest))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
+    except OSError:
         return None
-    except OSError as e:
-        raise CacheError(f"{cache}: cannot open the reader lease {path} ({e.strerror or e})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         same = os.path.samestat(os.fstat(fd), os.lstat(path))
     except (BlockingIOError, FileNotFoundError):
         same = False
-    except OSError as e:
+    except OSError:
         os.close(fd)
-        raise CacheError(f"{cache}: cannot lock the reader lease {path} ({e.strerror or e})") from None
+        return None
     if not same:  # a writer holds it to remove the version, or already removed it
         os.close(fd)
-        raise CacheError(updated_message(cache, "the version it opened was replaced and removed"))
+        raise VersionGone(updated_message(cache, "the version it opened was replaced and removed"))
     return Lease(fd)
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import CacheError
 from . import layout, store
-from .lease import Lease, take_lease, updated_message
+from .lease import Lease, VersionGone, take_lease, updated_message
 from .manifest import Manifest, read_manifest
 
 # A Blosc chunk is at most its raw size plus a 16-byte header, then the 4-byte crc32c; ask for a little more so a
@@ -224,7 +224,7 @@ def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
         manifest = read_manifest(cache)
         try:
             lease = take_lease(cache, manifest)
-        except CacheError:  # being removed by an update that has already written a newer manifest
+        except VersionGone:  # being removed by an update that has already written a newer manifest
             continue
         if lease is None or _version(read_manifest(cache)) == _version(manifest):
             return manifest, lease
