@@ -138,7 +138,7 @@ def test_force_rebuilds_a_cache_whose_manifest_is_not_json(tiny_dataset, tiny_ca
     assert report.ok and len(read_manifest(tiny_cache).subjects) == 5
 
 
-def test_a_reader_keeps_its_version_through_one_update_and_names_a_later_removal(tiny_dataset, tiny_cache):
+def test_a_reader_keeps_its_version_through_updates_and_names_a_later_removal(tiny_dataset, tiny_cache):
     import pickle
 
     from ctslice.bench.incremental import modify_subject
@@ -156,8 +156,11 @@ def test_a_reader_keeps_its_version_through_one_update_and_names_a_later_removal
     with pytest.raises(CacheError, match="updated or removed while reading"):
         worker_copy.reader.manifest  # noqa: B018  (a newer manifest is not this reader's)
     assert run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS).processed == []
+    assert (old[0]["image"] == before[0]).all()  # two updates later: still held by the reader (cache/lease.py)
+    old.reader.close()
+    assert run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS).processed == []
     with pytest.raises(CacheError, match="updated or removed while reading"):
-        old[0]  # two updates later the old folder is gone: said so, not called damage
+        old[0]  # let go, then removed by the next run: said so, not called damage
     assert len(SliceDataset(tiny_cache, "train")) == len(old)  # reopening gives the new version
 
 

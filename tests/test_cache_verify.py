@@ -35,7 +35,7 @@ def test_fresh_cache_is_ok_and_every_chunk_is_checked(tiny_cache):
     manifest = read_manifest(tiny_cache)
     assert report.ok, report.problems
     assert report.subjects == 5 and report.slices == manifest.totals["slices"]
-    assert report.chunks == 2 * report.slices + 2 * report.subjects  # image+label per slice, 2 small arrays
+    assert report.chunks == 2 * report.slices + 3 * report.subjects  # image+label per slice, 3 small arrays
     assert report.leftovers == []
 
 

@@ -71,3 +71,10 @@ def test_real_subject_merges_to_the_reference_voxel_for_voxel():
         merge_mask(label, np.asanyarray(nib.load(root / masks[name]).dataobj), index)
     expected = np.asanyarray(nib.load(REAL_SUBJECT / "s0001_expected_multilabel.nii.gz").dataobj)
     assert np.array_equal(label, expected)
+
+
+def test_a_voxel_in_three_masks_is_one_overlapping_voxel():
+    label, overlapped = np.zeros((3, 3), np.uint8), np.zeros((3, 3), bool)
+    box = np.zeros((3, 3), np.uint8); box[:2, :2] = 1
+    assert [merge_mask(label, box, i, overlapped) for i in (1, 2, 3)] == [0, 4, 0]
+    assert overlapped.sum() == 4 and (label[:2, :2] == 3).all()

@@ -52,3 +52,31 @@ def test_a_clean_cache_has_no_warnings(tiny_cache):
     m = read_manifest(tiny_cache)
     summary = warning_summary(m)
     assert "cropped" not in summary and summary_lines({}) == []
+
+
+def test_overlap_share_is_of_the_labelled_voxels_counted_once_and_never_above_100_percent(tmp_path):
+    # Three masks on the same box (each voxel in three masks), cached at a coarser spacing than the original:
+    # counting takeovers (2 per voxel) against the cached grid's voxels gave shares far above 100%.
+    shape = (24, 24, 6)
+    box = box_mask(shape, (4, 4, 1), (16, 16, 5))
+    ts_subject(tmp_path / "d", "a", shape=shape, masks={"liver": box, "spleen": box, "kidney_left": box})
+    cache = tmp_path / "c"
+    result = run("preprocess", tmp_path / "d", "--cache", cache, "--workers", "0", "--spacing", "4", "--size", "16")
+    assert result.exit_code == 0, result.output
+    [worst] = warning_summary(read_manifest(cache))["overlaps"]["worst"]
+    assert worst == {"subject": "a", "voxels": int(box.sum()), "share": 1.0}
+    record = read_manifest(cache).subjects["a"]
+    assert record.overlap_voxels == record.original_label_voxels == int(box.sum())
+    assert f"a ({int(box.sum()):,}, 100.0%)" in " ".join(result.output.split())
+
+
+def test_overlaps_of_an_older_record_are_shown_without_a_share(tmp_path):
+    from ctslice.cache.manifest import Manifest, SubjectRecord
+
+    record = SubjectRecord(id="old", path="subjects/old-0123456789abcdef", key="k", files={}, slices=1,
+                           shape=[1, 2, 2], spacing=[1, 1, 1], geometry={}, label_voxels=[3, 1],
+                           overlap_voxels=5)
+    summary = warning_summary(Manifest(settings={}, label_map={"0": "background", "1": "liver"},
+                                       subjects={"old": record}))
+    assert summary["overlaps"]["worst"] == [{"subject": "old", "voxels": 5, "share": None}]
+    assert "most: old (5)" in summary_lines(summary)[0]

@@ -2,14 +2,16 @@
 
 - Leftovers: subject folders and slice indexes the manifest no longer references, interrupted runs' staging
   folders and temporary manifests. A preprocess run (holding the cache lock) removes them at its end, except
-  those the *previous* manifest referenced: readers that opened the previous version keep reading it until the
-  next run (one generation of grace). `ctslice cache clean --leftovers` removes them all.
+  those the *previous* manifest referenced (one generation of grace) and those of older versions that a reader
+  still holds (lease.py): readers keep reading the version they opened. `ctslice cache clean --leftovers` removes
+  them all.
 - Whole caches (`cache clean`): the cache's own entries, then the folder if nothing else is left in it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +28,13 @@ def _referenced(manifest: Manifest | None) -> set[str]:
     return {r.path for r in manifest.subjects.values()} | {manifest.slice_index}
 
 
-def leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None) -> list[Path]:
-    """Entries the cache created that `manifest` (and `keep`, if given) does not reference. Unknown entries (names
-    the cache never gives) are not leftovers: they are not the cache's to delete."""
+def leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None, held: Collection[str] = ()
+              ) -> list[Path]:
+    """Entries the cache created that `manifest` (and `keep`, if given) does not reference, nor `held` (folders
+    that readers hold) lists. Unknown entries (names the cache never gives) are not leftovers: they are not the
+    cache's to delete."""
     cache = Path(cache)
-    referenced = _referenced(manifest) | _referenced(keep)
+    referenced = _referenced(manifest) | _referenced(keep) | set(held)
     found = []
     for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR):
         if (cache / folder).is_dir() and not (cache / folder).is_symlink():
@@ -49,10 +53,11 @@ class Removal:
     """Why each entry that should have gone is still there (permissions, busy), or unknown entries left alone."""
 
 
-def remove_leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None) -> Removal:
+def remove_leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None, held: Collection[str] = ()
+                     ) -> Removal:
     """Delete what `leftovers` lists (call with the cache lock held)."""
     result = Removal()
-    for path in leftovers(cache, manifest, keep):
+    for path in leftovers(cache, manifest, keep, held):
         problem = layout.remove_owned(cache, path.relative_to(cache).as_posix())
         result.kept.append(problem) if problem else result.removed.append(path)
     return result

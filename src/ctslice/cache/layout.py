@@ -7,6 +7,7 @@ created, read and deleted there.
     CACHE/slice_index/<token12>/         zarr group: the consolidated slice index (store.py)
     CACHE/.staging/                      subjects being written (moved into subjects/ when complete)
     CACHE/.lock                          held by the one process writing the cache
+    CACHE/.readers/<token>.json          reader leases: one per version, locked by its readers (lease.py)
     CACHE/zarr.json, label_map.json,     root files written with the manifest
     CACHE/splits.csv
 
@@ -31,6 +32,7 @@ LOCK_NAME = ".lock"
 SUBJECTS_DIR = "subjects"
 INDEX_DIR = "slice_index"
 STAGING_DIR = ".staging"
+READERS_DIR = ".readers"
 # Written beside the manifest with each manifest write, for people who open the cache by hand (and for plain
 # zarr: the root and subjects/ are zarr v3 groups); the manifest stays the contract.
 ZARR_JSON = "zarr.json"
@@ -38,7 +40,7 @@ LABEL_MAP_NAME = "label_map.json"
 SPLITS_NAME = "splits.csv"
 
 OWNED_ROOT_ENTRIES = frozenset({
-    MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, STAGING_DIR,
+    MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR,
     ZARR_JSON, LABEL_MAP_NAME, SPLITS_NAME,
 })
 """Root entries the cache creates; `clean` removes these and nothing else. Add new root files here."""
@@ -48,7 +50,8 @@ OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
 _SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}")
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
 # Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
-_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, LOCK_NAME, MARKER_NAME})
+_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR, LOCK_NAME,
+                                           MARKER_NAME})
 _TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")
 _FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME}
 

@@ -48,7 +48,11 @@ class SubjectRecord:
     label_voxels: list[int]
     """Voxels per label index in the cached volume (index 0 = background)."""
     overlap_voxels: int = 0
-    """Voxels claimed by more than one structure mask (the later index won)."""
+    """Voxels claimed by more than one structure mask (the later index won), each counted once, on the original
+    grid."""
+    original_label_voxels: int = 0
+    """Labelled voxels on the original grid, each counted once: what overlap_voxels is a share of (0 in caches
+    built before it was kept; their overlaps are shown without a share)."""
     cropped_label_voxels: int = 0
     """Labelled voxels that fell outside the cached slice size (lost to the crop)."""
     missing_structures: list[str] = field(default_factory=list)
@@ -252,11 +256,39 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     # The cache root and subjects/ as zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
     # group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
     # hand so that it too is replaced atomically.
-    group = json.dumps({"zarr_format": 3, "node_type": "group",
-                        "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
-    for folder in (Path(cache), Path(cache) / layout.SUBJECTS_DIR):
+    about = {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}
+    # The root's copy also keeps the settings, so that `preprocess --force` after a damaged manifest can rebuild
+    # with the cache's own settings (recover_settings) instead of the defaults.
+    for folder, attributes in ((Path(cache), {**about, SETTINGS_COPY: manifest.stored_settings()}),
+                               (Path(cache) / layout.SUBJECTS_DIR, about)):
         folder.mkdir(exist_ok=True)
+        group = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes})
         _write_atomic(folder / ZARR_JSON, group, temp_dir=Path(cache))  # subjects/ holds subject folders only
+
+
+SETTINGS_COPY = "settings"
+"""Key of the settings' copy in the root zarr.json's attributes."""
+
+
+def recover_settings(cache: Path) -> tuple[dict[str, Any], str]:
+    """For a cache whose manifest cannot be read: its settings (flat, as `Manifest.stored_settings`) from the
+    damaged manifest's own `settings` if they still parse, else from the copy in the root zarr.json; ({}, ...)
+    when neither is readable. The text says where they came from. Both are untrusted: the caller validates them
+    (config loading) before use."""
+    for source, read in (("the damaged manifest's own settings", lambda: load_manifest_json(cache)["settings"]),
+                         (f"the copy in {ZARR_JSON}", lambda: _root_attributes(cache)[SETTINGS_COPY])):
+        try:
+            settings = read()
+        except (CacheError, KeyError, TypeError, ValueError, OSError):
+            continue
+        if isinstance(settings, dict) and isinstance(settings.get("split", {}), dict):
+            flat = {k: v for k, v in settings.items() if k not in ("hash", "split")}
+            return {**flat, **settings.get("split", {})}, source
+    return {}, "none readable"
+
+
+def _root_attributes(cache: Path) -> dict[str, Any]:
+    return json.loads(layout.read_regular(Path(cache) / ZARR_JSON, 1 << 20, str(cache)))["attributes"]
 
 
 def splits_csv(manifest: Manifest) -> str:

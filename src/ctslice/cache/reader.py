@@ -28,6 +28,11 @@ page cache, one process on a shared 2-core VM, so +-20% between runs); pairs/s:
 - No file handles are kept: there is one chunk file per slice (millions), and open-read-close is what the numbers
   above include. The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
   with fork, spawn and forkserver DataLoader workers; each process makes its own read buffer on first use.
+- The version it opened stays on disk while the reader lives: it holds a shared lock on that version's lease file
+  (cache/lease.py), and preprocess runs delete no version a reader holds. Workers need no lock of their own: the
+  process that built the reader holds it while it lives (forked workers inherit the descriptor). Call `close()`
+  to let go earlier. If the version goes anyway (`cache clean`, a cache without lease files), a missing chunk of a
+  version that is no longer the manifest's is said to be an update, never damage.
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ import numpy as np
 
 from ..errors import CacheError
 from . import layout, store
+from .lease import Lease, VersionGone, take_lease, updated_message
 from .manifest import Manifest, read_manifest
 
 # A Blosc chunk is at most its raw size plus a 16-byte header, then the 4-byte crc32c; ask for a little more so a
 # single read() returns the whole file, and a file longer than that is caught by the checksum.
 _READ_SLACK = 4096
+# Opening retries when the manifest changes between reading it and taking its lease (an update finished then).
+_OPEN_TRIES = 5
 
 
 class CacheReader:
@@ -52,7 +60,7 @@ class CacheReader:
 
     def __init__(self, cache: Path | str):
         self.cache = Path(cache)
-        manifest = read_manifest(self.cache)
+        manifest, self._lease = _open_version(self.cache)
         if manifest.slice_index is None:
             raise CacheError(f"{self.cache}: the manifest names no slice index, so the cache was never completed "
                              f"(run `ctslice preprocess`)")
@@ -83,9 +91,15 @@ class CacheReader:
         # The manifest and slice index (present array: slices x labels) are only needed where the sampler is
         # built; leaving them out keeps what each spawned worker receives, and holds, independent of dataset size
         # beyond the per-subject table.
-        state = {**self.__dict__, "_manifest": None, "_index": None}
+        state = {**self.__dict__, "_manifest": None, "_index": None, "_lease": None}  # the builder holds the lease
         state.pop("_local", None)  # per-thread read buffers: each process makes its own
         return state
+
+    def close(self) -> None:
+        """Let go of this reader's version (a later preprocess run may then delete it). Also at garbage collection."""
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
 
     @property
     def manifest(self) -> Manifest:
@@ -167,11 +181,21 @@ class CacheReader:
         try:
             raw = _read_file(path, self._buffer(out.nbytes + _READ_SLACK), where)
         except FileNotFoundError:
-            if not os.path.isdir(self._folders[s]):  # the whole folder went: superseded, not damaged
+            if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(_updated(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
             raise CacheError(f"{where}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
         store.decode_chunk(raw, out.dtype, out.shape, where, out=out)
+
+    def _superseded(self, s: int) -> bool:
+        """Is this reader's version no longer the cache's (or its subject folder gone)? Asked only when a chunk
+        file is missing: a folder being deleted still exists while its files go, so the manifest decides."""
+        if not os.path.isdir(self._folders[s]):
+            return True
+        try:
+            return _version(read_manifest(self.cache)) != self._version
+        except CacheError:  # no readable manifest: the cache is being removed or rebuilt
+            return True
 
     def _buffer(self, size: int) -> bytearray:
         """This thread's read buffer, at least `size` bytes (created on first use in each process and thread)."""
@@ -190,8 +214,22 @@ def _version(manifest: Manifest) -> tuple:
 
 
 def _updated(cache: Path, what: str) -> str:
-    return (f"{cache}: the cache was updated or removed while reading ({what}); its previous version is kept only "
-            "until the next preprocess run: open the cache again")
+    return updated_message(cache, what)
+
+
+def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
+    """The cache's manifest with a lease on its version (None for a cache without lease files). Read again once
+    the lease is held: if it changed meanwhile the version may already be going, so start over."""
+    for _ in range(_OPEN_TRIES):
+        manifest = read_manifest(cache)
+        try:
+            lease = take_lease(cache, manifest)
+        except VersionGone:  # being removed by an update that has already written a newer manifest
+            continue
+        if lease is None or _version(read_manifest(cache)) == _version(manifest):
+            return manifest, lease
+        lease.close()
+    raise CacheError(_updated(cache, f"it changed {_OPEN_TRIES} times while being opened"))
 
 
 def _read_file(path: str, buf: bytearray, where: str) -> np.ndarray:

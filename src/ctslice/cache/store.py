@@ -125,10 +125,39 @@ def open_subject(cache: Path, folder: str) -> zarr.Group:
         raise CacheError(f"{cache}: subject folder {folder} is missing or unreadable ({e})") from None
 
 
+HISTOGRAM_BINS = 65536
+
+
 def read_histogram(cache: Path, folder: str) -> np.ndarray | None:
-    """A subject's foreground HU histogram, or None for a subject written without one."""
-    group = open_subject(cache, folder)
-    return np.asarray(group[HISTOGRAM][...]) if HISTOGRAM in group else None
+    """A subject's foreground HU histogram (int64, 65536 bins), or None for a subject written without one. Its
+    chunk file is read and checked like a slice's (`read_chunk`): zarr would read a missing chunk as zeros and
+    raise its own error on a bad checksum. CacheError, naming the folder, when it is missing or damaged."""
+    where = f"{cache}: subject folder {folder}: {HISTOGRAM}"
+    metadata = Path(cache) / folder / HISTOGRAM / "zarr.json"
+    if not os.path.lexists(metadata):
+        return None
+    if not layout.is_regular(metadata):
+        raise CacheError(f"{where}: {metadata} is not a regular file (a link, FIFO or device)")
+    return read_chunk(Path(cache) / folder / layout.chunk_key(HISTOGRAM, 0), np.dtype("int64"),
+                      (HISTOGRAM_BINS,), where)
+
+
+# Blosc header (16 bytes), its worst-case overhead and the crc32c: no valid chunk is longer than its raw size plus this.
+_CHUNK_SLACK = 4096
+
+
+def read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str, hint: str = "") -> np.ndarray:
+    """One whole-array or slice chunk file, checksum-checked and decoded (CacheError naming `where` if it is
+    missing, special or damaged)."""
+    size = int(np.prod(shape)) * dtype.itemsize
+    try:
+        raw = layout.read_regular(path, size + _CHUNK_SLACK, where)  # no FIFO hang, no endless /dev/zero
+    except FileNotFoundError:
+        raise CacheError(f"{where}: chunk file is missing{hint}") from None
+    except OSError as e:
+        raise CacheError(f"{where}: cannot read chunk ({e.strerror or e}){hint}") from None
+    flat = decode_chunk(raw, dtype, (1, int(np.prod(shape))), where, hint=hint)
+    return flat.reshape(shape)
 
 
 def read_subject_record(cache: Path, folder: str) -> dict[str, Any]:

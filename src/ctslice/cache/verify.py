@@ -25,7 +25,7 @@ from .cleanup import leftovers
 from .manifest import Manifest, SubjectRecord, read_manifest
 
 ProgressFn = Callable[[int, int, str], None]
-_ARRAYS = ("image", "label", "foreground", "present")
+_ARRAYS = ("image", "label", "foreground", "present")  # and hu_histogram: _check_histogram
 
 
 @dataclass(frozen=True)
@@ -81,21 +81,7 @@ def _expected_arrays(record: SubjectRecord, num_labels: int) -> dict[str, tuple[
     }
 
 
-# Blosc header (16 bytes), its worst-case overhead and the crc32c: no valid chunk is longer than its raw size plus this.
-_CHUNK_SLACK = 4096
-
-
-def _read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """One chunk file, checksum-checked and decoded (CacheError naming `where` if it is missing or damaged)."""
-    size = int(np.prod(shape)) * dtype.itemsize
-    try:
-        raw = layout.read_regular(path, size + _CHUNK_SLACK, where)  # no FIFO hang, no endless /dev/zero
-    except FileNotFoundError:
-        raise CacheError(f"{where}: chunk file is missing") from None
-    except OSError as e:
-        raise CacheError(f"{where}: cannot read chunk ({e.strerror or e})") from None
-    flat = store.decode_chunk(raw, dtype, (1, int(np.prod(shape))), where, hint="")
-    return flat.reshape(shape)
+_read_chunk = store.read_chunk  # checksum-checked, no advice to run verify in verify's own output
 
 
 def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> SubjectCheck:
@@ -153,7 +139,25 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> Subje
     if not any(p.slice is not None for p in check.problems) and totals.tolist() != list(record.label_voxels):
         problem(Problem(f"label voxel counts {totals.tolist()} differ from the manifest's {record.label_voxels}",
                         sid))
+    _check_histogram(cache, record, check)
     return check
+
+
+def _check_histogram(cache: Path, record: SubjectRecord, check: SubjectCheck) -> None:
+    """The foreground HU histogram (the dataset's intensity statistics are summed from it): present, intact, and
+    counting as many voxels as the subject has labelled ones (a missing chunk would read as all zeros)."""
+    check.chunks += 1
+    try:
+        hist = store.read_histogram(cache, record.path)
+    except CacheError as e:
+        check.problems.append(Problem(str(e).removeprefix(f"{cache}: subject folder {record.path}: "), record.id))
+        return
+    if hist is None:
+        check.problems.append(Problem(f"{store.HISTOGRAM} is missing (the intensity statistics would leave this "
+                                      "subject out)", record.id))
+    elif int(hist.sum()) != sum(record.label_voxels[1:]) or hist.min() < 0:
+        check.problems.append(Problem(f"{store.HISTOGRAM} counts {int(hist.sum())} voxels, the subject has "
+                                      f"{sum(record.label_voxels[1:])} labelled ones", record.id))
 
 
 def _check_label_slice(label: np.ndarray, sid: str, z: int, num_labels: int, check: SubjectCheck) -> np.ndarray:

@@ -11,16 +11,19 @@ from .manifest import Manifest
 WORST = 5  # subjects named per kind of warning
 
 
-def _kind(rows: list[tuple[str, int, float]], unit: str) -> dict[str, Any]:
-    rows = sorted((r for r in rows if r[1] > 0), key=lambda r: (-r[2], -r[1], r[0]))
+def _kind(rows: list[tuple[str, int, float | None]], unit: str) -> dict[str, Any]:
+    """A share of None (its denominator unknown) ranks by count after the known shares and is not shown."""
+    rows = sorted((r for r in rows if r[1] > 0), key=lambda r: (r[2] is None, -(r[2] or 0), -r[1], r[0]))
     return {"subjects": len(rows), unit: sum(r[1] for r in rows),
-            "worst": [{"subject": sid, unit: n, "share": round(share, 4)} for sid, n, share in rows[:WORST]]}
+            "worst": [{"subject": sid, unit: n, "share": None if share is None else round(share, 4)}
+                      for sid, n, share in rows[:WORST]]}
 
 
 def warning_summary(manifest: Manifest) -> dict[str, Any]:
     """{"cropped", "missing_masks", "overlaps"}: each {"subjects", <count>, "worst": [...]}, only the kinds
-    that occur; "dataset": the dataset's warnings, if any. Shares: of the subject's labelled voxels (cropped,
-    overlaps) or of the label map's structures (missing masks)."""
+    that occur; "dataset": the dataset's warnings, if any. Shares: of the subject's labelled voxels on the same
+    grid, each counted once (cropped: the cached grid; overlaps: the original grid, where masks are merged), or of
+    the label map's structures (missing masks). Overlaps of records without their original count have no share."""
     records = manifest.subjects.values()
     structures = max(manifest.num_labels - 1, 1)
 
@@ -32,7 +35,8 @@ def warning_summary(manifest: Manifest) -> dict[str, Any]:
                          "voxels"),
         "missing_masks": _kind([(r.id, len(r.missing_structures), len(r.missing_structures) / structures)
                                 for r in records], "masks"),
-        "overlaps": _kind([(r.id, r.overlap_voxels, r.overlap_voxels / labelled(r)) for r in records], "voxels"),
+        "overlaps": _kind([(r.id, r.overlap_voxels, r.overlap_voxels / r.original_label_voxels
+                            if r.original_label_voxels else None) for r in records], "voxels"),
     }
     summary: dict[str, Any] = {name: kind for name, kind in kinds.items() if kind["subjects"]}
     if manifest.dataset.get("warnings"):
@@ -43,7 +47,8 @@ def warning_summary(manifest: Manifest) -> dict[str, Any]:
 _SAY = {"cropped": ("lost {voxels:,} labelled voxels to the crop (--size)", "voxels"),
         "missing_masks": ("lack {masks:,} mask file(s) in all (unknown there, recorded as missing_structures)",
                           "masks"),
-        "overlaps": ("have {voxels:,} voxels in more than one mask (the later label index won)", "voxels")}
+        "overlaps": ("have {voxels:,} voxels in more than one mask (the later label index won; share: of the "
+                     "subject's labelled voxels on its original grid)", "voxels")}
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -52,7 +57,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     for name, (text, unit) in _SAY.items():
         kind = summary.get(name)
         if kind:
-            worst = ", ".join(f"{w['subject']} ({w[unit]:,}, {w['share']:.1%})" for w in kind["worst"])
+            worst = ", ".join(f"{w['subject']} ({w[unit]:,}" + ("" if w["share"] is None else f", {w['share']:.1%}")
+                              + ")" for w in kind["worst"])
             lines.append(f"{kind['subjects']} subject(s) " + text.format(**kind) + f"; most: {worst}")
     lines += summary.get("dataset", [])
     return lines

@@ -57,13 +57,16 @@ def preprocess(
 
         from ..cache.warnings import summary_lines
         from ..config import load_config
-        from ..preprocess.run import cache_settings, run_preprocess
+        from ..preprocess.run import rebuild_settings_note, run_preprocess, update_settings
 
         # An existing cache's settings are the defaults of its update; given flags or --config values win.
+        stored, origin = update_settings(cache)
         cfg = load_config(config, {"preprocess": {
             "workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
             "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}},
-            cache_settings=cache_settings(cache)).preprocess
+            cache_settings=stored).preprocess
+        if origin and force:  # a rebuild over an unusable manifest: say with which settings, before it starts
+            console.print(rebuild_settings_note(origin, cfg), highlight=False, soft_wrap=True)
         columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
         bar = Progress(*columns, console=console)  # started with the first subject, not before discovery

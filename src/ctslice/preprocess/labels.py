@@ -50,14 +50,20 @@ def label_map_from_json(data: Mapping[str, str]) -> dict[int, str]:
     return {int(k): v for k, v in sorted(data.items(), key=lambda kv: int(kv[0]))}
 
 
-def merge_mask(label: np.ndarray, mask: np.ndarray, index: int) -> int:
+def merge_mask(label: np.ndarray, mask: np.ndarray, index: int, overlapped: np.ndarray | None = None) -> int:
     """Write `index` into `label` (in place) where `mask` is set; return how many voxels it took over from
-    an earlier structure. Called once per structure in increasing index order, so the later index wins."""
+    an earlier structure. Called once per structure in increasing index order, so the later index wins.
+    With `overlapped` (bool, label's shape, updated in place): count only voxels no earlier mask overlapped, so
+    that the sum over all masks is the number of voxels in more than one mask, each counted once."""
     # Whole-array passes (compare, logical_and, copyto) rather than boolean fancy indexing: ~15x faster on
     # 512x512x300 masks, measured (0.17 s -> 0.01 s per mask), which matters with 117 masks per subject.
     # A 0/1 uint8 mask (checked by is_binary) is a valid bool array already: no extra pass to convert it.
     where = mask.view(bool) if mask.dtype in (np.uint8, np.int8) else mask.astype(bool, copy=False)
-    overlap = int(np.count_nonzero(np.logical_and(label, where)))
+    both = np.logical_and(label, where)
+    overlap = int(np.count_nonzero(both))
+    if overlap and overlapped is not None:  # extra passes only for the few masks that overlap anything
+        overlap -= int(np.count_nonzero(np.logical_and(both, overlapped)))
+        np.logical_or(overlapped, both, out=overlapped)
     np.copyto(label, np.uint8(index), where=where)
     return overlap
 

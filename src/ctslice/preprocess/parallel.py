@@ -40,18 +40,41 @@ def dask_client(workers: int, scheduler: str | None):
 
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+    _check_tls_available()
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **NO_HTTP_ROUTES}), \
             LocalCluster(**local_cluster_options(workers), silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
+            Client(cluster) as client:  # the cluster's credentials: Client(cluster) uses cluster.security
         yield client
+
+
+# The scheduler and each worker always run a small HTTP server (dask's /health, /metrics, /info pages) even without
+# a dashboard; it would show any local user the cluster's tasks and workers, unencrypted. With no routes it serves
+# nothing (404 for every path).
+NO_HTTP_ROUTES = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
 
 
 def local_cluster_options(workers: int) -> dict:
     """One thread per process: the work is numpy/zlib-heavy and each worker should hold one subject at a time.
-    Everything listens on the loopback interface only, and there is no dashboard: a dashboard on ":0" would
-    listen on all interfaces, open to anyone on the network."""
+
+    - Everything listens on the loopback interface only, and there is no dashboard: a dashboard on ":0" would
+      listen on all interfaces, open to anyone on the network.
+    - `security=True`: dask's own TLS with temporary credentials made for this cluster alone
+      (`Security.temporary()`: a fresh key and self-signed certificate, kept in memory, given to the scheduler,
+      the workers and our client). Connections need a certificate signed by that key, so another local user
+      can no longer connect to the scheduler on 127.0.0.1 and run code as the user who preprocesses.
+    - The scheduler's HTTP server (see NO_HTTP_ROUTES) on a free port of its own: its default, 8787, is often taken
+      by another cluster, and dask then printed "Hosting the HTTP server on port N instead" (not a dashboard)."""
     return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-            "dashboard_address": None}
+            "dashboard_address": None, "security": True,
+            "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+
+
+def _check_tls_available() -> None:
+    try:
+        import cryptography  # noqa: F401  (Security.temporary makes the credentials with it)
+    except ImportError:
+        raise CtsliceError("the local dask cluster needs the `cryptography` package for its TLS credentials "
+                           "(a ctslice dependency: pip install cryptography), or use --workers 0") from None
 
 
 def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, scheduler: str | None,

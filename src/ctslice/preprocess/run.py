@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import owner, store
+from ..cache import lease, owner, store
 from ..cache.cleanup import remove_leftovers
 from ..cache.lock import cache_lock
 from ..cache.manifest import (
-    FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, settings_diff, settings_hash,
-    write_manifest,
+    FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest, recover_settings, settings_diff,
+    settings_hash, write_manifest,
 )
 from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
@@ -110,11 +110,38 @@ def _rebuild_reason(previous_problem: str | None, changes: Changes, diff: dict[s
 
 def cache_settings(cache: Path) -> dict:
     """The settings an existing cache was built with (Manifest.stored_settings), the defaults of its update;
-    {} for a new cache or one that will be rebuilt anyway (another format, unreadable manifest)."""
+    {} for a new cache or one of another format (rebuilt anyway). See `update_settings` for a damaged manifest."""
+    return update_settings(cache)[0]
+
+
+def update_settings(cache: Path) -> tuple[dict, str | None]:
+    """(settings, origin): the defaults of a cache's update, as `cache_settings`. When the manifest is unusable
+    (what `--force` rebuilds), the settings are recovered where they still can be (manifest.recover_settings)
+    and `origin` says from where, or that none could be: then the run falls back to the defaults. origin is None
+    for a readable manifest, a new cache or another format."""
+    if not manifest_path(cache).exists():
+        return {}, None
     try:
-        return read_manifest(cache).stored_settings() if manifest_path(cache).exists() else {}
+        return read_manifest(cache).stored_settings(), None
+    except CacheFormatError:
+        return {}, None
     except CacheError:
-        return {}
+        settings, origin = recover_settings(cache)
+        return settings, (origin if settings else None) or "none readable"
+
+
+def rebuild_settings_note(origin: str, cfg: PreprocessConfig) -> str:
+    """What `preprocess --force` over an unusable manifest says before it starts: the settings it will use and
+    why (recovered, and from where, or the defaults), and how to give others."""
+    values = (f"spacing {'native' if cfg.spacing is None else f'{cfg.spacing} mm'}, size {cfg.size}, "
+              f"HU [{cfg.hu_min}, {cfg.hu_max}], val_fraction {cfg.val_fraction}, seed {cfg.seed}")
+    how = "--spacing, --size, --hu-min, --hu-max, --val-fraction, --seed or --config"
+    if origin == "none readable":
+        return (f"the manifest is unusable and no copy of the cache's settings is readable: the rebuild uses the "
+                f"defaults and the flags given ({values}); to rebuild with the cache's own settings, pass them "
+                f"({how})")
+    return (f"the manifest is unusable: the rebuild uses the cache's settings recovered from {origin} and the "
+            f"flags given ({values}); {how} change them")
 
 
 def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool = False,
@@ -219,12 +246,17 @@ def run_preprocess(data: Path, cache: Path, cfg: PreprocessConfig, force: bool =
         manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
         manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                            **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
-        histogram = summed_histogram(cache, keep.values())
+        histogram = summed_histogram(cache, keep.values(), damaged := [])
+        report.notes += damaged
+        for note in damaged if say else ():
+            say(note)
         manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
+        lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
         store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
         write_manifest(cache, manifest)
         report.warnings = warning_summary(manifest)
-        remove_leftovers(cache, manifest, keep=previous)
+        with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
+            remove_leftovers(cache, manifest, keep=previous, held=held)
     report.seconds = time.perf_counter() - start
     return report
 

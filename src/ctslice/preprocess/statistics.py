@@ -16,6 +16,7 @@ import numpy as np
 
 from ..cache import store
 from ..cache.manifest import SubjectRecord
+from ..errors import CacheError
 
 HIST_OFFSET = 32768  # bin i holds HU value i - 32768: every int16 value has its bin
 HIST_BINS = 65536
@@ -84,12 +85,38 @@ def dataset_statistics(records: Iterable[SubjectRecord], label_map: Mapping[int,
             "slices": _range([r.slices for r in records])}
 
 
-def summed_histogram(cache, records: Iterable[SubjectRecord]) -> np.ndarray:
+def summed_histogram(cache, records: Iterable[SubjectRecord], notes: list[str] | None = None) -> np.ndarray:
     """The subjects' stored foreground HU histograms summed: one small array read per subject, no image data.
-    Subjects cached before histograms existed have none and are left out."""
+    Subjects cached before histograms existed have none and are left out. A histogram that is damaged, missing
+    its chunk or counting other than the subject's labelled voxels is counted again from the subject's slices,
+    with a line in `notes` (`cache verify --repair` rewrites it); CacheError if the slices are damaged too."""
     total = np.zeros(HIST_BINS, dtype=np.int64)
     for record in records:
-        hist = store.read_histogram(cache, record.path)
+        labelled = sum(record.label_voxels[1:])
+        try:
+            hist = store.read_histogram(cache, record.path)
+            if hist is not None and (int(hist.sum()) != labelled or hist.min() < 0):
+                raise CacheError(f"{store.HISTOGRAM} counts {int(hist.sum())} voxels, the subject has {labelled} "
+                                 "labelled ones")
+        except CacheError as e:
+            hist = _recount(cache, record)
+            if notes is not None:
+                notes.append(f"{record.id}: its stored intensity histogram is damaged ({e}); counted again from "
+                             "its slices for the statistics (`ctslice cache verify --repair` rewrites it)")
         if hist is not None:
             total += hist
     return total
+
+
+def _recount(cache, record: SubjectRecord) -> np.ndarray:
+    """A subject's foreground histogram from its checked slice chunks."""
+    s, h, w = record.shape
+    hist = np.zeros(HIST_BINS, dtype=np.int64)
+    for z in range(s):
+        where = f"{cache}: subject {record.id} slice {z}"
+        image = store.read_chunk(store.chunk_path(cache, record.path, "image", z), store.IMAGE_DTYPE, (h, w), where,
+                                 hint=store.DAMAGE_HINT)
+        label = store.read_chunk(store.chunk_path(cache, record.path, "label", z), store.LABEL_DTYPE, (h, w), where,
+                                 hint=store.DAMAGE_HINT)
+        hist += foreground_histogram(image, label)
+    return hist

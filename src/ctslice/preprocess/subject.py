@@ -85,6 +85,7 @@ def _process(job: SubjectJob) -> SubjectOutcome:
         label, overlap, missing = _merge_masks(job, ct_img, root)
     else:
         label, overlap = _read_label_file(job, ct_img, root), 0
+    labelled = int(np.count_nonzero(label))  # on the grid where overlaps are counted: their share's denominator
     image_cached = image_to_cache(ct, geometry, fill=s["hu_min"])
     del ct
     label_cached, cropped = labels_to_cache(label, geometry)
@@ -101,7 +102,8 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     record = SubjectRecord(
         id=src.id, path=folder, key=key, files=files, slices=int(label_cached.shape[0]),
         shape=list(label_cached.shape), spacing=list(geometry.spacing), geometry=geometry.to_json(),
-        label_voxels=[int(v) for v in voxels], overlap_voxels=int(overlap), cropped_label_voxels=int(cropped),
+        label_voxels=[int(v) for v in voxels], overlap_voxels=int(overlap), original_label_voxels=labelled,
+        cropped_label_voxels=int(cropped),
         missing_structures=missing, warnings=warnings, header=volume.header_fields(ct_img.header),
     )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
@@ -127,6 +129,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
     masks = dict(src.masks)
     label = np.zeros(ct_img.shape, dtype=np.uint8, order="F")  # NIfTI data comes in Fortran order
     overlap, missing = 0, []
+    overlapped = np.zeros(ct_img.shape, dtype=bool, order="F")  # each overlapping voxel counted once
     for index, name in sorted(job.label_map.items()):
         if index == 0:
             continue
@@ -140,7 +143,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
         if not is_binary(mask):
             values = np.unique(mask)[:6]
             raise InputError(src.id, file, f"mask has values other than 0/1 (found {values.tolist()})")
-        overlap += merge_mask(label, mask, index)
+        overlap += merge_mask(label, mask, index, overlapped)
         del mask
     return label, overlap, missing
 
