@@ -141,6 +141,12 @@ def test_section_validate_checks_an_instance_built_in_code():
     AugmentConfig().validate()
 
 
+def test_the_rules_are_no_settings():
+    for cls in SECTIONS.values():  # evaluation.json lists __dataclass_fields__: the rules must not be among them
+        assert set(cls.__dataclass_fields__) == {f.name for f in dataclasses.fields(cls)}
+        assert set(cls.LIMITS) <= set(cls.__dataclass_fields__)
+
+
 def _numeric_fields():
     for name, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from .checks import SEED, Limit, Relations, Rule, check_section
+from .checks import SEED, Limit, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ class PreprocessConfig:
     def split_settings(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction, "seed": self.seed}
 
-    SECTION: ClassVar[str] = "preprocess"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    # The rules of the fields above (checks.py). Not annotated, so that they are class attributes, not dataclass
+    # fields: code that lists a section's settings (asdict, __dataclass_fields__) never sees them.
+    SECTION = "preprocess"
+    LIMITS = {
         # 0.01 mm is finer than any CT; at 20 mm a body is a few pixels wide (and inf made an all-background cache)
         "spacing": Limit(0.01, 20, unit="mm"),
         "size": Limit(16, 4096),
@@ -61,7 +63,7 @@ class PreprocessConfig:
         "seed": SEED,
         "workers": Limit(0, 4096),
     }
-    NONE_WORDS: ClassVar[dict[str, str]] = {"spacing": "'native'", "dask_scheduler": "no cluster"}
+    NONE_WORDS = {"spacing": "'native'", "dask_scheduler": "no cluster"}
 
     def relations(self) -> Relations:
         if not self.hu_min < self.hu_max:
@@ -101,8 +103,8 @@ class LoaderConfig:
     seed: int = 0
     """Seed of the sampler (and of worker RNGs)."""
 
-    SECTION: ClassVar[str] = "loader"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    SECTION = "loader"
+    LIMITS = {
         "batch_size": Limit(1, 4096),
         "workers": Limit(0, 1024),
         "prefetch_factor": Limit(1, 64),  # torch refuses 0 with workers (a traceback before)

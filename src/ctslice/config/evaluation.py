@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from .checks import Limit, Pattern, Rule, check_section
+from .checks import Limit, Pattern, check_section
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,8 @@ class EvaluateConfig:
     worst_subjects: int = 3
     """Overlay figures of this many worst subjects (lowest mean Dice)."""
 
-    SECTION: ClassVar[str] = "evaluate"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    SECTION = "evaluate"
+    LIMITS = {
         "surface_tolerance_mm": Limit(0, 1000, unit="mm"),
         "detection_min_ml": Limit(0, 1e6, unit="ml"),
         "detection_dice": Limit(0, 1),

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from .checks import SEED, Limit, OneOf, Relations, Rule, check_section
+from .checks import SEED, Limit, OneOf, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -20,8 +19,8 @@ class ModelConfig:
     depth: int = 5
     """Stages including the bottleneck; slice sizes must be divisible by 2**(depth-1)."""
 
-    SECTION: ClassVar[str] = "model"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    SECTION = "model"
+    LIMITS = {
         "base_width": Limit(1, 1024),  # 1024 already means 16,384 channels at depth 5
         "depth": Limit(2, 8),
     }
@@ -128,8 +127,8 @@ class TrainConfig:
     wandb_project: str = "ctslice"
     """wandb project name."""
 
-    SECTION: ClassVar[str] = "train"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    SECTION = "train"
+    LIMITS = {
         "epochs": Limit(1, 1_000_000),
         # torch's AdamW raises a bare ValueError for negative rates and decays: say which setting, as for the others
         "learning_rate": Limit(0, 10, low_open=True),
@@ -156,7 +155,7 @@ class TrainConfig:
         "val_images": Limit(0, 256),
         "wandb": OneOf(WANDB_MODES),
     }
-    NONE_WORDS: ClassVar[dict[str, str]] = {
+    NONE_WORDS = {
         "cosine_t_max": "none: epochs", "grad_clip": "none: no clipping", "steps_per_epoch": "none: the whole split",
         "val_batches": "none: every val slice", "window_min": "none: the cache's hu_min",
         "window_max": "none: the cache's hu_max"}
@@ -196,8 +195,8 @@ class AugmentConfig:
     contrast: float = 0.1
     """Multiplicative intensity factor drawn from [1 - contrast, 1 + contrast], per slice."""
 
-    SECTION: ClassVar[str] = "augment"
-    LIMITS: ClassVar[dict[str, Rule]] = {
+    SECTION = "augment"
+    LIMITS = {
         "probability": Limit(0, 1),
         "scale": Limit(0, 1, high_open=True),
         "rotate_degrees": Limit(0, 180),
