@@ -92,8 +92,8 @@ def test_cli_refuses_a_fifo_config_in_one_line(tmp_path, no_hang, command):  # n
 
 
 @pytest.mark.parametrize("command, text, key", [
-    (["train"], "[augment]\nrotate_degrees = nan\n", "rotate_degrees"),
-    (["preprocess", "DATA"], "[preprocess]\nspacing = true\n", "spacing"),
+    (["train"], "[augment]\nrotate_degrees = nan\n", "[augment]: rotate_degrees"),
+    (["preprocess", "DATA"], "[preprocess]\nspacing = true\n", "[preprocess]: spacing"),
 ])
 def test_cli_bad_config_value_is_one_error_line(tmp_path, command, text, key):
     (tmp_path / "DATA").mkdir()

@@ -94,11 +94,16 @@ def _sections(layer: Any, where: str) -> dict[str, Mapping[str, Any]]:
             if homes and not isinstance(values, Mapping):
                 raise ConfigError(f"{where}: {name} = {show(values)} is outside any section; put it under "
                                   f"[{'] or ['.join(homes)}]")
-            raise ConfigError(f"{where}: unknown section(s) {name}; known: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{where}: unknown section(s) {_name(name)}; known: {', '.join(SECTIONS)}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: {name} = {show(values)} must be a section ([{name}] and its settings on the "
                               f"lines below), got {kind(values)}")
     return dict(layer)
+
+
+def _name(key: Any) -> str:
+    """A key as written, or quoted when it is no plain name (a quoted TOML key may hold escapes or spaces)."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
 
 
 def _merge(section: Any, values: Mapping[str, Any], where: str, origins: dict[str, str]) -> Any:
@@ -108,7 +113,7 @@ def _merge(section: Any, values: Mapping[str, Any], where: str, origins: dict[st
     known = {f.name for f in dataclasses.fields(section)}
     unknown = sorted(set(values) - known, key=str)
     if unknown:
-        raise ConfigError(f"{where} [{cls.SECTION}]: unknown setting(s) {', '.join(map(str, unknown))}; known: "
+        raise ConfigError(f"{where} [{cls.SECTION}]: unknown setting(s) {', '.join(map(_name, unknown))}; known: "
                           f"{', '.join(sorted(known))}")
     if "spacing" in values:  # TOML has no null, so "native" stands for None there and on the command line
         try:
