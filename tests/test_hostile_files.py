@@ -132,7 +132,7 @@ def test_a_toml_value_of_the_wrong_type_is_one_error_line(tiny_dataset, tmp_path
     config = tmp_path / "bad.toml"
     config.write_text('[preprocess]\nsize = "128"\n')
     result = cli("preprocess", tiny_dataset, "--cache", tmp_path / "cache", "--config", config)
-    assert result.exit_code == 2 and "size = '128' should be int" in result.output
+    assert result.exit_code == 2 and "size must be an integer from 16 to 4096, got '128' (a string)" in result.output
     assert str(config) in result.output and "Traceback" not in result.output
 
 
@@ -195,5 +195,5 @@ def test_clean_leftovers_says_what_it_could_not_remove(tiny_cache, monkeypatch):
 def test_config_type_errors_name_the_setting():
     from ctslice.config import load_config
 
-    with pytest.raises(CtsliceError, match="workers = 'many' should be int"):
+    with pytest.raises(CtsliceError, match="workers must be an integer from 0 to 4096, got 'many'"):
         load_config(None, {"preprocess": {"workers": "many"}})

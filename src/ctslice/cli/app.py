@@ -28,12 +28,14 @@ out = Console(soft_wrap=True)
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Known problems (bad input, unusable cache) end the command with one line, not a traceback."""
+    from rich.markup import escape
+
     from ..errors import CtsliceError
 
     try:
         yield
-    except CtsliceError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except CtsliceError as e:  # escaped: "[augment]" or a path with brackets is text, not rich markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import LoaderConfig
+from ..config import LoaderConfig, TrainConfig
 from .app import bench_app, console, out, user_errors
 from .bench_loader import parse_worker_counts
 
@@ -19,12 +19,14 @@ def bench_train(
                                                        "--size px under --out, built once).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the generated demo data and cache.")] = Path(
         "bench-out"),
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(
+        help=f"auto, cpu or cuda. [default: the config's, else {TrainConfig().device}]")] = None,
     size: Annotated[int, typer.Option(help="Slice size in pixels of the generated cache.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Slices per batch.")] = 16,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Slices per batch. [default: the config's, else {LoaderConfig().batch_size}]")] = None,
     workers: Annotated[Optional[str], typer.Option(
         help=f"DataLoader worker counts to compare, e.g. 0,2,N; the first is the reported one. "
-             f"[default: {LoaderConfig().workers}]")] = None,
+             f"[default: the config's, else {LoaderConfig().workers}]")] = None,
     steps: Annotated[int, typer.Option(help="Timed training steps per row (after 3 warm-up steps).")] = 20,
     config: Annotated[Optional[Path], typer.Option(help="TOML file ([model], [train], [augment], [loader]); the "
                                                         "default is the real job's model.")] = None,
@@ -44,9 +46,12 @@ def bench_train(
         from ..bench.train import ensure_demo_cache, format_table, run_train_benchmark
         from ..config import load_config
 
-        counts = parse_worker_counts(workers) if workers else (LoaderConfig().workers,)
+        # Options left out are None ("not given"), so the --config file's values stand (flags > file > defaults);
+        # wandb is off whatever the file says: a benchmark logs nothing.
+        counts = parse_worker_counts(workers) if workers else None
         cfg = load_config(config, {"train": {"device": device, "wandb": "disabled"},
-                                   "loader": {"batch_size": batch_size, "workers": counts[0]}})
+                                   "loader": {"batch_size": batch_size, "workers": counts[0] if counts else None}})
+        counts = counts or (cfg.loader.workers,)
         log = lambda message: console.print(message, highlight=False)  # noqa: E731
         if cache is None:
             cache = ensure_demo_cache(out_dir, size, log=log)

@@ -7,15 +7,20 @@ checkpoints (`Config.to_dict`); a resumed run's own settings likewise take the d
 
 The sections live in `data.py` ([preprocess], [loader]), `training.py` ([model], [train], [augment]) and
 `evaluation.py` ([evaluate]); `loading.py` joins them into `Config` and resolves it (`load_config`).
+
+Checking: every field has one rule (type, finite, range or choices) in its section's LIMITS (`checks.py`); the one
+entry point for settings from anywhere (a file, a checkpoint, a cache manifest) is `validate_settings(settings,
+where)`, which `load_config` applies layer by layer; `Section.validate()` checks one section instance.
 """
 
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
-from .loading import RUN_SECTIONS, Config, load_config, parse_spacing
+from .checks import ConfigError
+from .loading import RUN_SECTIONS, SECTIONS, Config, load_config, parse_spacing, validate_settings
 from .training import DEVICES, INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, AugmentConfig, ModelConfig, TrainConfig
 
 __all__ = [
-    "DEVICES", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "WANDB_MODES", "AugmentConfig", "Config",
-    "EvaluateConfig", "LoaderConfig", "ModelConfig", "PreprocessConfig", "TrainConfig", "load_config",
-    "parse_spacing",
+    "DEVICES", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "SECTIONS", "WANDB_MODES", "AugmentConfig",
+    "Config", "ConfigError", "EvaluateConfig", "LoaderConfig", "ModelConfig", "PreprocessConfig", "TrainConfig",
+    "load_config", "parse_spacing", "validate_settings",
 ]

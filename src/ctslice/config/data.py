@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CtsliceError
+from .checks import SEED, Limit, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,28 @@ class PreprocessConfig:
     def split_settings(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction, "seed": self.seed}
 
+    # The rules of the fields above (checks.py). Not annotated, so that they are class attributes, not dataclass
+    # fields: code that lists a section's settings (asdict, __dataclass_fields__) never sees them.
+    SECTION = "preprocess"
+    LIMITS = {
+        # 0.01 mm is finer than any CT; at 20 mm a body is a few pixels wide (and inf made an all-background cache)
+        "spacing": Limit(0.01, 20, unit="mm"),
+        "size": Limit(16, 4096),
+        "hu_min": Limit(-32768, 32767),
+        "hu_max": Limit(-32768, 32767),
+        "val_fraction": Limit(0, 1, high_open=True),
+        "seed": SEED,
+        "workers": Limit(0, 4096),
+    }
+    NONE_WORDS = {"spacing": "'native'", "dask_scheduler": "no cluster"}
+
+    def relations(self) -> Relations:
+        if not self.hu_min < self.hu_max:
+            yield ("hu_min", "hu_max"), f"hu_min must be below hu_max, got {self.hu_min} and {self.hu_max}"
+
     def validate(self) -> None:
-        if self.spacing is not None and not self.spacing > 0:
-            raise CtsliceError(f"spacing must be positive mm or 'native', got {self.spacing}")
-        if not 16 <= self.size <= 4096:
-            raise CtsliceError(f"size must be between 16 and 4096 pixels, got {self.size}")
-        if not -32768 <= self.hu_min < self.hu_max <= 32767:
-            raise CtsliceError(f"need -32768 <= hu_min < hu_max <= 32767, got {self.hu_min}, {self.hu_max}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise CtsliceError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.workers < 0:
-            raise CtsliceError(f"workers must be >= 0, got {self.workers}")
+        """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
+        check_section(self)
 
 
 @dataclass(frozen=True)
@@ -92,14 +103,20 @@ class LoaderConfig:
     seed: int = 0
     """Seed of the sampler (and of worker RNGs)."""
 
+    SECTION = "loader"
+    LIMITS = {
+        "batch_size": Limit(1, 4096),
+        "workers": Limit(0, 1024),
+        "prefetch_factor": Limit(1, 64),  # torch refuses 0 with workers (a traceback before)
+        "oversample_fraction": Limit(0, 1),
+        "context_slices": Limit(1, 63),
+        "seed": SEED,
+    }
+
+    def relations(self) -> Relations:
+        if self.context_slices % 2 == 0:
+            yield ("context_slices",), f"context_slices must be odd (a middle slice), got {self.context_slices}"
+
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise CtsliceError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise CtsliceError(f"loader workers must be >= 0, got {self.workers}")
-        if not 0.0 <= self.oversample_fraction <= 1.0:
-            raise CtsliceError(f"oversample_fraction must be in [0, 1], got {self.oversample_fraction}")
-        if self.context_slices < 1 or self.context_slices % 2 == 0:
-            raise CtsliceError(f"context_slices must be odd and >= 1, got {self.context_slices}")
-
-
+        """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
+        check_section(self)

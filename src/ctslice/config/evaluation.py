@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from ..errors import CtsliceError
+from .checks import Limit, Pattern, check_section
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,17 @@ class EvaluateConfig:
     worst_subjects: int = 3
     """Overlay figures of this many worst subjects (lowest mean Dice)."""
 
+    SECTION = "evaluate"
+    LIMITS = {
+        "surface_tolerance_mm": Limit(0, 1000, unit="mm"),
+        "detection_min_ml": Limit(0, 1e6, unit="ml"),
+        "detection_dice": Limit(0, 1),
+        "batch_size": Limit(1, 4096),
+        "workers": Limit(0, 1024),
+        "device": Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),
+        "worst_subjects": Limit(0, 1000),
+    }
+
     def validate(self) -> None:
-        if not self.surface_tolerance_mm >= 0:
-            raise CtsliceError(f"surface_tolerance_mm must be >= 0, got {self.surface_tolerance_mm}")
-        if not self.detection_min_ml >= 0 or not 0 <= self.detection_dice <= 1:
-            raise CtsliceError(f"need detection_min_ml >= 0 and 0 <= detection_dice <= 1, got "
-                               f"{self.detection_min_ml}, {self.detection_dice}")
-        if self.batch_size < 1 or self.workers < 0 or self.worst_subjects < 0:
-            raise CtsliceError(f"need batch_size >= 1, workers >= 0, worst_subjects >= 0, got {self.batch_size}, "
-                               f"{self.workers}, {self.worst_subjects}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            raise CtsliceError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-
-
+        """Every field against its rule in LIMITS; raises ConfigError."""
+        check_section(self)

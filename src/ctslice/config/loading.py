@@ -4,14 +4,15 @@ settings < a TOML file < command-line flags, unknown keys and wrong types reject
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import tomllib
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CtsliceError
+from .checks import ConfigError, check_section, check_value, kind, show
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
 from .training import AugmentConfig, ModelConfig, TrainConfig
@@ -32,52 +33,122 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def parse_spacing(value: str | float | None) -> float | None:
-    """'native' (or None) keeps each subject's spacing; anything else is millimetres."""
+def parse_spacing(value: Any) -> Any:
+    """'native' (or None) keeps each subject's spacing; a number, or a string of one (the command line), is
+    millimetres. Anything else is returned as is, for the checks to name (a bool is not a number)."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "native"):
         return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"spacing must be a number of mm or 'native', got {value!r}") from None
+    return value
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration file is a few hundred bytes; anything past a megabyte is not one."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables. Only a regular file is read (a FIFO would wait for a writer forever, a device never
+    end), UTF-8 only; every problem is one ConfigError naming the file."""
     try:
-        return float(value)
-    except ValueError:
-        raise CtsliceError(f"spacing must be a number of mm or 'native', got {value!r}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config {path} is not a regular file (a FIFO, device or folder); give a TOML file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config {path} is {st.st_size} bytes; a TOML config is at most {MAX_CONFIG_BYTES}")
+        raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                          "TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
 
 
-def _merge(section: Any, values: dict[str, Any], where: str) -> Any:
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+"""Section name -> its class: [preprocess] -> PreprocessConfig, ..."""
+
+
+def _sections(layer: Any, where: str) -> dict[str, Mapping[str, Any]]:
+    """A layer's sections, each a table of settings; a section given as a value, or a setting outside any
+    section, is named with the section it belongs in."""
+    if not isinstance(layer, Mapping):
+        raise ConfigError(f"{where}: settings must be a table of sections ([train], [model], ...), got {kind(layer)}")
+    for name, values in layer.items():
+        if name not in SECTIONS:
+            homes = [s for s, cls in SECTIONS.items() if name in {f.name for f in dataclasses.fields(cls)}]
+            if homes and not isinstance(values, Mapping):
+                raise ConfigError(f"{where}: {name} = {show(values)} is outside any section; put it under "
+                                  f"[{'] or ['.join(homes)}]")
+            raise ConfigError(f"{where}: unknown section(s) {_name(name)}; known: {', '.join(SECTIONS)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: {name} = {show(values)} must be a section ([{name}] and its settings on the "
+                              f"lines below), got {kind(values)}")
+    return dict(layer)
+
+
+def _name(key: Any) -> str:
+    """A key as written, or quoted when it is no plain name (a quoted TOML key may hold escapes or spaces)."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
+
+
+def _merge(section: Any, values: Mapping[str, Any], where: str, origins: dict[str, str]) -> Any:
+    """`values` over a section, each value checked alone (type, finite, range) and named with `where`; the
+    rules between fields are checked once all layers are in (check_section)."""
+    cls = type(section)
     known = {f.name for f in dataclasses.fields(section)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known, key=str)
     if unknown:
-        raise CtsliceError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"{where} [{cls.SECTION}]: unknown setting(s) {', '.join(map(_name, unknown))}; known: "
+                          f"{', '.join(sorted(known))}")
     if "spacing" in values:  # TOML has no null, so "native" stands for None there and on the command line
-        values = {**values, "spacing": parse_spacing(values["spacing"])}
-    hints = typing.get_type_hints(type(section))
+        try:
+            values = {**values, "spacing": parse_spacing(values["spacing"])}
+        except ConfigError:
+            pass  # a string that is no number: check_value names it, with where it came from
     for name, value in values.items():
-        if not _has_type(value, hints[name]):
-            raise CtsliceError(f"{where}: {name} = {value!r} should be {_type_name(hints[name])}, not "
-                               f"{type(value).__name__}")
+        problem = check_value(cls, name, value)
+        if problem:
+            raise ConfigError(f"{where} [{cls.SECTION}]: {name} {problem}")
+        origins[name] = where
     return dataclasses.replace(section, **values)
 
 
-def _has_type(value: Any, hint: Any) -> bool:
-    """isinstance for the plain field types used here (int, float, str, bool and `X | None`); bool is not taken
-    for int, and an int is a float."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return True
-        if option is bool and isinstance(value, bool):
-            return True
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if option is str and isinstance(value, str):
-            return True
-    return False
+def _resolve(layers: list[tuple[str, Any, bool]], base: Config | None = None) -> Config:
+    """Layers (where, {section: {key: value}}, whether None means "not given") over `base` in order, then every
+    section checked whole, naming the layer each value involved came from."""
+    cfg = base or Config()
+    origins: dict[str, dict[str, str]] = {name: {} for name in SECTIONS}
+    for where, layer, none_is_unset in layers:
+        for name, values in _sections(layer, where).items():
+            values = {k: v for k, v in values.items() if not (none_is_unset and v is None)}
+            cfg = dataclasses.replace(cfg, **{name: _merge(getattr(cfg, name), values, where, origins[name])})
+    for name in SECTIONS:
+        check_section(getattr(cfg, name), "", origins[name])
+    return cfg
 
 
-def _type_name(hint: Any) -> str:
-    return " or ".join("none" if a is type(None) else a.__name__ for a in (typing.get_args(hint) or (hint,)))
+def validate_settings(settings: Mapping[str, Any], where: str, base: Config | None = None) -> Config:
+    """THE check of settings from anywhere: {"train": {...}, "model": {...}, ...}, as a TOML file, Config.to_dict()
+    or a checkpoint's "config" holds them (for a cache manifest's flat settings: {"preprocess": flat}). Sections
+    and keys left out keep `base`'s values (the defaults); None is a value here (spacing None = native).
+    Returns the resolved Config; raises ConfigError naming `where` (a file), the section, the key and the value
+    (types: a bool is not a number; numbers finite and in range; choices; rules between fields)."""
+    return _resolve([(where, settings, False)], base)
 
 
 RUN_SECTIONS = ("loader", "model", "train", "augment")
@@ -92,35 +163,17 @@ def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] |
     the sections of a run being resumed (`run_settings`, its checkpoint's config: a resume without flags
     continues the same run), then the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}};
     None values mean "not given" and are skipped, so CLI options can be passed straight through)."""
-    cfg = Config()
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str, Any, bool]] = []
     if run_settings:
-        layers.append(("the resumed run's settings", {name: dict(values) for name, values in run_settings.items()
-                                                      if name in RUN_SECTIONS and isinstance(values, dict)}))
+        run = ({name: values for name, values in run_settings.items() if name in RUN_SECTIONS}
+               if isinstance(run_settings, Mapping) else run_settings)
+        layers.append(("the resumed run's settings", run, False))
     if cache_settings:
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
         stored = {k: v for k, v in cache_settings.items() if k in known}
-        if "spacing" in stored and stored["spacing"] is None:  # None would read as "not given"
-            stored["spacing"] = "native"
-        layers.append(("the cache's settings", {"preprocess": stored}))
+        layers.append(("the cache's settings", {"preprocess": stored}, False))
     if path is not None:
-        try:
-            layers.append((str(path), tomllib.loads(Path(path).read_text())))
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise CtsliceError(f"cannot read config {path}: {e}") from e
+        layers.append((str(path), read_toml(Path(path)), False))
     if overrides:
-        layers.append(("command line", overrides))
-    for where, layer in layers:
-        unknown = sorted(set(layer) - {f.name for f in dataclasses.fields(cfg)})
-        if unknown:
-            raise CtsliceError(f"{where}: unknown section(s) {', '.join(unknown)}")
-        for name, values in layer.items():
-            values = {k: v for k, v in values.items() if v is not None}
-            cfg = dataclasses.replace(cfg, **{name: _merge(getattr(cfg, name), values, f"{where} [{name}]")})
-    cfg.preprocess.validate()
-    cfg.loader.validate()
-    cfg.model.validate()
-    cfg.train.validate()
-    cfg.augment.validate()
-    cfg.evaluate.validate()
-    return cfg
+        layers.append(("command line", overrides, True))
+    return _resolve(layers)

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from ..errors import CtsliceError
+from .checks import SEED, Limit, OneOf, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -20,11 +19,15 @@ class ModelConfig:
     depth: int = 5
     """Stages including the bottleneck; slice sizes must be divisible by 2**(depth-1)."""
 
+    SECTION = "model"
+    LIMITS = {
+        "base_width": Limit(1, 1024),  # 1024 already means 16,384 channels at depth 5
+        "depth": Limit(2, 8),
+    }
+
     def validate(self) -> None:
-        if self.base_width < 1:
-            raise CtsliceError(f"base_width must be >= 1, got {self.base_width}")
-        if not 2 <= self.depth <= 8:
-            raise CtsliceError(f"depth must be between 2 and 8, got {self.depth}")
+        """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
+        check_section(self)
 
 
 SCHEDULERS = ("cosine", "plateau", "none")
@@ -124,37 +127,49 @@ class TrainConfig:
     wandb_project: str = "ctslice"
     """wandb project name."""
 
+    SECTION = "train"
+    LIMITS = {
+        "epochs": Limit(1, 1_000_000),
+        # torch's AdamW raises a bare ValueError for negative rates and decays: say which setting, as for the others
+        "learning_rate": Limit(0, 10, low_open=True),
+        "weight_decay": Limit(0, 10),
+        "scheduler": OneOf(SCHEDULERS),
+        "cosine_t_max": Limit(1, 1_000_000),
+        "cosine_eta_min": Limit(0, 10),
+        "plateau_factor": Limit(0, 1, low_open=True, high_open=True),
+        "plateau_patience": Limit(0, 1_000_000),
+        "plateau_min_lr": Limit(0, 10),
+        "warmup_steps": Limit(0, 10**9),
+        "ce_weight": Limit(0, 1000),
+        "dice_weight": Limit(0, 1000),
+        "grad_clip": Limit(0, 1e6, low_open=True),
+        "steps_per_epoch": Limit(1, 10**9),
+        "val_batches": Limit(1, 10**9),
+        "intensity": OneOf(INTENSITY_SCHEMES),
+        "window_min": Limit(-32768, 32767, unit="HU"),
+        "window_max": Limit(-32768, 32767, unit="HU"),
+        "device": OneOf(DEVICES),
+        "seed": SEED,
+        "keep_checkpoints": Limit(0, 1_000_000),
+        "log_every": Limit(1, 10**9),
+        "val_images": Limit(0, 256),
+        "wandb": OneOf(WANDB_MODES),
+    }
+    NONE_WORDS = {
+        "cosine_t_max": "none: epochs", "grad_clip": "none: no clipping", "steps_per_epoch": "none: the whole split",
+        "val_batches": "none: every val slice", "window_min": "none: the cache's hu_min",
+        "window_max": "none: the cache's hu_max"}
+
+    def relations(self) -> Relations:
+        if self.ce_weight + self.dice_weight == 0:
+            yield ("ce_weight", "dice_weight"), "ce_weight and dice_weight must not both be 0 (no loss to train on)"
+        if self.window_min is not None and self.window_max is not None and not self.window_min < self.window_max:
+            yield ("window_min", "window_max"), (f"window_min must be below window_max, got {self.window_min} and "
+                                                 f"{self.window_max}")
+
     def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (0 < self.learning_rate < math.inf, f"learning_rate must be > 0, got {self.learning_rate}"),
-            # torch's AdamW raises a bare ValueError for these: say which setting, as for the others
-            (0 <= self.weight_decay < math.inf, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.cosine_eta_min < math.inf, f"cosine_eta_min must be >= 0, got {self.cosine_eta_min}"),
-            (0 <= self.plateau_min_lr < math.inf, f"plateau_min_lr must be >= 0, got {self.plateau_min_lr}"),
-            (self.scheduler in SCHEDULERS,
-             f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
-            (self.cosine_t_max is None or self.cosine_t_max >= 1,
-             f"cosine_t_max must be >= 1, got {self.cosine_t_max}"),
-            (0 < self.plateau_factor < 1, f"plateau_factor must be in (0, 1), got {self.plateau_factor}"),
-            (self.plateau_patience >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.ce_weight >= 0 and self.dice_weight >= 0 and self.ce_weight + self.dice_weight > 0,
-             "ce_weight and dice_weight must be >= 0 and not both 0"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
-            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
-            (self.val_batches is None or self.val_batches >= 1, "val_batches must be >= 1"),
-            (self.intensity in INTENSITY_SCHEMES,
-             f"intensity must be one of {', '.join(INTENSITY_SCHEMES)}, got {self.intensity!r}"),
-            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
-            (self.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0, got {self.keep_checkpoints}"),
-            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
-            (self.val_images >= 0, f"val_images must be >= 0, got {self.val_images}"),
-            (self.wandb in WANDB_MODES, f"wandb must be one of {', '.join(WANDB_MODES)}, got {self.wandb!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise CtsliceError(message)
+        """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
+        check_section(self)
 
 
 @dataclass(frozen=True)
@@ -180,12 +195,15 @@ class AugmentConfig:
     contrast: float = 0.1
     """Multiplicative intensity factor drawn from [1 - contrast, 1 + contrast], per slice."""
 
+    SECTION = "augment"
+    LIMITS = {
+        "probability": Limit(0, 1),
+        "scale": Limit(0, 1, high_open=True),
+        "rotate_degrees": Limit(0, 180),
+        "brightness": Limit(0, 10),  # normalised intensities span about [0, 1] ('window') or a few units ('ct')
+        "contrast": Limit(0, 1, high_open=True),
+    }
+
     def validate(self) -> None:
-        if not 0.0 <= self.probability <= 1.0:
-            raise CtsliceError(f"augment probability must be in [0, 1], got {self.probability}")
-        if not 0.0 <= self.scale < 1.0 or not 0.0 <= self.contrast < 1.0:
-            raise CtsliceError("augment scale and contrast must be in [0, 1)")
-        if self.rotate_degrees < 0 or self.brightness < 0:
-            raise CtsliceError("augment rotate_degrees and brightness must be >= 0")
-
-
+        """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
+        check_section(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -67,13 +68,17 @@ def _visible(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if not p.name.startswith("."))
 
 
+def first_few(items: list[str], limit: int = 5) -> str:
+    """'a, b, c, d, e and 7 more'."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _hidden_warning(root: Path) -> list[str]:
     """Folders starting with '.' are skipped (editor, OS and tool folders); say which, so none is lost silently."""
     hidden = sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.is_dir())
     if not hidden:
         return []
-    shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
-    return [f"{len(hidden)} hidden folder(s) skipped (names starting with '.'): {shown}"]
+    return [f"{len(hidden)} hidden folder(s) skipped (names starting with '.'): {first_few(hidden)}"]
 
 
 def detect_layout(root: Path) -> str:
@@ -150,40 +155,82 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
     if len(names) > MAX_LABELS:
         raise CtsliceError(f"{root}: {len(names)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
     split, warnings = _read_meta_csv(root / "meta.csv")
+    unknown = sorted(set(split) - set(candidates))
+    if unknown:  # a subset of the dataset, or ids spelt differently: either way, say that these splits go unused
+        warnings.append(f"meta.csv: {len(unknown)} id(s) match no subject folder (their split is not used): "
+                        f"{first_few(unknown)}")
     return Dataset(root, "totalsegmentator", tuple(subjects), build_label_map(names), None, split,
                    tuple(problems), tuple(_hidden_warning(root) + warnings))
 
 
 def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
     """Official split from TotalSegmentator's meta.csv (';'-separated; UTF-8, with or without a byte-order mark,
-    or UTF-16 with one). A meta.csv that cannot be read whole is an error, not a warning: ignoring it would put
-    its test subjects into train. Rows with an empty split are only a warning (those subjects get the rule's)."""
-    if not path.is_file():
+    or UTF-16 with one). A meta.csv that cannot be read whole is an error, not a warning: ignoring it, or a part of
+    it, would put its test subjects into train. So are a FIFO or device in its place (never read: it could hang or
+    never end), a quote left open, and an id given two splits. Rows with an empty split are only a warning (those
+    subjects get the rule's)."""
+    from .fingerprint import NotRegularFile, _open_regular  # here: fingerprint imports this module
+
+    if not os.path.lexists(path):
         return {}, []
     try:
-        raw = path.read_bytes()
+        fd, _ = _open_regular(path)  # links are followed, as for the dataset's other files
+        with open(fd, "rb", closefd=True) as f:
+            raw = f.read()
         text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
-        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except NotRegularFile:
+        raise CtsliceError(f"{path}: not a regular file (a FIFO, device or folder), not read; replace it with the "
+                           "file or remove it to split by the rule") from None
+    except OSError as e:  # also a link to nothing
+        raise CtsliceError(f"{path}: cannot read it ({e.strerror or e}); fix it or remove it to split by the "
+                           "rule") from None
+    except UnicodeDecodeError as e:
         raise CtsliceError(f"{path}: cannot read it ({e}); it must be UTF-8 text") from None
-    if not rows or "image_id" not in rows[0] or "split" not in rows[0]:
-        found = ", ".join(map(repr, list(rows[0])[:4])) if rows else "no rows"
+    rows = _meta_rows(path, text)
+    if not rows or "image_id" not in rows[0][1] or "split" not in rows[0][1]:
+        found = ", ".join(map(repr, list(rows[0][1])[:4])) if rows else "no rows"
         raise CtsliceError(f"{path}: needs ';'-separated columns image_id and split (found {found}); fix it or "
                            "remove it to split by the rule")
-    split, empty, bad = {}, 0, []
-    for row in rows:
+    split: dict[str, str] = {}
+    line_of: dict[str, int] = {}
+    empty, bad = 0, []
+    for line, row in rows[1:]:
         sid, value = (row.get("image_id") or "").strip(), (row.get("split") or "").strip().lower()
         if value in SPLITS and sid:
-            split[sid] = value
+            if sid in split and split[sid] != value:
+                raise CtsliceError(f"{path}: {sid} has two splits, {split[sid]} on line {line_of[sid]} and {value} "
+                                   f"on line {line}; keep one row")
+            split[sid], line_of[sid] = value, line
         elif value:
-            bad.append(f"{sid or '?'}: {value!r}")
+            bad.append(f"{sid or '?'} (line {line}): {value!r}")
         else:
             empty += 1
     if bad:
-        raise CtsliceError(f"{path}: {len(bad)} row(s) with a split other than train/val/test: "
-                           f"{', '.join(bad[:5])}")
+        raise CtsliceError(f"{path}: {len(bad)} row(s) with a split other than train/val/test: {first_few(bad)}")
     warnings = [f"meta.csv: {empty} row(s) without a split (split by the rule instead)"] if empty else []
     return split, warnings
+
+
+def _meta_rows(path: Path, text: str) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) for the header and each non-empty row. Quoting is parsed strictly, and a row
+    must fit on its line: a quote left open would otherwise swallow the rows after it, whose subjects would then
+    silently get the rule's split."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            if reader.line_num != start:
+                raise CtsliceError(f"{path}: line {start}: a quoted field runs on to line {reader.line_num} (a quote "
+                                   "left open?); each row must be one line")
+            if row:
+                header = header or row
+                rows.append((start, dict(zip(header, row))))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise CtsliceError(f"{path}: line {start}: bad quoting ({e}; a quote left open?)") from None
+    return rows
 
 
 def _dataset_labels(root: Path) -> dict[int, str]:
