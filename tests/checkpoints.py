@@ -9,7 +9,7 @@ import torch
 
 from ctslice.cache.manifest import read_manifest
 from ctslice.config import Config, ModelConfig
-from ctslice.train.model import build_model
+from ctslice.model.unet import build_model
 
 
 def make_checkpoint(cache: Path, path: Path, context_slices: int = 1, seed: int = 0) -> Path:

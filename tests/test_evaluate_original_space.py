@@ -12,7 +12,7 @@ from ctslice.cache.reader import CacheReader
 from ctslice.config import PreprocessConfig
 from ctslice.evaluate import original_space
 from ctslice.evaluate.original_space import PlaneMapper, to_original
-from ctslice.preprocess.geometry import Geometry, labels_to_cache, plan_geometry
+from ctslice.imaging.geometry import Geometry, labels_to_cache, plan_geometry
 from ctslice.preprocess.run import run_preprocess
 
 

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ctslice.preprocess.geometry import (
+from ctslice.imaging.geometry import (
     Geometry, image_to_cache, labels_to_cache, labels_to_original, plan_geometry,
 )
 

@@ -20,7 +20,7 @@ from ctslice.cache.reader import CacheReader
 from ctslice.cache.verify import verify_cache
 from ctslice.cli import app
 from ctslice.errors import CacheError, CtsliceError
-from ctslice.preprocess import memory
+from ctslice.imaging import memory
 from ctslice.preprocess.parallel import local_cluster_options
 from ctslice.preprocess.run import run_preprocess
 from ctslice.preprocess.sources import discover

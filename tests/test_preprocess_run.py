@@ -17,7 +17,7 @@ from ctslice.cache.manifest import FORMAT_VERSION, read_manifest
 from ctslice.cli import app
 from ctslice.config import PreprocessConfig
 from ctslice.errors import CtsliceError
-from ctslice.preprocess.geometry import Geometry, labels_to_original
+from ctslice.imaging.geometry import Geometry, labels_to_original
 from ctslice.preprocess.run import run_preprocess
 
 NATIVE = PreprocessConfig(spacing=None, size=16, workers=0)

@@ -13,7 +13,7 @@ from ctslice.train.checkpoint import (load_checkpoint, prune_epoch_checkpoints, 
                                       set_rng_state)
 from ctslice.train.epoch_metrics import EpochCounts, comparison, gradient_norm, ranked_classes
 from ctslice.train.loss import marginal_cross_entropy, segmentation_loss, soft_dice_loss
-from ctslice.train.model import build_model, count_parameters
+from ctslice.model.unet import build_model, count_parameters
 from ctslice.train.schedule import LRSchedule, PlateauState, cosine_lr, plateau_step, warmup_factor
 
 

@@ -14,7 +14,7 @@ from ctslice.config import ModelConfig, PreprocessConfig, load_config
 from ctslice.errors import CacheError
 from ctslice.preprocess.run import run_preprocess
 from ctslice.synthetic import DemoSpec, generate_demo_dataset
-from ctslice.train.model import build_model
+from ctslice.model.unet import build_model
 from ctslice.train.run import run_training
 
 EPOCH_KEYS = {"train/dice", "train/loss", "val/dice", "val/loss", "val/iou", "comparison/loss_gap",

@@ -10,7 +10,7 @@ from ctslice.cache import store
 from ctslice.cache.manifest import read_manifest
 from ctslice.config import PreprocessConfig
 from ctslice.preprocess.run import run_preprocess
-from ctslice.preprocess.statistics import intensity_statistics
+from ctslice.cache.statistics import intensity_statistics
 from ctslice.preprocess.workers import cap_workers
 
 GIB = 2**30

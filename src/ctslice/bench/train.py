@@ -79,7 +79,7 @@ def with_outputs(t, classes: int) -> None:
     labels; the loss only needs labels below that)."""
     from ..config import ModelConfig
     from ..train.build import build_optimizer
-    from ..train.model import build_model, count_parameters
+    from ..model.unet import build_model, count_parameters
 
     model = build_model(ModelConfig(t.cfg.model.base_width, t.cfg.model.depth), t.cfg.loader.context_slices,
                         classes).to(t.device)

@@ -21,6 +21,7 @@ from typing import Any
 from .. import __version__
 from ..errors import CacheError, CacheFormatError
 from . import layout
+from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
 
 # 2: the manifest carries its own checksum; paths in it are checked to stay inside the cache.
@@ -44,7 +45,7 @@ class SubjectRecord:
     spacing: list[float]
     """Cached voxel size in mm: (slice thickness, row spacing, column spacing)."""
     geometry: dict[str, Any]
-    """preprocess.geometry.Geometry as JSON: maps cached slices back to the original grid."""
+    """imaging.geometry.Geometry as JSON: maps cached slices back to the original grid."""
     label_voxels: list[int]
     """Voxels per label index in the cached volume (index 0 = background)."""
     overlap_voxels: int = 0
@@ -60,7 +61,7 @@ class SubjectRecord:
     evaluation leave them out of this subject's loss and metrics."""
     warnings: list[str] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
-    """The CT's NIfTI header fields a prediction must carry to open over it (preprocess.volume.header_fields:
+    """The CT's NIfTI header fields a prediction must carry to open over it (imaging.volume.header_fields:
     qform/sform and their codes, units, pixdim); empty in caches built before it was kept."""
 
     def to_json(self) -> dict[str, Any]:
@@ -97,7 +98,7 @@ class Manifest:
 
     @property
     def labels(self) -> dict[int, str]:
-        return {int(k): v for k, v in sorted(self.label_map.items(), key=lambda kv: int(kv[0]))}
+        return label_map_from_json(self.label_map)
 
     @property
     def num_labels(self) -> int:
@@ -222,8 +223,8 @@ def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
     names the cache gives (no absolute paths, no '..'), before anything is read or deleted through them."""
     for name in ("settings", "label_map", "dataset", "splits", "subjects", "failed", "totals"):
         _check(isinstance(data.get(name, {}), dict), f"{name} is not an object")
-    labels = data["label_map"]
-    _check(all(isinstance(v, str) and k.isdigit() for k, v in labels.items()), "label_map is not index -> name")
+    problem = label_map_problem(data["label_map"])
+    _check(problem is None, problem or "")
     _check(all(_str_list(ids) for ids in data.get("splits", {}).values()), "splits are not lists of ids")
     if data.get("slice_index") is not None:
         layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")

@@ -74,7 +74,7 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
         _create(group, "label", label.astype(LABEL_DTYPE, copy=False), slice_chunks, LABEL_CODECS)
         _create(group, "foreground", foreground.astype(np.int32, copy=False), foreground.shape, SMALL_CODECS)
         _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
-        if hu_histogram is not None:  # foreground HU counts, for the dataset statistics (preprocess/statistics.py)
+        if hu_histogram is not None:  # foreground HU counts, for the dataset statistics (cache/statistics.py)
             _create(group, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), hu_histogram.shape, SMALL_CODECS)
         if target.exists():
             return

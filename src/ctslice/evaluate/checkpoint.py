@@ -17,7 +17,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import CtsliceError
 from ..train.checkpoint import load_checkpoint
-from ..train.model import UNet, build_model
+from ..model.unet import UNet, build_model
 
 REQUIRED = ("model", "model_config", "context_slices", "intensity", "label_map", "preprocess")
 _INT, _NUMBER = (int,), (int, float)

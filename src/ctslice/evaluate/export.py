@@ -37,7 +37,7 @@ from .outputs import sidecars, stem
 
 def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray, dtype=np.uint8) -> nib.Nifti1Header:
     """An unscaled integer (uint8 by default) NIfTI header carrying `fields` (from
-    `preprocess.volume.header_fields`); without them, `affine` as sform and qform with code 1 (scanner)."""
+    `imaging.volume.header_fields`); without them, `affine` as sform and qform with code 1 (scanner)."""
     header = nib.Nifti1Header()
     header.set_data_dtype(dtype)
     if not fields:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..preprocess.geometry import Geometry, from_cache_orientation, in_plane_cache_coordinates
+from ..imaging.geometry import Geometry, from_cache_orientation, in_plane_cache_coordinates
 
 
 class PlaneMapper:

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig
 from ..errors import CtsliceError
-from ..preprocess import volume
-from ..preprocess.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
-from ..preprocess.labels import label_map_from_json
+from ..imaging import volume
+from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
+from ..cache.label_map import label_map_from_json
 from .checkpoint import label_values, load_model, resolve_device
 from .export import write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes

@@ -28,8 +28,8 @@ from ..cache.manifest import read_manifest
 from ..config import EvaluateConfig
 from ..data.loader import worker_errors
 from ..errors import CtsliceError
-from ..preprocess.geometry import Geometry
-from ..preprocess.labels import label_map_from_json
+from ..imaging.geometry import Geometry
+from ..cache.label_map import label_map_from_json
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from .checkpoint import load_model, parse_label_values, resolve_device

@@ -7,7 +7,7 @@ which `merge_mask` gets for free by being applied in index order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 
@@ -39,15 +39,6 @@ def build_label_map(names: Iterable[str], official: tuple[str, ...] | None = Non
     if len(ordered) > MAX_LABELS:
         raise ValueError(f"{len(ordered)} structures do not fit in uint8 labels (at most {MAX_LABELS})")
     return {0: "background", **{i: name for i, name in enumerate(ordered, start=1)}}
-
-
-def label_map_to_json(label_map: Mapping[int, str]) -> dict[str, str]:
-    return {str(k): v for k, v in sorted(label_map.items())}
-
-
-def label_map_from_json(data: Mapping[str, str]) -> dict[int, str]:
-    """{"0": "background", ...} (a manifest's or a checkpoint's label map) -> {0: "background", ...}."""
-    return {int(k): v for k, v in sorted(data.items(), key=lambda kv: int(kv[0]))}
 
 
 def merge_mask(label: np.ndarray, mask: np.ndarray, index: int, overlapped: np.ndarray | None = None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..cache.manifest import Manifest, read_manifest
 from ..cache.verify import VerifyReport, verify_cache
 from ..errors import CacheError
-from .labels import label_map_to_json
+from ..cache.label_map import label_map_to_json
 from .run import PreprocessReport, ProgressFn, run_preprocess
 from .sources import Dataset, discover
 from .status import dataset_folder, preprocess_config_of

@@ -35,11 +35,11 @@ from ..cache.warnings import warning_summary
 from ..config import PreprocessConfig
 from ..errors import CacheError, CacheFormatError, CacheWriteError
 from .fingerprint import Changes, compare, subject_key
-from .labels import label_map_to_json
+from ..cache.label_map import label_map_to_json
 from .parallel import map_unordered
 from .sources import Dataset, discover
 from .split import assign_splits, split_moves, splits_to_lists
-from .statistics import dataset_statistics, summed_histogram
+from ..cache.statistics import dataset_statistics, summed_histogram
 from .subject import SubjectJob, SubjectOutcome, process_subject
 from .workers import available_resources, cap_workers, worker_bytes
 

@@ -19,7 +19,7 @@ from ..cache.manifest import Manifest, read_manifest, settings_diff, settings_ha
 from ..config import PreprocessConfig
 from ..errors import CacheError
 from .fingerprint import Changes, compare
-from .labels import label_map_to_json
+from ..cache.label_map import label_map_to_json
 from .run import cache_splits
 from .sources import discover
 from .split import split_moves

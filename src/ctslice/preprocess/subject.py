@@ -17,12 +17,12 @@ import numpy as np
 from ..cache import store
 from ..cache.manifest import SubjectRecord
 from ..errors import InputError
-from . import memory, volume
+from ..imaging import memory, volume
 from .fingerprint import file_fingerprint, subject_key
-from .geometry import image_to_cache, labels_to_cache, plan_geometry
+from ..imaging.geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
-from .statistics import foreground_histogram
+from ..cache.statistics import foreground_histogram
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..errors import CacheError, CtsliceError
 from .distributed import Dist
 from .intensity import resolve_intensity
 from .interrupt import ignore_stop_signals
-from .model import build_model, count_parameters
+from ..model.unet import build_model, count_parameters
 from .schedule import LRSchedule, build_schedule
 
 ARCHITECTURE = "UNet2D"

@@ -34,7 +34,7 @@ def write_figures(cache: Path, out: Path) -> list[Path]:
     subject) in `out`; returns their paths."""
     from matplotlib.figure import Figure
 
-    from ..preprocess.statistics import HIST_OFFSET, summed_histogram
+    from ..cache.statistics import HIST_OFFSET, summed_histogram
 
     manifest = read_manifest(cache)
     if not manifest.statistics:

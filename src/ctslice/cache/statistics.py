@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import store
-from ..cache.manifest import SubjectRecord
 from ..errors import CacheError
+from . import store
+from .manifest import SubjectRecord
 
 HIST_OFFSET = 32768  # bin i holds HU value i - 32768: every int16 value has its bin
 HIST_BINS = 65536
