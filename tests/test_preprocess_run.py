@@ -249,3 +249,15 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_dataset, tmp_path, monkeypa
     cfg = PreprocessConfig(spacing=None, size=40, dask_scheduler="tcp://127.0.0.1:9")
     with pytest.raises(CtsliceError, match="cannot reach the dask scheduler"):
         run_preprocess(tiny_dataset, tmp_path / "c", cfg)
+
+
+def test_a_singleton_4d_ct_is_preprocessed_as_its_3d_volume(tmp_path):
+    data = tmp_path / "d"
+    ts_subject(data, "flat")
+    ts_subject(data, "four", seed=1)
+    ct = nib.load(data / "flat" / "ct.nii.gz")
+    save(data / "four" / "ct.nii.gz", np.asanyarray(ct.dataobj)[..., None])  # X, Y, Z, 1
+    report = run_preprocess(data, tmp_path / "c", NATIVE)
+    assert report.ok, report.failed
+    m = read_manifest(tmp_path / "c")
+    assert m.subjects["four"].shape == m.subjects["flat"].shape

@@ -25,6 +25,7 @@ import torch
 
 from ..preprocess.fingerprint import compare
 from ..cache.manifest import read_manifest
+from ..cache.owner import check_output_apart
 from ..config import EvaluateConfig
 from ..data.loader import worker_errors
 from ..errors import CtsliceError
@@ -73,8 +74,9 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
-    out = output_folder(Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}",
-                        "evaluation writes a folder of reports")  # now, not after all the inference
+    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
+    check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
+    out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
     loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
