@@ -143,11 +143,13 @@ def write_prediction(labels: np.ndarray, path: Path, affine: np.ndarray, fields:
 
 
 def write_split_masks(labels: np.ndarray, folder: Path, affine: np.ndarray, fields: Mapping[str, Any] | None,
-                      label_map: Mapping[int, str]) -> Path:
-    """One binary uint8 mask per structure in `folder/segmentations/<name>.nii.gz` (TotalSegmentator layout)."""
+                      label_map: Mapping[int, str], written=lambda path: None) -> Path:
+    """One binary uint8 mask per structure in `folder/segmentations/<name>.nii.gz` (TotalSegmentator layout);
+    `written(path)` after each file."""
     seg = Path(folder) / "segmentations"
     for index, name in sorted(label_map.items()):
         if index > 0:
             target = seg / f"{safe_name(name, 'structure name')}.nii.gz"
             save_atomic(label_image((labels == index).astype(np.uint8), affine, fields), target)
+            written(target)
     return seg

@@ -27,10 +27,11 @@ from ..preprocess import volume
 from ..preprocess.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..preprocess.labels import label_map_from_json
 from .checkpoint import label_values, load_model, resolve_device
-from .export import write_prediction, write_split_masks
+from .export import safe_name, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
-from .outputs import plan_outputs, stem
+from .outputs import plan_outputs, sidecars, split_folder, split_masks_problem
+from .ownership import Ledger, dataset_problem, replace_problem
 
 
 @dataclass
@@ -61,6 +62,35 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     return to_original(planes, geometry), img
 
 
+def write_owned(target: Path, overwrite: bool, write: Callable[[], list[Path]]) -> list[Path]:
+    """write() the prediction and its sidecars after checking again (just before) that each may be replaced, then
+    record them in the folder's ledger as predict's own."""
+    ledger = Ledger(target.parent)
+    for path in (target, *sidecars(target).values()):
+        problem = dataset_problem(path) or replace_problem(path, overwrite, ledger)
+        if problem:
+            raise CtsliceError(problem)
+    files = write()
+    ledger.record(files)
+    return files
+
+
+def write_split_owned(labels: np.ndarray, folder: Path, affine: np.ndarray, fields, label_map: dict[int, str],
+                      overwrite: bool) -> Path:
+    """--split-masks: a new folder, its ledger written first (the folder is predict's), then the masks, each
+    recorded once written; with --overwrite, an earlier such folder whose masks are all predict's own."""
+    problem = split_masks_problem(folder, tuple(name for i, name in label_map.items() if i), overwrite)
+    if problem:
+        raise CtsliceError(problem)
+    ledger = Ledger(folder)
+    seg = folder / "segmentations"
+    folder.mkdir(exist_ok=overwrite)
+    ledger.record([])
+    write_split_masks(labels, folder, affine, fields, label_map,
+                      written=lambda path: ledger.record([path]))
+    return seg
+
+
 def field_of_view_cropped(geometry: Geometry) -> str | None:
     """What of the CT's in-plane field of view lies outside the cached slice (the model's input), or None."""
     rows, cols = in_plane_cache_coordinates(geometry)
@@ -81,15 +111,18 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
 
 
 def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig, *,
-                split_masks: bool = False, progress: Callable[[int, int, PredictOutcome], None] | None = None
-                ) -> list[PredictOutcome]:
-    """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on."""
+                split_masks: bool = False, overwrite: bool = False,
+                progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
+    """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on.
+    `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`)."""
     cfg.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
     labels = label_map_from_json(ckpt["label_map"])
+    # names from the checkpoint become file names: all checked before anything runs
+    names = tuple(safe_name(name, "structure name") for i, name in labels.items() if i) if split_masks else ()
     values = label_values(ckpt)
-    pairs = plan_outputs(Path(source), None if out is None else Path(out))
+    pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite, split_masks=names)
     outcomes = []
     for done, (path, target, problem) in enumerate(pairs, start=1):
         outcome = PredictOutcome(path, error=problem)
@@ -97,10 +130,11 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
             if problem is None:
                 pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size, outcome.warnings.append)
                 fields = volume.header_fields(img.header)
-                outcome.files = write_prediction(pred, target, img.affine, fields, labels, values)
+                outcome.files = write_owned(target, overwrite, lambda: write_prediction(
+                    pred, target, img.affine, fields, labels, values))
                 if split_masks:
-                    outcome.files.append(write_split_masks(pred, target.parent / stem(target), img.affine, fields,
-                                                           labels))
+                    outcome.files.append(write_split_owned(pred, split_folder(target), img.affine, fields, labels,
+                                                           overwrite))
                 outcome.output = target
         except CtsliceError as e:
             outcome.error = str(e)
