@@ -247,16 +247,23 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     data = manifest.to_json()
     data["checksum"] = canonical_checksum(data)
     _write_atomic(manifest_path(cache), json.dumps(data, indent=1))
-    _write_atomic(Path(cache) / LABEL_MAP_NAME, json.dumps(manifest.label_map, indent=1) + "\n")
-    _write_atomic(Path(cache) / SPLITS_NAME, splits_csv(manifest))
-    # The cache root and subjects/ as zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
-    # group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
-    # hand so that it too is replaced atomically.
-    group = json.dumps({"zarr_format": 3, "node_type": "group",
-                        "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
+    files = root_files(manifest)
+    for name in (LABEL_MAP_NAME, SPLITS_NAME):
+        _write_atomic(Path(cache) / name, files[name])
     for folder in (Path(cache), Path(cache) / layout.SUBJECTS_DIR):
         folder.mkdir(exist_ok=True)
-        _write_atomic(folder / ZARR_JSON, group, temp_dir=Path(cache))  # subjects/ holds subject folders only
+        _write_atomic(folder / ZARR_JSON, files[ZARR_JSON], temp_dir=Path(cache))  # subjects/: subject folders only
+
+
+def root_files(manifest: Manifest) -> dict[str, str]:
+    """The files written beside the manifest, by name: what `cache clean` compares with before deleting them.
+    The cache root and subjects/ are zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
+    group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
+    hand so that it too is replaced atomically."""
+    group = json.dumps({"zarr_format": 3, "node_type": "group",
+                        "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
+    return {LABEL_MAP_NAME: json.dumps(manifest.label_map, indent=1) + "\n", SPLITS_NAME: splits_csv(manifest),
+            ZARR_JSON: group}
 
 
 def splits_csv(manifest: Manifest) -> str:
