@@ -76,9 +76,10 @@ def remove_leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = No
     for path in leftovers(cache, manifest, keep):
         rel = path.relative_to(cache).as_posix()
         if rel == layout.STAGING_DIR:  # its entries, each checked, then the folder once empty
-            for entry in _staged(cache)[0]:
-                problem = layout.remove_owned(cache, entry.relative_to(cache).as_posix())
-                result.kept.append(problem) if problem else None
+            problems = [layout.remove_owned(cache, entry.relative_to(cache).as_posix()) for entry in _staged(cache)[0]]
+            if any(problems):
+                result.kept += [p for p in problems if p]
+                continue
         problem = layout.remove_owned(cache, rel)
         result.kept.append(problem) if problem else result.removed.append(path)
     return result

@@ -24,6 +24,7 @@ import stat
 from pathlib import Path
 
 from ..errors import CacheError
+from .names import SAFE_NAME
 
 MARKER_NAME = ".ctslice-cache"
 MANIFEST_NAME = "manifest.json"
@@ -45,7 +46,7 @@ OWNED_ROOT_ENTRIES = frozenset({
 OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
 """Files of subjects/ itself (its zarr group metadata), besides the subject folders."""
 
-_SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}")
+_SUBJECT_NAME = re.compile(SAFE_NAME.pattern + r"-[0-9a-f]{16}")  # <subject id>-<key16>
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
 # Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
 _ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, LOCK_NAME, MARKER_NAME})

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CacheError, CacheFormatError
+from ..errors import CacheError, CacheFormatError, CtsliceError
 from . import layout
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
+from .names import check_name
 
 # 2: the manifest carries its own checksum; paths in it are checked to stay inside the cache.
 FORMAT_VERSION = 2
@@ -224,6 +225,10 @@ def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("slice_index") is not None:
         layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")
     for sid, r in data["subjects"].items():
+        try:  # ids name folders and output files: the one check for names read from files
+            check_name(sid, "subject id")
+        except CtsliceError as e:
+            raise CacheError(str(e)) from None
         _check(isinstance(r, dict) and r.get("id") == sid, f"subject {sid}: record without its id")
         layout.check_relative(r.get("path"), layout.SUBJECTS_DIR, f"subject {sid}")
         _check(isinstance(r.get("key"), str) and isinstance(r.get("files"), dict)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import EvaluateConfig
-from .app import app, console, out, user_errors
+from .app import app, console, out, shown, user_errors
 from .evaluate import evaluate_config
 
 _D = EvaluateConfig()
@@ -59,17 +59,17 @@ def predict(
             task = bar.add_task("", total=None)
 
             def advance(done: int, total: int, outcome) -> None:
-                bar.update(task, completed=done, total=total, description=outcome.input.name)
+                bar.update(task, completed=done, total=total, description=shown(outcome.input.name))
                 for warning in outcome.warnings:
-                    bar.console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
+                    bar.console.print(f"[yellow]warning[/] {shown(warning)}", highlight=False, soft_wrap=True)
                 if outcome.error:
-                    bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
+                    bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
             outcomes = run_predict(checkpoint, source, out_path, cfg, split_masks=split_masks, overwrite=overwrite,
                                    progress=advance)
         for o in outcomes:
             if o.output:
-                out.print(f"{o.input} -> {o.output}", highlight=False)
+                out.print(f"{shown(o.input)} -> {shown(o.output)}", highlight=False)
         failed = [o for o in outcomes if o.error]
         if failed:
             console.print(f"[bold red]{len(failed)} of {len(outcomes)} file(s) failed[/]")

@@ -27,7 +27,7 @@ from ..preprocess import volume
 from ..preprocess.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..preprocess.labels import label_map_from_json
 from .checkpoint import label_values, load_model, resolve_device
-from .export import safe_name, write_prediction, write_split_masks
+from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
 from .outputs import plan_outputs, sidecars, split_folder, split_masks_problem
@@ -119,10 +119,10 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
     labels = label_map_from_json(ckpt["label_map"])
-    # names from the checkpoint become file names: all checked before anything runs
-    names = tuple(safe_name(name, "structure name") for i, name in labels.items() if i) if split_masks else ()
+    names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = label_values(ckpt)
-    pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite, split_masks=names)
+    pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
+                         split_masks=names if split_masks else ())
     outcomes = []
     for done, (path, target, problem) in enumerate(pairs, start=1):
         outcome = PredictOutcome(path, error=problem)

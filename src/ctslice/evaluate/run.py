@@ -25,6 +25,7 @@ import torch
 
 from ..preprocess.fingerprint import compare
 from ..cache.manifest import read_manifest
+from ..cache.names import check_name
 from ..cache.owner import check_output_apart
 from ..config import EvaluateConfig
 from ..data.loader import worker_errors
@@ -34,7 +35,7 @@ from ..preprocess.labels import label_map_from_json
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from .checkpoint import load_model, parse_label_values, resolve_device
-from .export import safe_name, write_prediction, write_split_masks
+from .export import check_label_names, write_prediction, write_split_masks
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
@@ -70,6 +71,8 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if manifest.label_map != ckpt["label_map"]:
         raise CtsliceError(f"{cache}: its label map differs from the one checkpoint {checkpoint} was trained with")
     labels = label_map_from_json(manifest.label_map)
+    if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
+        check_label_names(labels, split_masks)
     warnings = []
     if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
@@ -81,7 +84,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
     counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects)
-              if sid in wanted and safe_name(sid, "subject id")}  # ids name output files
+              if sid in wanted and check_name(sid, "subject id")}  # ids name output files
     if not counts:
         raise CtsliceError(f"{cache}: split {split!r} has no subjects")
     overlap, said = train_overlap(ckpt, [reader.subjects[s] for s in counts])
