@@ -261,3 +261,13 @@ def test_a_singleton_4d_ct_is_preprocessed_as_its_3d_volume(tmp_path):
     assert report.ok, report.failed
     m = read_manifest(tmp_path / "c")
     assert m.subjects["four"].shape == m.subjects["flat"].shape
+
+
+def test_a_ct_whose_voxel_size_is_absurd_fails_alone_naming_its_file(tmp_path):
+    data = tmp_path / "d"
+    ts_subject(data, "good")
+    huge = np.diag([2e6, 2e6, 3e6, 1])
+    ts_subject(data, "huge", affine=huge, seed=1)
+    report = run_preprocess(data, tmp_path / "c", PreprocessConfig(spacing=1.5, size=16, workers=0))
+    assert list(report.failed) == ["huge"] and "huge/ct.nii.gz" in report.failed["huge"]
+    assert "voxel size" in report.failed["huge"] and list(read_manifest(tmp_path / "c").subjects) == ["good"]

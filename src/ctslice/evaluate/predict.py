@@ -13,6 +13,7 @@ Output paths are planned and checked before the model runs (`outputs.plan_output
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig
 from ..errors import CtsliceError
-from ..preprocess import volume
+from ..preprocess import memory, volume
 from ..preprocess.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..preprocess.labels import label_map_from_json
 from .checkpoint import label_values, load_model, resolve_device
@@ -50,6 +51,7 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     s = ckpt["preprocess"]
     img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
+    memory.check_resampling_fits(geometry, img.header.get_zooms()[:3], str(path), None)
     cropped = field_of_view_cropped(geometry)
     if cropped:
         warn(f"{path}: {cropped}")
@@ -140,6 +142,11 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
             outcome.error = str(e)
         except OSError as e:  # the output could not be written (full disk, no permission): this file fails
             outcome.error = f"{path}: cannot write {e.filename or target} ({e.strerror or e})"
+        except MemoryError:
+            outcome.error = f"{path}: out of memory while predicting it"
+        except Exception as e:  # an unforeseen problem with this file: it fails alone, the others go on
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome.error = f"{path}: unexpected {type(e).__name__}: {e} (at {where.name}:{where.lineno})"
         outcomes.append(outcome)
         if progress:
             progress(done, len(pairs), outcome)
