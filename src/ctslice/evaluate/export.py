@@ -72,10 +72,14 @@ def check_label_names(label_map: Mapping[int, str], split_masks: bool) -> tuple[
 
 
 def replace_from_temporary(path: Path, tmp: Path, write) -> Path:
-    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was."""
+    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was.
+    An OSError (full disk, no permission) names `path`, the file the user asked for, not the temporary name."""
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

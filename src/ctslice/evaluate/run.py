@@ -15,7 +15,9 @@ be checked. The output folder is checked (and created) before any inference runs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +33,18 @@ from ..config import EvaluateConfig
 from ..data.loader import worker_errors
 from ..errors import CtsliceError
 from ..preprocess.geometry import Geometry
+from ..train.interrupt import stop_signals
 from ..preprocess.labels import label_map_from_json
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from .checkpoint import load_model, parse_label_values, resolve_device
-from .export import check_label_names, write_prediction, write_split_masks
+from .export import check_label_names
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
 from .outputs import output_folder
 from .report import aggregate, write_reports
+from .saved import describe, save_subject
 
 Progress = Callable[[int, int, str], None]
 
@@ -115,7 +119,9 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         return cached, mappers[s](logits.softmax(1))
 
     names, rows, worst, files = [], [], [], []
-    with worker_errors():  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
+    if save_predictions:
+        notes.append(describe(original)["note"])
+    with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
         for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt["intensity"], device,
                                                             to_labels)):
             sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
@@ -138,12 +144,11 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
             rows.append(scores)
             worst.append(_overlay_slice(reader, s, cached_pred, cached_ref))
             if save_predictions:
-                target = out / "predictions" / f"{sid}.nii.gz"
-                affine = np.asarray(geometry.original_affine)
-                files += write_prediction(pred_original, target, affine, record.header, labels, values)
-                if split_masks:
-                    files.append(write_split_masks(pred_original, out / "predictions" / sid, affine, record.header,
-                                                   labels))
+                with output_errors(out):
+                    files += save_subject(out, sid, record, geometry, labels, values, pred_original,
+                                          None if original else (cached_pred, cached_ref), split_masks)
+            if stop.requested:  # this subject is complete; the ones after it are not started
+                raise EvaluationStopped(_stopped(stop.requested, names, counts, reader, out, save_predictions))
     if not rows:
         raise CtsliceError(f"no subject of split {split!r} could be scored ({len(skipped)} skipped: "
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
@@ -154,9 +159,34 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "warnings": warnings, "notes": notes, "train_overlap": overlap,
+        "saved_predictions": {k: v for k, v in describe(original).items() if k != "note"} if save_predictions else None,
     }
-    files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
+    with output_errors(out):
+        files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
     return EvaluationResult(out, summary, per_class, names, skipped, files, warnings, notes)
+
+
+class EvaluationStopped(CtsliceError):
+    """A stop signal ended the evaluation after a complete subject; the message says what was not evaluated."""
+
+
+def _stopped(signal_name: str, done: list[str], counts: dict[int, int], reader, out: Path, saved: bool) -> str:
+    left = [reader.subjects[s] for s in counts if reader.subjects[s] not in done]
+    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    files = f"; the predictions of those {len(done)} are complete in {out}" if saved else ""
+    return (f"stopped by {signal_name} after {len(done)} of {len(counts)} subject(s){files}; not evaluated: "
+            f"{shown or 'none'}; no evaluation.json was written (its scores would cover part of the split): run "
+            "the command again")
+
+
+@contextmanager
+def output_errors(out: Path) -> Iterator[None]:
+    """A write that fails (full disk, no permission) ends the evaluation with one line naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise CtsliceError(f"{e.filename or out}: cannot write ({e.strerror or e}); the evaluation output in {out} "
+                           "is incomplete") from None
 
 
 def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str] | None, str | None]:
