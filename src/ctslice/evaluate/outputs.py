@@ -7,9 +7,9 @@ input and two never share a path:
 Every output is named `<name>_seg.nii.gz`, never `ct.nii.gz`, and a folder's outputs go into its `predictions/`
 subfolder by default: `ctslice preprocess` reads `<subject>/ct.nii.gz` and `<subject>/segmentations/` only, so a
 prediction can neither pass for a CT nor appear beside the dataset's subjects as a subject of its own.
-Problems with the whole run (an output folder that is a file or is the input folder) raise CtsliceError; one
-input whose output is unusable (it would replace an input, another input's output, or a folder) gets its error
-in the third element and the others go on.
+Problems with the whole run (an output folder that is a file, is the input folder or belongs to a dataset) raise
+CtsliceError; one input whose output is unusable (it would replace an input, another input's output, a folder, or
+a file predict did not write: `ownership`) gets its error in the third element and the others go on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import CtsliceError
-from .ownership import Ledger, dataset_problem, folder_problem, replace_problem, split_folder_problem
+from .ownership import Ledger, folder_problem, ledger_of, name_problem, replace_problem, split_folder_problem
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SEG_SUFFIX = "_seg"
@@ -97,6 +97,7 @@ def plan_outputs(source: Path, out: Path | None, *, overwrite: bool = False, spl
     _check_folder(out)
     output_folder(out, "--out must be a folder for a folder of CTs")
     pairs = [(f, out / _seg_name(f)) for f in files]
+    ledgers: dict[Path, Ledger] = {}  # the output folder's ledger, read once
     inputs = set(files)
     by_target: dict[str, list[Path]] = defaultdict(list)
     for f, target in pairs:
@@ -105,7 +106,8 @@ def plan_outputs(source: Path, out: Path | None, *, overwrite: bool = False, spl
     for f, target in pairs:
         clash = [g for g in by_target[target.name.lower()] if g != f]
         problem = (f"{target.name} would also be the output of {', '.join(g.name for g in clash)}; not predicted, "
-                   "rename one of them" if clash else _target_problem(target, inputs, overwrite, split_masks))
+                   "rename one of them" if clash else
+                   _target_problem(target, inputs, overwrite, split_masks, ledgers))
         planned.append((f, target, problem and f"{f}: {problem}"))  # per-file failures name the file
     return planned
 
@@ -117,8 +119,8 @@ def _check_folder(folder: Path) -> None:
         raise CtsliceError(problem)
 
 
-def _target_problem(target: Path, inputs: set[Path], overwrite: bool = False, split_masks: tuple[str, ...] = ()
-                    ) -> str | None:
+def _target_problem(target: Path, inputs: set[Path], overwrite: bool = False, split_masks: tuple[str, ...] = (),
+                    ledgers: dict[Path, Ledger] | None = None) -> str | None:
     """Why `target` (or one of its sidecars, or its split-mask folder) cannot be written: it is an input of this
     run, a folder, named or placed like a dataset's file, or an existing file predict may not replace."""
     paths = (target, *sidecars(target).values())
@@ -127,8 +129,8 @@ def _target_problem(target: Path, inputs: set[Path], overwrite: bool = False, sp
             return f"the output {path} is an input of this run; not overwritten"
         if path.is_dir():
             return f"the output {path} is a folder; not written"
-    ledger = Ledger(target.parent)
-    problem = dataset_problem(target) or next(filter(None, (replace_problem(p, overwrite, ledger) for p in paths)),
+    ledger = ledger_of(target.parent, {} if ledgers is None else ledgers)
+    problem = name_problem(target) or next(filter(None, (replace_problem(p, overwrite, ledger) for p in paths)),
                                               None)
     if problem:
         return problem

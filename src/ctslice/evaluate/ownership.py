@@ -1,6 +1,7 @@
 """Which files `predict` may write: never into a dataset, never over a file it did not write itself.
 
-    problem = dataset_problem(target)            # a dataset's CT name, a subject's folder, segmentations/, ...
+    problem = folder_problem(folder)             # a subject's folder, its segmentations/, a dataset folder
+    problem = name_problem(target)               # named like a dataset's CT
     problem = replace_problem(target, overwrite) # exists: refused, or with --overwrite only if predict wrote it
     Ledger(folder).record([paths])               # after writing: these files are predict's own
 
@@ -60,11 +61,11 @@ def folder_problem(folder: Path) -> str | None:
     return None
 
 
-def dataset_problem(target: Path) -> str | None:
-    """Why `target` may not be a prediction file: its folder belongs to a dataset, or it is named like a CT."""
+def name_problem(target: Path) -> str | None:
+    """Why `target` may not be a prediction file's name (its folder is checked once, by `folder_problem`)."""
     if target.name.lower() in CT_NAMES:
         return f"the output {target} is named like a dataset's CT; predictions are named <name>_seg.nii.gz"
-    return folder_problem(target.parent)
+    return None
 
 
 def _fingerprint(path: Path) -> dict[str, int]:
@@ -103,6 +104,13 @@ class Ledger:
             self.files[self._key(path)] = _fingerprint(path)
         write_text_atomic(self.folder / LEDGER, json.dumps({"written_by": "ctslice predict", "files": self.files},
                                                            indent=1, sort_keys=True) + "\n")
+
+
+def ledger_of(folder: Path, ledgers: dict[Path, Ledger]) -> Ledger:
+    """The ledger of `folder`, read once per run (`ledgers` keeps them)."""
+    if folder not in ledgers:
+        ledgers[folder] = Ledger(folder)
+    return ledgers[folder]
 
 
 def replace_problem(path: Path, overwrite: bool, ledger: Ledger | None = None) -> str | None:

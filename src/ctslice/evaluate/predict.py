@@ -8,7 +8,8 @@ settings stored in the checkpoint (`preprocess`: spacing, size, HU clip; the ori
 one): reorientation, in-plane resampling, pad/crop and clip. The class probabilities then go back to the CT's
 grid (`original_space`), and the output carries the CT's affine and header. Parts of the CT outside the model's
 input (the checkpoint's slice size at its spacing) are labelled background, and the outcome's warnings say how much.
-Output paths are planned and checked before the model runs (`outputs.plan_outputs`): no input is ever overwritten.
+Output paths are planned and checked before the model runs (`outputs.plan_outputs`): no input is ever overwritten,
+nothing is written into a dataset, and no file predict did not write is replaced (`ownership`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
 from .outputs import plan_outputs, sidecars, split_folder, split_masks_problem
-from .ownership import Ledger, dataset_problem, replace_problem
+from .ownership import Ledger, ledger_of, name_problem, replace_problem
 
 
 @dataclass
@@ -64,12 +65,11 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     return to_original(planes, geometry), img
 
 
-def write_owned(target: Path, overwrite: bool, write: Callable[[], list[Path]]) -> list[Path]:
+def write_owned(target: Path, overwrite: bool, write: Callable[[], list[Path]], ledger: Ledger) -> list[Path]:
     """write() the prediction and its sidecars after checking again (just before) that each may be replaced, then
     record them in the folder's ledger as predict's own."""
-    ledger = Ledger(target.parent)
     for path in (target, *sidecars(target).values()):
-        problem = dataset_problem(path) or replace_problem(path, overwrite, ledger)
+        problem = name_problem(path) or replace_problem(path, overwrite, ledger)
         if problem:
             raise CtsliceError(problem)
     files = write()
@@ -125,7 +125,7 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     values = label_values(ckpt)
     pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
                          split_masks=names if split_masks else ())
-    outcomes = []
+    outcomes, ledgers = [], {}
     for done, (path, target, problem) in enumerate(pairs, start=1):
         outcome = PredictOutcome(path, error=problem)
         try:
@@ -133,7 +133,7 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
                 pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size, outcome.warnings.append)
                 fields = volume.header_fields(img.header)
                 outcome.files = write_owned(target, overwrite, lambda: write_prediction(
-                    pred, target, img.affine, fields, labels, values))
+                    pred, target, img.affine, fields, labels, values), ledger_of(target.parent, ledgers))
                 if split_masks:
                     outcome.files.append(write_split_owned(pred, split_folder(target), img.affine, fields, labels,
                                                            overwrite))
