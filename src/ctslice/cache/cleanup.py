@@ -31,7 +31,7 @@ def _referenced(manifest: Manifest | None) -> set[str]:
 def _marked(folder: str, path: Path) -> bool:
     """Does this entry of subjects/, slice_index/ or .staging/ carry ctslice's mark (cache/marks.py)?"""
     if path.is_symlink():
-        return folder != layout.STAGING_DIR  # a link under a cache name: only the link goes
+        return True  # a link: only the link goes (remove_owned never follows it)
     return marks.is_owned_entry(folder, path)
 
 
