@@ -41,10 +41,12 @@ def test_info_counts_subjects_slices_splits_and_sizes_text_and_json(tiny_cache):
 
 def test_info_counts_leftovers_apart_from_the_cache(tiny_cache):
     before = cache_info(tiny_cache)
-    (tiny_cache / ".staging").mkdir()
-    (tiny_cache / ".staging" / "junk").write_bytes(b"x" * 1000)
+    staged = tiny_cache / ".staging" / "demo0001-0123456789abcdef.123.0123abcd"  # what an interrupted run leaves
+    staged.mkdir(parents=True)
+    (staged / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"ctslice": "subject"}}')
+    size = (staged / "zarr.json").stat().st_size
     after = cache_info(tiny_cache)
-    assert after.size == before.size and (after.leftovers.files, after.leftovers.bytes) == (1, 1000)
+    assert after.size == before.size and (after.leftovers.files, after.leftovers.bytes) == (1, size)
 
 
 def test_status_of_a_fresh_cache_is_up_to_date(tiny_dataset, tiny_cache):

@@ -5,6 +5,7 @@ a failed write; a CT wider than the model's input is predicted with a warning.""
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from builders import ct_volume, save
@@ -110,3 +111,18 @@ def test_a_ct_wider_than_the_models_input_is_predicted_with_a_warning(tiny_cache
     assert seg.shape == (60, 20, 4) and not seg[:10].any() and not seg[-10:].any()  # outside: background
     [fits] = run_predict(ckpt, save(tmp_path / "fits.nii.gz", ct_volume((30, 20, 4))), None, CFG)
     assert fits.warnings == []
+
+
+def test_a_ct_with_an_absurd_voxel_size_fails_alone_with_one_line(tiny_cache, tmp_path):
+    ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
+    data = torch.load(ckpt, weights_only=True)
+    data["preprocess"]["spacing"] = 1.5  # a model trained at 1.5 mm: every CT is resampled in-plane
+    torch.save(data, ckpt)
+    folder = _cts(tmp_path / "cts", "a.nii.gz", "c.nii.gz")
+    save(folder / "b.nii.gz", ct_volume(), np.diag([2e6, 2e6, 3e6, 1]))  # 10^6 times too large (metres as um?)
+    result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [line for line in result.output.splitlines() if "b.nii.gz" in line and "failed" in line]
+    assert "voxel size" in line and "implausible" in line
+    assert "1 of 3 file(s) failed" in result.output
+    assert sorted(p.name for p in (folder / "predictions").glob("*.nii.gz")) == ["a_seg.nii.gz", "c_seg.nii.gz"]

@@ -249,3 +249,25 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_dataset, tmp_path, monkeypa
     cfg = PreprocessConfig(spacing=None, size=40, dask_scheduler="tcp://127.0.0.1:9")
     with pytest.raises(CtsliceError, match="cannot reach the dask scheduler"):
         run_preprocess(tiny_dataset, tmp_path / "c", cfg)
+
+
+def test_a_singleton_4d_ct_is_preprocessed_as_its_3d_volume(tmp_path):
+    data = tmp_path / "d"
+    ts_subject(data, "flat")
+    ts_subject(data, "four", seed=1)
+    ct = nib.load(data / "flat" / "ct.nii.gz")
+    save(data / "four" / "ct.nii.gz", np.asanyarray(ct.dataobj)[..., None])  # X, Y, Z, 1
+    report = run_preprocess(data, tmp_path / "c", NATIVE)
+    assert report.ok, report.failed
+    m = read_manifest(tmp_path / "c")
+    assert m.subjects["four"].shape == m.subjects["flat"].shape
+
+
+def test_a_ct_whose_voxel_size_is_absurd_fails_alone_naming_its_file(tmp_path):
+    data = tmp_path / "d"
+    ts_subject(data, "good")
+    huge = np.diag([2e6, 2e6, 3e6, 1])
+    ts_subject(data, "huge", affine=huge, seed=1)
+    report = run_preprocess(data, tmp_path / "c", PreprocessConfig(spacing=1.5, size=16, workers=0))
+    assert list(report.failed) == ["huge"] and "huge/ct.nii.gz" in report.failed["huge"]
+    assert "voxel size" in report.failed["huge"] and list(read_manifest(tmp_path / "c").subjects) == ["good"]

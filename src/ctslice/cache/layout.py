@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 
 from ..errors import CacheError
+from .names import SAFE_NAME
 
 MARKER_NAME = ".ctslice-cache"
 MANIFEST_NAME = "manifest.json"
@@ -47,7 +48,7 @@ OWNED_ROOT_ENTRIES = frozenset({
 OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
 """Files of subjects/ itself (its zarr group metadata), besides the subject folders."""
 
-_SUBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}")
+_SUBJECT_NAME = re.compile(SAFE_NAME.pattern + r"-[0-9a-f]{16}")  # <subject id>-<key16>
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
 # Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
 _ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR, LOCK_NAME,
@@ -122,10 +123,22 @@ def _is_owned(parts: list[str]) -> bool:
     return folder in _FOLDER_NAMES and is_owned_name(folder, name)
 
 
+def _carries_mark(path: Path, parts: list[str]) -> bool:
+    """A zarr group below subjects/, slice_index/ or .staging/ must carry ctslice's mark (cache/marks.py) to be
+    deleted: its name alone does not prove the cache wrote it. A link in its place is only a link (it goes)."""
+    from . import marks
+
+    if len(parts) != 2 or parts[0] not in (SUBJECTS_DIR, INDEX_DIR, STAGING_DIR) or path.is_symlink():
+        return True
+    if parts[0] == SUBJECTS_DIR and parts[1] in OWNED_SUBJECTS_FILES:
+        return marks.is_root_group_doc(path)
+    return marks.is_owned_entry(parts[0], path)
+
+
 def remove_owned(cache: Path, rel: str) -> str | None:
     """Delete cache/rel, an entry the cache created (a root entry, or a name it gives under subjects/ or
-    slice_index/). rel is checked again here, so a caller's mistake cannot reach outside. Returns None when it is
-    gone, else why not."""
+    slice_index/, carrying ctslice's mark). rel is checked again here, so a caller's mistake cannot reach outside.
+    Returns None when it is gone, else why not."""
     parts = rel.split("/")
     if not _is_owned(parts):
         return f"{rel}: not an entry ctslice creates; kept"
@@ -136,8 +149,10 @@ def remove_owned(cache: Path, rel: str) -> str | None:
                 inside(cache, parts[0])
             except CacheError as e:
                 return str(e)
+            if not _carries_mark(path, parts):
+                return f"{path}: named like a cache entry but without ctslice's mark (not written by ctslice); kept"
         errors: list[str] = []
-        if rel in _FOLDER_NAMES and path.is_dir() and not path.is_symlink():
+        if rel in (*_FOLDER_NAMES, STAGING_DIR) and path.is_dir() and not path.is_symlink():
             try:  # subjects/ or slice_index/ itself: only once emptied of the entries the cache created
                 path.rmdir()
             except OSError:

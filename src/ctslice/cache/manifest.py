@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CacheError, CacheFormatError
+from ..errors import CacheError, CacheFormatError, CtsliceError
 from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
+from .names import check_name
 
 # 2: the manifest carries its own checksum; paths in it are checked to stay inside the cache.
 FORMAT_VERSION = 2
@@ -229,6 +230,10 @@ def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("slice_index") is not None:
         layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")
     for sid, r in data["subjects"].items():
+        try:  # ids name folders and output files: the one check for names read from files
+            check_name(sid, "subject id")
+        except CtsliceError as e:
+            raise CacheError(str(e)) from None
         _check(isinstance(r, dict) and r.get("id") == sid, f"subject {sid}: record without its id")
         layout.check_relative(r.get("path"), layout.SUBJECTS_DIR, f"subject {sid}")
         _check(isinstance(r.get("key"), str) and isinstance(r.get("files"), dict)
@@ -252,19 +257,28 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     data = manifest.to_json()
     data["checksum"] = canonical_checksum(data)
     _write_atomic(manifest_path(cache), json.dumps(data, indent=1))
-    _write_atomic(Path(cache) / LABEL_MAP_NAME, json.dumps(manifest.label_map, indent=1) + "\n")
-    _write_atomic(Path(cache) / SPLITS_NAME, splits_csv(manifest))
-    # The cache root and subjects/ as zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
-    # group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
-    # hand so that it too is replaced atomically.
-    about = {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}
-    # The root's copy also keeps the settings, so that `preprocess --force` after a damaged manifest can rebuild
-    # with the cache's own settings (recover_settings) instead of the defaults.
-    for folder, attributes in ((Path(cache), {**about, SETTINGS_COPY: manifest.stored_settings()}),
-                               (Path(cache) / layout.SUBJECTS_DIR, about)):
+    files = root_files(manifest)
+    for name in (LABEL_MAP_NAME, SPLITS_NAME):
+        _write_atomic(Path(cache) / name, files[name])
+    # The root's zarr.json also keeps the settings, so that `preprocess --force` after a damaged manifest can
+    # rebuild with the cache's own settings (recover_settings) instead of the defaults.
+    root_group = json.loads(files[ZARR_JSON])
+    root_group["attributes"][SETTINGS_COPY] = manifest.stored_settings()
+    for folder, document in ((Path(cache), json.dumps(root_group)), (Path(cache) / layout.SUBJECTS_DIR, files[ZARR_JSON])):
         folder.mkdir(exist_ok=True)
-        group = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes})
-        _write_atomic(folder / ZARR_JSON, group, temp_dir=Path(cache))  # subjects/ holds subject folders only
+        _write_atomic(folder / ZARR_JSON, document, temp_dir=Path(cache))  # subjects/ holds subject folders only
+
+
+def root_files(manifest: Manifest) -> dict[str, str]:
+    """The files written beside the manifest, by name: what `cache clean` compares with before deleting them
+    (zarr.json by its mark, since the root's copy also carries the settings).
+    The cache root and subjects/ are zarr v3 groups, so plain zarr opens the cache: zarr.open_group(CACHE) and
+    group["subjects/<folder>"]["image"]. A group's metadata is this fixed document (zarr v3 spec); written by
+    hand so that it too is replaced atomically."""
+    group = json.dumps({"zarr_format": 3, "node_type": "group",
+                        "attributes": {"ctslice": f"a ctslice slice cache; its contract is {MANIFEST_NAME}"}})
+    return {LABEL_MAP_NAME: json.dumps(manifest.label_map, indent=1) + "\n", SPLITS_NAME: splits_csv(manifest),
+            ZARR_JSON: group}
 
 
 SETTINGS_COPY = "settings"

@@ -68,3 +68,20 @@ def mark(cache: Path) -> None:
     marker = cache / layout.MARKER_NAME
     if not layout.is_regular(marker):
         marker.write_text(json.dumps({"ctslice_cache": True, "created_by": __version__}) + "\n")
+
+
+def _inside(child: str, parent: str) -> bool:
+    return os.path.commonpath([child, parent]) == parent
+
+
+def check_output_apart(out: Path, cache: Path, data_root: str | Path | None, what: str) -> None:
+    """An output folder (a training run's, an evaluation's) must not contain the cache or lie inside it, nor lie
+    inside the cache's dataset folder: cleaning or updating one would touch the other, and the next preprocess
+    would take the output for a subject. `what` names the folder in the message ("the run folder")."""
+    real, cache_real = os.path.realpath(out), os.path.realpath(cache)
+    if _inside(real, cache_real) or _inside(cache_real, real):
+        raise CacheError(f"--out {out}: {what} and the cache {cache} must not contain each other (cleaning or "
+                         f"updating one would touch the other); choose another --out")
+    if data_root and _inside(real, os.path.realpath(data_root)):
+        raise CacheError(f"--out {out}: lies inside the cache's dataset folder {data_root} (the next "
+                         f"preprocess would take it for a subject); choose another --out")

@@ -28,6 +28,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import CacheError
 from . import layout
+from . import marks
 from .layout import INDEX_DIR, STAGING_DIR, SUBJECTS_DIR  # noqa: F401  (re-exported)
 
 HISTOGRAM = "hu_histogram"
@@ -68,7 +69,8 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
     staging.parent.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        group = zarr.open_group(zarr.storage.LocalStore(staging), mode="w", attributes={"record": record})
+        group = zarr.open_group(zarr.storage.LocalStore(staging), mode="w",
+                                 attributes={"ctslice": marks.SUBJECT, "record": record})  # mark: cache/marks.py
         slice_chunks = (1, *image.shape[1:])
         _create(group, "image", image.astype(IMAGE_DTYPE, copy=False), slice_chunks, IMAGE_CODECS)
         _create(group, "label", label.astype(LABEL_DTYPE, copy=False), slice_chunks, LABEL_CODECS)
@@ -200,7 +202,7 @@ def write_slice_index(cache: Path, index: SliceIndex) -> str:
     """Write under a fresh folder name (the manifest then points to it); returns that folder."""
     folder = f"{INDEX_DIR}/{uuid.uuid4().hex[:12]}"
     group = zarr.open_group(zarr.storage.LocalStore(Path(cache) / folder), mode="w",
-                            attributes={"subjects": list(index.subjects)})
+                            attributes={"ctslice": marks.SLICE_INDEX, "subjects": list(index.subjects)})
     for name in INDEX_ARRAYS:
         data = getattr(index, name)
         _create(group, name, data, _index_chunks(data.shape), SMALL_CODECS)

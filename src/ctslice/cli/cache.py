@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import cache_app, console, out, user_errors
+from .app import cache_app, console, out, shown, user_errors
 
 CacheArg = Annotated[Path, typer.Argument(help="Cache folder (the one holding manifest.json).")]
 
 
 def _say(text: str) -> None:
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    out.print(shown(text, keep_newlines=True), highlight=False, soft_wrap=True)
 
 
 def _size(n: float) -> str:

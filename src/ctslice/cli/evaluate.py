@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import EvaluateConfig
-from .app import app, console, out, user_errors
+from .app import app, console, out, shown, user_errors
 
 _D = EvaluateConfig()
 
@@ -73,12 +73,12 @@ def evaluate(
             result = run_evaluation(
                 checkpoint, cfg, cache=cache, split=split, out=out_dir, data=data if original_space else None,
                 save_predictions=save_predictions, split_masks=split_masks,
-                progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=sid))
+                progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=shown(sid)))
         for note in result.notes:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
+            console.print(f"note: {shown(note)}", highlight=False, soft_wrap=True)
         for warning in result.warnings:
-            console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning[/] {shown(warning)}", highlight=False, soft_wrap=True)
         for sid, reason in result.skipped.items():
-            console.print(f"[yellow]skipped[/] {sid}: {reason}", highlight=False)
+            console.print(f"[yellow]skipped[/] {shown(sid)}: {shown(reason)}", highlight=False)
         out.print(summary_table(result.summary, result.per_class))
-        out.print(f"reports and figures in {result.out}", highlight=False)
+        out.print(f"reports and figures in {shown(result.out)}", highlight=False)

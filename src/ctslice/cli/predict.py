@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import EvaluateConfig
-from .app import app, console, out, user_errors
+from .app import app, console, out, shown, user_errors
 from .evaluate import evaluate_config
 
 _D = EvaluateConfig()
@@ -23,12 +23,18 @@ def predict(
     out_path: Annotated[Optional[Path], typer.Option(
         "--out", help="Where predictions go. A name ending in .nii or .nii.gz is the output file (one CT only); "
                       "any other name is a folder (created if needed) that gets <name>_seg.nii.gz per CT. Never an "
-                      "input or the input folder. [default: CT_seg.nii.gz beside a CT; FOLDER/predictions/ for a "
-                      "folder]",
+                      "input or the input folder, never a dataset's subject folder, segmentations/ or dataset "
+                      "folder, never over a file predict did not write (see --overwrite). [default: CT_seg.nii.gz "
+                      "beside a CT; FOLDER/predictions/ for a folder]",
     )] = None,
     split_masks: Annotated[bool, typer.Option(
         "--split-masks",
-        help="Also one mask per structure: <ct>_seg/segmentations/<name>.nii.gz beside the output.")] = False,
+        help="Also one mask per structure: <ct>_seg/segmentations/<name>.nii.gz beside the output, in a folder "
+             "predict creates.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace earlier predictions of ctslice predict (those its ledger "
+                            ".ctslice-predictions.json lists, unchanged since). Other files are never replaced.")
+    ] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
@@ -53,16 +59,17 @@ def predict(
             task = bar.add_task("", total=None)
 
             def advance(done: int, total: int, outcome) -> None:
-                bar.update(task, completed=done, total=total, description=outcome.input.name)
+                bar.update(task, completed=done, total=total, description=shown(outcome.input.name))
                 for warning in outcome.warnings:
-                    bar.console.print(f"[yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
+                    bar.console.print(f"[yellow]warning[/] {shown(warning)}", highlight=False, soft_wrap=True)
                 if outcome.error:
-                    bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
+                    bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
-            outcomes = run_predict(checkpoint, source, out_path, cfg, split_masks=split_masks, progress=advance)
+            outcomes = run_predict(checkpoint, source, out_path, cfg, split_masks=split_masks, overwrite=overwrite,
+                                   progress=advance)
         for o in outcomes:
             if o.output:
-                out.print(f"{o.input} -> {o.output}", highlight=False)
+                out.print(f"{shown(o.input)} -> {shown(o.output)}", highlight=False)
         failed = [o for o in outcomes if o.error]
         if failed:
             console.print(f"[bold red]{len(failed)} of {len(outcomes)} file(s) failed[/]")

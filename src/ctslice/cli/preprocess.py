@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import PreprocessConfig
-from .app import app, console, out, user_errors
+from .app import app, console, out, shown, user_errors
 
 # Defaults live in ctslice.config; the help shows them from there. Options default to None = "not given", so that a
 # --config file can set them too (flags > file > defaults).
@@ -74,13 +74,13 @@ def preprocess(
 
         def advance(done: int, total: int, outcome) -> None:
             bar.start()
-            bar.update(task, completed=done, total=total, description=outcome.subject)
+            bar.update(task, completed=done, total=total, description=shown(outcome.subject))
             if outcome.error:
-                bar.console.print(f"[red]failed[/] {outcome.error}", highlight=False, soft_wrap=True)
+                bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
         try:
             report = run_preprocess(data, cache, cfg, force=force, progress=advance,
-                                    say=lambda note: console.print(note, highlight=False, soft_wrap=True))
+                                    say=lambda note: console.print(shown(note), highlight=False, soft_wrap=True))
         finally:
             if bar.live.is_started:  # stopping a bar that never started prints an empty line
                 bar.stop()
@@ -89,13 +89,13 @@ def preprocess(
                    f"in {report.seconds:.1f} s")
         if report.rebuilt_all:
             summary += f" (full build: {report.rebuilt_all})"
-        out.print(summary, highlight=False)
+        out.print(shown(summary), highlight=False)
         for line in summary_lines(report.warnings):
-            console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {shown(line)}", highlight=False, soft_wrap=True)
         if report.failed:
             console.print(f"[bold red]{len(report.failed)} subject(s) failed:[/]")
             for reason in report.failed.values():
-                console.print(f"  {reason}", highlight=False, soft_wrap=True)
+                console.print(f"  {shown(reason)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
 

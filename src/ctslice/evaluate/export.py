@@ -30,8 +30,8 @@ import nibabel as nib
 import numpy as np
 
 from ..colors import label_color
+from ..cache.names import check_name
 from ..errors import CtsliceError
-from ..preprocess.sources import SAFE_ID
 from .outputs import sidecars, stem
 
 
@@ -60,19 +60,26 @@ def label_image(labels: np.ndarray, affine: np.ndarray, fields: Mapping[str, Any
     return img
 
 
-def safe_name(name: str, what: str) -> str:
-    """`name` if it can be a file name inside our output folder; subject ids and structure names come from a
-    manifest or checkpoint, i.e. from files, so one like '../x' must not choose where we write."""
-    if not SAFE_ID.match(name):
-        raise CtsliceError(f"{what} {name!r} is not a safe file name (letters, digits, '.', '_', '-'); not written")
-    return name
+def check_label_names(label_map: Mapping[int, str], split_masks: bool) -> tuple[str, ...]:
+    """Structure names come from a checkpoint or manifest, i.e. from files: each is written into the sidecars as
+    one line of text (no control characters such as NUL or a newline, which would forge lines), and with
+    --split-masks becomes a file name (`check_name`). Checked before any inference; returns the structures'."""
+    names = tuple(name for index, name in sorted(label_map.items()) if index)
+    for name in label_map.values():
+        if not isinstance(name, str) or not name.isprintable():
+            raise CtsliceError(f"structure name {name!r} holds control characters (NUL, newline, ...); refused")
+    return tuple(check_name(name, "structure name") for name in names) if split_masks else names
 
 
 def replace_from_temporary(path: Path, tmp: Path, write) -> Path:
-    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was."""
+    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was.
+    An OSError (full disk, no permission) names `path`, the file the user asked for, not the temporary name."""
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -143,11 +150,13 @@ def write_prediction(labels: np.ndarray, path: Path, affine: np.ndarray, fields:
 
 
 def write_split_masks(labels: np.ndarray, folder: Path, affine: np.ndarray, fields: Mapping[str, Any] | None,
-                      label_map: Mapping[int, str]) -> Path:
-    """One binary uint8 mask per structure in `folder/segmentations/<name>.nii.gz` (TotalSegmentator layout)."""
+                      label_map: Mapping[int, str], written=lambda path: None) -> Path:
+    """One binary uint8 mask per structure in `folder/segmentations/<name>.nii.gz` (TotalSegmentator layout);
+    `written(path)` after each file."""
     seg = Path(folder) / "segmentations"
     for index, name in sorted(label_map.items()):
         if index > 0:
-            target = seg / f"{safe_name(name, 'structure name')}.nii.gz"
+            target = seg / f"{check_name(name, 'structure name')}.nii.gz"
             save_atomic(label_image((labels == index).astype(np.uint8), affine, fields), target)
+            written(target)
     return seg

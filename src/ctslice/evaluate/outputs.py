@@ -7,17 +7,19 @@ input and two never share a path:
 Every output is named `<name>_seg.nii.gz`, never `ct.nii.gz`, and a folder's outputs go into its `predictions/`
 subfolder by default: `ctslice preprocess` reads `<subject>/ct.nii.gz` and `<subject>/segmentations/` only, so a
 prediction can neither pass for a CT nor appear beside the dataset's subjects as a subject of its own.
-Problems with the whole run (an output folder that is a file or is the input folder) raise CtsliceError; one
-input whose output is unusable (it would replace an input, another input's output, or a folder) gets its error
-in the third element and the others go on.
+Problems with the whole run (an output folder that is a file, is the input folder or belongs to a dataset) raise
+CtsliceError; one input whose output is unusable (it would replace an input, another input's output, a folder, or
+a file predict did not write: `ownership`) gets its error in the third element and the others go on.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
 from ..errors import CtsliceError
+from .ownership import Ledger, folder_problem, ledger_of, name_problem, replace_problem, split_folder_problem
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SEG_SUFFIX = "_seg"
@@ -62,17 +64,21 @@ def output_folder(out: Path, what: str) -> Path:
     return out
 
 
-def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str | None]]:
-    """(input, output, error or None) per CT; creates the output folder. See the module docstring."""
+def plan_outputs(source: Path, out: Path | None, *, overwrite: bool = False, split_masks: tuple[str, ...] = ()
+                 ) -> list[tuple[Path, Path, str | None]]:
+    """(input, output, error or None) per CT; creates the output folder. See the module docstring; what may be
+    written or replaced: `ownership`. `split_masks`: the structure names whose masks --split-masks writes."""
     if source.is_file():
         if out is None:
             target = source.with_name(_seg_name(source))
         elif is_nifti(out.name) and not out.is_dir():
             target = out
         else:
+            _check_folder(out)
             target = output_folder(out, "--out is a folder unless it ends in .nii or .nii.gz") / _seg_name(source)
+        _check_folder(target.parent)
         output_folder(target.parent, "it cannot hold the output")
-        problem = _target_problem(target, {source})
+        problem = _target_problem(target, {source}, overwrite, split_masks)
         if problem:
             raise CtsliceError(f"{source}: {problem}")
         return [(source, target, None)]
@@ -88,8 +94,10 @@ def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str |
     if out.resolve() == source.resolve():
         raise CtsliceError(f"--out {out} is the input folder: predictions are not written among the CTs; name "
                            "another folder")
+    _check_folder(out)
     output_folder(out, "--out must be a folder for a folder of CTs")
     pairs = [(f, out / _seg_name(f)) for f in files]
+    ledgers: dict[Path, Ledger] = {}  # the output folder's ledger, read once
     inputs = set(files)
     by_target: dict[str, list[Path]] = defaultdict(list)
     for f, target in pairs:
@@ -98,19 +106,50 @@ def plan_outputs(source: Path, out: Path | None) -> list[tuple[Path, Path, str |
     for f, target in pairs:
         clash = [g for g in by_target[target.name.lower()] if g != f]
         problem = (f"{target.name} would also be the output of {', '.join(g.name for g in clash)}; not predicted, "
-                   "rename one of them" if clash else _target_problem(target, inputs))
+                   "rename one of them" if clash else
+                   _target_problem(target, inputs, overwrite, split_masks, ledgers))
         planned.append((f, target, problem and f"{f}: {problem}"))  # per-file failures name the file
     return planned
 
 
-def _target_problem(target: Path, inputs: set[Path]) -> str | None:
-    """Why `target` (or one of its sidecars) cannot be written: it is an input of this run or a folder."""
-    for path in (target, *sidecars(target).values()):
+def _check_folder(folder: Path) -> None:
+    """The whole run is refused when its output folder belongs to a dataset (`ownership.folder_problem`)."""
+    problem = folder_problem(folder)
+    if problem:
+        raise CtsliceError(problem)
+
+
+def _target_problem(target: Path, inputs: set[Path], overwrite: bool = False, split_masks: tuple[str, ...] = (),
+                    ledgers: dict[Path, Ledger] | None = None) -> str | None:
+    """Why `target` (or one of its sidecars, or its split-mask folder) cannot be written: it is an input of this
+    run, a folder, named or placed like a dataset's file, or an existing file predict may not replace."""
+    paths = (target, *sidecars(target).values())
+    for path in paths:
         if path.exists() and any(_same(path, i) for i in inputs):
             return f"the output {path} is an input of this run; not overwritten"
         if path.is_dir():
             return f"the output {path} is a folder; not written"
-    return None
+    ledger = ledger_of(target.parent, {} if ledgers is None else ledgers)
+    problem = name_problem(target) or next(filter(None, (replace_problem(p, overwrite, ledger) for p in paths)),
+                                              None)
+    if problem:
+        return problem
+    return split_masks_problem(split_folder(target), split_masks, overwrite) if split_masks else None
+
+
+def split_masks_problem(folder: Path, names: tuple[str, ...], overwrite: bool) -> str | None:
+    """Why --split-masks may not write `folder/segmentations/<name>.nii.gz` for these names, or None."""
+    problem = split_folder_problem(folder, overwrite)
+    if problem or not os.path.lexists(folder):
+        return problem
+    ledger = Ledger(folder)
+    return next(filter(None, (replace_problem(folder / "segmentations" / f"{name}.nii.gz", overwrite, ledger)
+                              for name in names)), None)
+
+
+def split_folder(target: Path) -> Path:
+    """Where --split-masks puts `target`'s masks: `<stem>/segmentations/` beside it."""
+    return target.parent / stem(target)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -8,11 +8,13 @@ settings stored in the checkpoint (`preprocess`: spacing, size, HU clip; the ori
 one): reorientation, in-plane resampling, pad/crop and clip. The class probabilities then go back to the CT's
 grid (`original_space`), and the output carries the CT's affine and header. Parts of the CT outside the model's
 input (the checkpoint's slice size at its spacing) are labelled background, and the outcome's warnings say how much.
-Output paths are planned and checked before the model runs (`outputs.plan_outputs`): no input is ever overwritten.
+Output paths are planned and checked before the model runs (`outputs.plan_outputs`): no input is ever overwritten,
+nothing is written into a dataset, and no file predict did not write is replaced (`ownership`).
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +25,15 @@ from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig
 from ..errors import CtsliceError
-from ..imaging import volume
-from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..cache.label_map import label_map_from_json
+from ..imaging import memory, volume
+from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from .checkpoint import label_values, load_model, resolve_device
-from .export import write_prediction, write_split_masks
+from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
-from .outputs import plan_outputs, stem
+from .outputs import plan_outputs, sidecars, split_folder, split_masks_problem
+from .ownership import Ledger, ledger_of, name_problem, replace_problem
 
 
 @dataclass
@@ -49,6 +52,7 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     s = ckpt["preprocess"]
     img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
+    memory.check_resampling_fits(geometry, img.header.get_zooms()[:3], str(path), None)
     cropped = field_of_view_cropped(geometry)
     if cropped:
         warn(f"{path}: {cropped}")
@@ -59,6 +63,34 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     [(_, (planes,))] = predict_volumes(model, batches, {0: len(cached)}, ckpt["intensity"], device,
                                        lambda _, logits: (mapper(logits.softmax(1)),))
     return to_original(planes, geometry), img
+
+
+def write_owned(target: Path, overwrite: bool, write: Callable[[], list[Path]], ledger: Ledger) -> list[Path]:
+    """write() the prediction and its sidecars after checking again (just before) that each may be replaced, then
+    record them in the folder's ledger as predict's own."""
+    for path in (target, *sidecars(target).values()):
+        problem = name_problem(path) or replace_problem(path, overwrite, ledger)
+        if problem:
+            raise CtsliceError(problem)
+    files = write()
+    ledger.record(files)
+    return files
+
+
+def write_split_owned(labels: np.ndarray, folder: Path, affine: np.ndarray, fields, label_map: dict[int, str],
+                      overwrite: bool) -> Path:
+    """--split-masks: a new folder, its ledger written first (the folder is predict's), then the masks, each
+    recorded once written; with --overwrite, an earlier such folder whose masks are all predict's own."""
+    problem = split_masks_problem(folder, tuple(name for i, name in label_map.items() if i), overwrite)
+    if problem:
+        raise CtsliceError(problem)
+    ledger = Ledger(folder)
+    seg = folder / "segmentations"
+    folder.mkdir(exist_ok=overwrite)
+    ledger.record([])
+    write_split_masks(labels, folder, affine, fields, label_map,
+                      written=lambda path: ledger.record([path]))
+    return seg
 
 
 def field_of_view_cropped(geometry: Geometry) -> str | None:
@@ -81,31 +113,40 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
 
 
 def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig, *,
-                split_masks: bool = False, progress: Callable[[int, int, PredictOutcome], None] | None = None
-                ) -> list[PredictOutcome]:
-    """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on."""
+                split_masks: bool = False, overwrite: bool = False,
+                progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
+    """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on.
+    `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`)."""
     cfg.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
     labels = label_map_from_json(ckpt["label_map"])
+    names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = label_values(ckpt)
-    pairs = plan_outputs(Path(source), None if out is None else Path(out))
-    outcomes = []
+    pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
+                         split_masks=names if split_masks else ())
+    outcomes, ledgers = [], {}
     for done, (path, target, problem) in enumerate(pairs, start=1):
         outcome = PredictOutcome(path, error=problem)
         try:
             if problem is None:
                 pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size, outcome.warnings.append)
                 fields = volume.header_fields(img.header)
-                outcome.files = write_prediction(pred, target, img.affine, fields, labels, values)
+                outcome.files = write_owned(target, overwrite, lambda: write_prediction(
+                    pred, target, img.affine, fields, labels, values), ledger_of(target.parent, ledgers))
                 if split_masks:
-                    outcome.files.append(write_split_masks(pred, target.parent / stem(target), img.affine, fields,
-                                                           labels))
+                    outcome.files.append(write_split_owned(pred, split_folder(target), img.affine, fields, labels,
+                                                           overwrite))
                 outcome.output = target
         except CtsliceError as e:
             outcome.error = str(e)
         except OSError as e:  # the output could not be written (full disk, no permission): this file fails
             outcome.error = f"{path}: cannot write {e.filename or target} ({e.strerror or e})"
+        except MemoryError:
+            outcome.error = f"{path}: out of memory while predicting it"
+        except Exception as e:  # an unforeseen problem with this file: it fails alone, the others go on
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome.error = f"{path}: unexpected {type(e).__name__}: {e} (at {where.name}:{where.lineno})"
         outcomes.append(outcome)
         if progress:
             progress(done, len(pairs), outcome)

@@ -15,7 +15,9 @@ be checked. The output folder is checked (and created) before any inference runs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,20 +27,24 @@ import torch
 
 from ..preprocess.fingerprint import compare
 from ..cache.manifest import read_manifest
+from ..cache.names import check_name
+from ..cache.owner import check_output_apart
 from ..config import EvaluateConfig
 from ..data.loader import worker_errors
 from ..errors import CtsliceError
-from ..imaging.geometry import Geometry
 from ..cache.label_map import label_map_from_json
+from ..imaging.geometry import Geometry
+from ..train.interrupt import stop_signals
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from .checkpoint import load_model, parse_label_values, resolve_device
-from .export import safe_name, write_prediction, write_split_masks
+from .export import check_label_names
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
 from .original_space import PlaneMapper, to_original
 from .outputs import output_folder
 from .report import aggregate, write_reports
+from .saved import describe, save_subject
 
 Progress = Callable[[int, int, str], None]
 
@@ -69,17 +75,20 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if manifest.label_map != ckpt["label_map"]:
         raise CtsliceError(f"{cache}: its label map differs from the one checkpoint {checkpoint} was trained with")
     labels = label_map_from_json(manifest.label_map)
+    if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
+        check_label_names(labels, split_masks)
     warnings = []
     if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
-    out = output_folder(Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}",
-                        "evaluation writes a folder of reports")  # now, not after all the inference
+    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
+    check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
+    out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
     loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
     counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects)
-              if sid in wanted and safe_name(sid, "subject id")}  # ids name output files
+              if sid in wanted and check_name(sid, "subject id")}  # ids name output files
     if not counts:
         raise CtsliceError(f"{cache}: split {split!r} has no subjects")
     overlap, said = train_overlap(ckpt, [reader.subjects[s] for s in counts])
@@ -110,7 +119,9 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         return cached, mappers[s](logits.softmax(1))
 
     names, rows, worst, files = [], [], [], []
-    with worker_errors():  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
+    if save_predictions:
+        notes.append(describe(original)["note"])
+    with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
         for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt["intensity"], device,
                                                             to_labels)):
             sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
@@ -133,12 +144,11 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
             rows.append(scores)
             worst.append(_overlay_slice(reader, s, cached_pred, cached_ref, skip))
             if save_predictions:
-                target = out / "predictions" / f"{sid}.nii.gz"
-                affine = np.asarray(geometry.original_affine)
-                files += write_prediction(pred_original, target, affine, record.header, labels, values)
-                if split_masks:
-                    files.append(write_split_masks(pred_original, out / "predictions" / sid, affine, record.header,
-                                                   labels))
+                with output_errors(out):
+                    files += save_subject(out, sid, record, geometry, labels, values, pred_original,
+                                          None if original else (cached_pred, cached_ref), split_masks)
+            if stop.requested:  # this subject is complete; the ones after it are not started
+                raise EvaluationStopped(_stopped(stop.requested, names, counts, reader, out, save_predictions))
     if not rows:
         raise CtsliceError(f"no subject of split {split!r} could be scored ({len(skipped)} skipped: "
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
@@ -149,9 +159,34 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "warnings": warnings, "notes": notes, "train_overlap": overlap,
+        "saved_predictions": {k: v for k, v in describe(original).items() if k != "note"} if save_predictions else None,
     }
-    files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
+    with output_errors(out):
+        files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
     return EvaluationResult(out, summary, per_class, names, skipped, files, warnings, notes)
+
+
+class EvaluationStopped(CtsliceError):
+    """A stop signal ended the evaluation after a complete subject; the message says what was not evaluated."""
+
+
+def _stopped(signal_name: str, done: list[str], counts: dict[int, int], reader, out: Path, saved: bool) -> str:
+    left = [reader.subjects[s] for s in counts if reader.subjects[s] not in done]
+    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    files = f"; the predictions of those {len(done)} are complete in {out}" if saved else ""
+    return (f"stopped by {signal_name} after {len(done)} of {len(counts)} subject(s){files}; not evaluated: "
+            f"{shown or 'none'}; no evaluation.json was written (its scores would cover part of the split): run "
+            "the command again")
+
+
+@contextmanager
+def output_errors(out: Path) -> Iterator[None]:
+    """A write that fails (full disk, no permission) ends the evaluation with one line naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise CtsliceError(f"{e.filename or out}: cannot write ({e.strerror or e}); the evaluation output in {out} "
+                           "is incomplete") from None
 
 
 def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str] | None, str | None]:

@@ -45,3 +45,20 @@ def check_fits(img, subject: str, name: str) -> None:
     if need > have:
         raise InputError(subject, name, f"needs about {need / 1e9:.1f} GB to process ({'x'.join(map(str, img.shape))} "
                                         f"voxels), more than the {have / 1e9:.1f} GB available to this worker")
+
+
+RESAMPLED_BYTES_PER_PIXEL = 4 + 1 + 4  # float32 image, uint8 labels, and the float32 probabilities mapped back
+
+
+def check_resampling_fits(geometry, spacing_mm, subject: str, name: str | None) -> None:
+    """The in-plane resampling makes (slices, rows, columns) before the crop to the cache's slice size: a header
+    whose voxel size is far too large (metres written as mm, 10^6 times too large) asks for petabytes. Refused
+    here, naming the file and its voxel size, instead of failing in numpy (or swapping) later."""
+    rows, cols = geometry.resampled_shape
+    need = int(geometry.shape[0]) * int(rows) * int(cols) * RESAMPLED_BYTES_PER_PIXEL
+    have = available_bytes()
+    if need > have:
+        voxel = " x ".join(f"{v:g}" for v in spacing_mm)
+        raise InputError(subject, name, f"resampling to the cache's spacing gives {rows} x {cols} px slices "
+                                        f"({need / 1e9:.3g} GB, {have / 1e9:.1f} GB available): the voxel size in "
+                                        f"its header ({voxel} mm) is implausible for a CT; check its units")

@@ -45,7 +45,7 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
         raise InputError(subject, name, _describe(path, e)) from None
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:  # a 3D volume stored with a singleton 4th dimension
-        img = img.slicer[..., 0]
+        img = drop_singleton_time(img)
         shape = img.shape
     if len(shape) != 3:
         raise InputError(subject, name, f"expected a 3D volume, got shape {tuple(shape)} ({len(shape)}D)")
@@ -63,6 +63,14 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
                                         f"({declared / 1e9:.2f} GB), more than this {st.st_size}-byte file can hold: "
                                         "truncated or damaged")
     return img
+
+
+def drop_singleton_time(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The 3D image of an X x Y x Z x 1 file, still on disk: the proxy is reshaped, not read (`img.slicer` would
+    decode the whole file before the memory check, and its array lacks the proxy's scaling that checks read)."""
+    header = img.header.copy()
+    header.set_data_shape(img.shape[:3])
+    return nib.Nifti1Image(img.dataobj.reshape(img.shape[:3]), img.affine, header)
 
 
 def _describe(path: Path, error: Exception) -> str:

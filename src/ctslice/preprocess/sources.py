@@ -15,15 +15,14 @@ import csv
 import io
 import json
 import os
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.names import RULE, is_safe_name
 from ..errors import CtsliceError, InputError
 from .labels import MAX_LABELS, build_label_map
 
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch: '$' would accept a final newline
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPLITS = ("train", "val", "test")
 
@@ -109,8 +108,8 @@ def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[
     for sid, item in sorted(candidates.items()):
         if isinstance(item, InputError):
             bad.append(item)
-        elif not SAFE_ID.fullmatch(sid):
-            bad.append(InputError(sid, None, "subject id is not a safe folder name (letters, digits, '.', '_', '-')"))
+        elif not is_safe_name(sid):
+            bad.append(InputError(sid, None, f"subject id is not a safe folder name ({RULE})"))
         elif len(by_folded[sid.lower()]) > 1:
             others = ", ".join(o for o in by_folded[sid.lower()] if o != sid)
             bad.append(InputError(sid, None, f"duplicate subject id (also: {others})"))

@@ -79,6 +79,7 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     ct_img = volume.load_header(root / src.image, src.id, src.image)
     memory.check_fits(ct_img, src.id, src.image)
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
+    memory.check_resampling_fits(geometry, ct_img.header.get_zooms()[:3], src.id, src.image)
     ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
     missing: list[str] = []
     if job.label_values is None:

@@ -42,9 +42,9 @@ class StopFlag:
 
 
 @contextmanager
-def stop_signals() -> Iterator[StopFlag]:
-    """SIGINT and SIGTERM set the flag while the block runs (only the main thread can install handlers; elsewhere,
-    e.g. a library call from a thread, the flag just stays unset)."""
+def stop_signals(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[StopFlag]:
+    """SIGINT and SIGTERM (or `signals`) set the flag while the block runs (only the main thread can install
+    handlers; elsewhere, e.g. a library call from a thread, the flag just stays unset)."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -55,7 +55,7 @@ def stop_signals() -> Iterator[StopFlag]:
             raise KeyboardInterrupt
         flag.requested = signal.Signals(signum).name
 
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield flag
     finally:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..cache.manifest import Manifest
+from ..cache.owner import check_output_apart
 from ..errors import CtsliceError
 
 CONFIG_NAME = "config.json"
@@ -36,21 +37,11 @@ def _checkpoints(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name.startswith("checkpoint_") and p.name.endswith(".pth"))
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    return os.path.commonpath([child, parent]) == str(parent)
-
-
 def check_run_folder(out: Path, cache: Path, manifest: Manifest, resumed_run: Path | None = None) -> None:
     """Refuse an `out` that would overwrite or mix with what is not this run's (see the module docstring)."""
+    check_output_apart(out, cache, manifest.dataset.get("root") if isinstance(manifest.dataset, dict) else None,
+                       "the run folder")
     real = Path(os.path.realpath(out))
-    cache_real = Path(os.path.realpath(cache))
-    if _inside(real, cache_real) or _inside(cache_real, real):
-        raise CtsliceError(f"--out {out}: the run folder and the cache {cache} must not contain each other "
-                           f"(cleaning or updating one would touch the other); choose another --out")
-    data_root = manifest.dataset.get("root") if isinstance(manifest.dataset, dict) else None
-    if data_root and _inside(real, Path(os.path.realpath(data_root))):
-        raise CtsliceError(f"--out {out}: lies inside the cache's dataset folder {data_root} (the next "
-                           f"preprocess would take it for a subject); choose another --out")
     if resumed_run is not None and real == Path(os.path.realpath(resumed_run)):
         return  # continuing the run in its own folder
     if not real.exists():
