@@ -9,6 +9,9 @@ from typing import Any
 
 from ..errors import CtsliceError
 
+MIN_SPACING = 0.01
+"""mm: below it (a typo, a hand-edited checkpoint) resampling a CT would need tens of GB per slice."""
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -53,6 +56,8 @@ class PreprocessConfig:
     def validate(self) -> None:
         if self.spacing is not None and not self.spacing > 0:
             raise CtsliceError(f"spacing must be positive mm or 'native', got {self.spacing}")
+        if self.spacing is not None and self.spacing < MIN_SPACING:  # (a resampled slice would not fit in memory)
+            raise CtsliceError(f"spacing must be at least {MIN_SPACING} mm, got {self.spacing}")
         if not 16 <= self.size <= 4096:
             raise CtsliceError(f"size must be between 16 and 4096 pixels, got {self.size}")
         if not -32768 <= self.hu_min < self.hu_max <= 32767:
