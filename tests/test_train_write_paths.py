@@ -30,9 +30,32 @@ from ctslice.train.run import run_training
 from test_train_resume import CHILD, SRC, config
 
 
+# With "fetch": the train loader's worker announces its 10th batch (epoch 2, batch 3 of 7) and blocks there, so the
+# trainer, done with batch 2, waits for it in the loader when the signal comes.
+BLOCKING_WORKER = """
+import os, signal, sys
+from torch.utils.data import get_worker_info
+from ctslice.data.dataset import SliceDataset
+
+_original, _calls = SliceDataset.__getitems__, [0]
+
+def _blocking(self, indices):
+    if get_worker_info() is not None and self.split == "train":
+        _calls[0] += 1
+        if _calls[0] == 10:
+            os.write(1, b"blocked\\n")
+            while True:
+                signal.pause()
+    return _original(self, indices)
+
+if sys.argv[3] == "fetch":
+    SliceDataset.__getitems__ = _blocking
+"""
+
+
 def _child(tmp_path, cache, cfg, *args, **popen):
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(json_cfg=repr(cfg.to_dict())))
+    script.write_text(BLOCKING_WORKER + CHILD.format(json_cfg=repr(cfg.to_dict())))
     return subprocess.Popen([sys.executable, str(script), str(cache), *map(str, args)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": SRC}, **popen)
@@ -174,12 +197,15 @@ def test_a_full_disk_while_saving_a_figure_warns_and_training_goes_on(cache32, t
 
 
 # 7. SIGTERM to the whole process group, loader workers included
-def test_sigterm_to_the_process_group_with_loader_workers_saves_and_resumes(cache32, tmp_path):
+@pytest.mark.parametrize("where, said", [("wait", "step\n"), ("fetch", "blocked\n")])
+def test_sigterm_to_the_process_group_with_loader_workers_saves_and_resumes(cache32, tmp_path, where, said):
     run = tmp_path / "run"
     base = config(epochs=3)
     cfg = dataclasses.replace(base, loader=dataclasses.replace(base.loader, workers=1, prefetch_factor=1))
-    child = _child(tmp_path, cache32, cfg, run, "wait", start_new_session=True)  # its own process group
-    assert child.stdout.readline() == "step\n"  # inside step 2 of epoch 2, its worker alive
+    child = _child(tmp_path, cache32, cfg, run, where, start_new_session=True)  # its own process group
+    # "wait": the trainer is inside step 2 of epoch 2, its worker alive; "fetch": the worker is stuck on batch 3
+    # and the trainer, done with batch 2, waits for it
+    assert child.stdout.readline() == said
     os.killpg(child.pid, signal.SIGTERM)  # what timeout, shells and schedulers do: every process of the group
     _, err = child.communicate("", timeout=300)
     assert child.returncode == 2, err
