@@ -13,7 +13,7 @@ from torch._utils import ExceptionWrapper
 from typer.testing import CliRunner
 
 from builders import box_mask, nnunet_dataset
-from checkpoints import make_checkpoint
+from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cache.manifest import read_manifest
 from ctslice.cli import app
 from ctslice.config import EvaluateConfig, PreprocessConfig
@@ -31,10 +31,7 @@ CFG = EvaluateConfig(workers=0, batch_size=8, device="cpu", worst_subjects=1)
 
 
 def _edit(path, change):
-    ckpt = torch.load(path, weights_only=True)
-    change(ckpt)
-    torch.save(ckpt, path)
-    return path
+    return edit_checkpoint(path, change)  # (with a fresh checksum: the edit, not the checksum, is what is tested)
 
 
 def test_an_output_folder_that_is_a_file_fails_before_any_inference(tiny_cache, tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ WANDB_CONFIG_KEYS = {"architecture", "epochs", "batch_size", "learning_rate", "u
                      "val_ratio", "num_workers", "pin_memory", "total_params", "trainable_params"}
 ARTEFACTS = {"checkpoint_epoch2.pth", "checkpoint_best.pth", "checkpoint_last.pth", "training_history.json",
              "training_history.png", "sample_visualization.png", "test_inference.png", "label_map.json",
-             "config.json"}
+             "config.json", ".lock"}  # (.lock: the one-writer lock, issue 15)
 
 
 def tiny_config(**train):

@@ -29,6 +29,48 @@ class ModelConfig:
         """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
         check_section(self)
 
+    def size_problem(self, size: int) -> str | None:
+        """Why slices of `size` px do not fit this U-Net (each of its depth - 1 poolings halves them), or None."""
+        multiple = 2 ** (self.depth - 1)
+        if size % multiple:
+            return (f"slices of {size} px do not fit a U-Net of depth {self.depth} (needs a multiple of "
+                    f"{multiple})")
+        return None
+
+    def parameter_count(self, in_channels: int, num_classes: int) -> int:
+        """Parameters and BatchNorm buffers of the U-Net (`train/model.py`) this describes, computed without
+        building it: a checkpoint's weights must have exactly this many, and memory is estimated from it."""
+        widths = [self.base_width * 2**i for i in range(self.depth)]
+
+        def double_conv(c_in: int, c_out: int) -> int:  # two 3x3 convs with bias, two BatchNorms (4 per channel)
+            return 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out + 2 * 4 * c_out + 2
+
+        down = sum(double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths))
+        up = sum(4 * 2 * w * w + w + double_conv(2 * w, w) for w in widths[:-1])
+        return down + up + widths[0] * num_classes + num_classes
+
+    def memory_bytes(self, in_channels: int, num_classes: int, size: int) -> int:
+        """Rough float32 memory to build the model and run one size x size slice through it: the weights and,
+        per stage, a few activation maps of its width (what `check_memory` compares with the machine)."""
+        activations = sum(self.base_width * 2**i * (size // 2**i) ** 2 for i in range(self.depth))
+        return 4 * (self.parameter_count(in_channels, num_classes) + 8 * activations + num_classes * size * size)
+
+    def check_memory(self, in_channels: int, num_classes: int, size: int) -> None:
+        """Refuse, before anything is built, a model that could not fit in this machine's memory (a width or
+        depth typed or edited by mistake would otherwise grow until the machine swaps or the process is killed)."""
+        need, have = self.memory_bytes(in_channels, num_classes, size), physical_memory()
+        if need > have:
+            raise CtsliceError(f"the U-Net of width {self.base_width}, depth {self.depth} at {size} px needs about "
+                               f"{need / 2**30:,.1f} GiB for one slice, more than this machine's "
+                               f"{have / 2**30:,.1f} GiB")
+
+
+def physical_memory() -> int:
+    """This machine's RAM in bytes."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
 
 SCHEDULERS = ("cosine", "plateau", "none")
 INTENSITY_SCHEMES = ("window", "ct")

@@ -163,10 +163,11 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, d: Dist | None =
     device = resolve_device(t.device, d.local_rank)
     seed_everything(t.seed)
     size = int(manifest.settings.get("size", 0) or 0)
-    multiple = 2 ** (cfg.model.depth - 1)
-    if size and size % multiple:
-        raise CtsliceError(f"{cache}: slices of {size} px do not fit a U-Net of depth {cfg.model.depth} (needs a "
-                           f"multiple of {multiple}); lower [model] depth or preprocess with another --size")
+    if size and cfg.model.size_problem(size):
+        raise CtsliceError(f"{cache}: {cfg.model.size_problem(size)}; lower [model] depth or preprocess with "
+                           f"another --size")
+    if size:  # before anything is built: a width typed wrong must not fill the machine's memory
+        cfg.model.check_memory(cfg.loader.context_slices, manifest.num_labels, size)
     intensity = resolve_intensity(t, manifest, cache)
     shards = dict(num_replicas=d.world_size, rank=d.rank)
     train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, **shards)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from .augment import augment_batch
 from .build import Trainer, batches_per_epoch
 from .distributed import broadcast_buffers
 from .epoch_metrics import EpochCounts, batch_dice, comparison, gradient_norm, ranked_classes
-from .interrupt import StopTraining
+from .interrupt import StopTraining, loader_stopped
 from .loss import segmentation_loss
 from .progress import NullProgress
 from .state import TrainState
@@ -60,34 +61,41 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
     t.train_loader.sampler.set_epoch(state.epoch, start=state.batch * t.cfg.loader.batch_size)
     total = batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch)
     counts, norms = EpochCounts(t.num_classes, t.device), []
+    wait = lr = 0.0
     if state.partial:
         counts.load_state_dict(state.partial["counts"])
         norms = [n.to(t.device) for n in state.partial["norms"]]
-    wait = lr = 0.0
+        lr = float(state.partial.get("lr", 0.0))
     start = time.perf_counter()
     batches = iter(t.train_loader)
-    for i in range(state.batch, total):
-        ready = time.perf_counter()
-        batch = next(batches)
-        wait += time.perf_counter() - ready
-        images, labels, valid = prepare_batch(t, batch)
-        images, labels = augment_batch(images, labels, t.cfg.augment, fill=t.fill, generator=t.augment_rng)
-        lr = t.schedule.lr(state.epoch, state.step)
-        loss, pred, norm = train_step(t, images, labels, valid, lr)
-        batch_counts = counts.add(loss, pred, labels, valid)
-        norms.append(norm)
-        state.step += 1
-        if (i + 1) % t.cfg.train.log_every == 0 or i + 1 == total:
-            record = {"epoch": state.epoch + 1, "batch/loss": float(loss), "batch/dice": batch_dice(batch_counts),
-                      "batch/gradient_norm": float(norm)}
-            if (i + 1) % t.cfg.train.log_every == 0:
-                log_batch(record, state.step)
-            progress.update(i + 1, record["batch/loss"], record["batch/dice"],
-                            counts.samples / (time.perf_counter() - start))
-        if i + 1 < total and should_stop():
-            state.batch, state.partial = i + 1, {"counts": counts.state_dict(), "norms": [n.cpu() for n in norms]}
-            raise StopTraining
-    state.batch, state.partial = 0, None
+
+    def keep(done: int) -> None:  # the epoch's position and sums so far, for a checkpoint written mid-epoch
+        state.batch, state.partial = done, {"counts": {k: v.clone() for k, v in counts.state_dict().items()},
+                                            "norms": [n.cpu() for n in norms], "lr": lr}
+
+    with released_on_stop(batches):
+        for i in range(state.batch, total):
+            ready = time.perf_counter()
+            batch = next_batch(batches, lambda: keep(i))
+            wait += time.perf_counter() - ready
+            images, labels, valid = prepare_batch(t, batch)
+            images, labels = augment_batch(images, labels, t.cfg.augment, fill=t.fill, generator=t.augment_rng)
+            lr = t.schedule.lr(state.epoch, state.step)
+            loss, pred, norm = train_step(t, images, labels, valid, lr)
+            batch_counts = counts.add(loss, pred, labels, valid)
+            norms.append(norm)
+            state.step += 1
+            if (i + 1) % t.cfg.train.log_every == 0 or i + 1 == total:
+                record = {"epoch": state.epoch + 1, "batch/loss": float(loss),
+                          "batch/dice": batch_dice(batch_counts), "batch/gradient_norm": float(norm)}
+                if (i + 1) % t.cfg.train.log_every == 0:
+                    log_batch(record, state.step)
+                progress.update(i + 1, record["batch/loss"], record["batch/dice"],
+                                counts.samples / (time.perf_counter() - start))
+            if should_stop():  # (also after the epoch's last step: validation would need the loader's workers)
+                keep(i + 1)
+                raise StopTraining
+    keep(total)  # until validated: a stop during validation resumes with the epoch's training done
     counts.all_reduce(t.dist)
     del batches  # (workers stay alive with persistent_workers; a shortened epoch's leftovers are dropped)
     elapsed = time.perf_counter() - start
@@ -96,21 +104,59 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
             "perf/data_wait_fraction": wait / elapsed, "perf/step_time": (elapsed - wait) / max(total, 1)}
 
 
+@contextmanager
+def released_on_stop(batches) -> Iterator[None]:
+    """Shut a loader iterator's worker processes down when the run stops in the block: workers that a group
+    signal killed stay registered with torch otherwise, and its SIGCHLD handler would raise "worker killed by
+    signal" at some later moment, for instance while the interpreter exits."""
+    try:
+        yield
+    except StopTraining:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # (multi-process iterators only)
+        if shutdown is not None:
+            shutdown()
+        raise
+
+
+def release_loaders(*loaders) -> None:
+    """Shut down the worker processes that persistent loaders keep between epochs (see `released_on_stop`)."""
+    for loader in loaders:
+        shutdown = getattr(getattr(loader, "_iterator", None), "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        loader._iterator = None
+
+
+def next_batch(batches, keep: Callable[[], None] = lambda: None):
+    """next(batches); a loader whose workers died of the stop this run received (a signal to the process group)
+    is a stop: `keep()` records the position, then StopTraining."""
+    try:
+        return next(batches)
+    except RuntimeError as e:
+        if not loader_stopped(e):
+            raise
+        keep()
+        raise StopTraining("the DataLoader workers were stopped by the same signal") from None
+
+
 @torch.no_grad()
 def validate(t: Trainer) -> dict[str, Any]:
     """This rank's share of the val split, summed over the ranks (every val slice counted once)."""
     broadcast_buffers(t.dist, t.model)
     t.model.eval()
     counts = EpochCounts(t.num_classes, t.device)
-    for i, batch in enumerate(t.val_loader):
-        if t.cfg.train.val_batches is not None and i >= t.cfg.train.val_batches:
-            break
-        images, labels, valid = prepare_batch(t, batch)
-        with t.autocast:
-            logits = t.forward(model_input(t, images))
-        loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
-                                 dice_weight=t.cfg.train.dice_weight)
-        counts.add(loss, logits.argmax(1), labels, valid)
+    batches = iter(t.val_loader)
+    with released_on_stop(batches):
+        for i in range(len(t.val_loader)):
+            if t.cfg.train.val_batches is not None and i >= t.cfg.train.val_batches:
+                break
+            batch = next_batch(batches)
+            images, labels, valid = prepare_batch(t, batch)
+            with t.autocast:
+                logits = t.forward(model_input(t, images))
+            loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
+                                     dice_weight=t.cfg.train.dice_weight)
+            counts.add(loss, logits.argmax(1), labels, valid)
     counts.all_reduce(t.dist)
     return counts.summary()
 
@@ -167,7 +213,7 @@ def fit(t: Trainer, state: TrainState, loggers: list, progress: NullProgress,
                                 should_stop)
         val = validate(t)
         t.schedule.end_epoch(val["dice"])
-        state.epoch = epoch + 1
+        state.epoch, state.batch, state.partial = epoch + 1, 0, None
         record = epoch_record(t, state.epoch, train, val)
         examples = predict_examples(t, t.val_loader.dataset, t.val_examples) if t.dist.main else []
         for lg in loggers:

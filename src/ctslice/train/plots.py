@@ -32,9 +32,12 @@ def _save(plt, fig, path: Path, tight: bool = False) -> None:
     the rendering time (0.8 against 0.1 s for the six-panel history), so only figures that need it ask."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None)
+        os.replace(tmp, path)
+    finally:  # a failed write (full disk) leaves neither a half-written temporary nor an open figure
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def plot_history(epochs: list[dict], path: Path) -> None:

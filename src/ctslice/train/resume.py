@@ -9,15 +9,16 @@ sampler's order is counted in batches.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..cache.manifest import Manifest
 from ..config import Config
 from ..errors import CtsliceError
+from .checkpoint import BEST, LAST
 from .loggers import HISTORY_NAME
-
-LAST = "checkpoint_last.pth"
+from .rundir import CONFIG_NAME
 INTENSITY_KEYS = ("intensity", "window_min", "window_max")  # [train] settings that decide the model's input
 
 
@@ -83,6 +84,55 @@ def check_resumable(path: Path, ckpt: dict[str, Any], cfg: Config, manifest: Man
     if done >= cfg.train.epochs:  # else nothing would train, and config.json would claim the smaller number
         raise CtsliceError(f"{path}: the run has already trained {done} epoch(s) and --epochs is {cfg.train.epochs}; "
                            f"to train longer give --epochs above {done}")
+
+
+def in_own_folder(path: Path, out: Path) -> bool:
+    """Does the resumed run continue in the folder of its checkpoint (else a new folder starts its own history
+    and best checkpoint)?"""
+    return os.path.realpath(out) == os.path.realpath(path.parent)
+
+
+def check_resume_files(path: Path, ckpt: dict[str, Any], out: Path) -> None:
+    """Refuse a resume in its own folder when the folder does not hold what the checkpoint says it should, naming
+    the file: the best checkpoint it recorded (else the resumed run would name a file that does not exist), a
+    history with all its epochs (else only the new ones would remain) and a config.json of the same run (else a
+    checkpoint copied in from another run would mix two runs in one folder)."""
+    state = ckpt.get("state") if isinstance(ckpt.get("state"), dict) else {}
+    if not in_own_folder(path, out):
+        return  # a new folder: its history and its best checkpoint start here
+    best = out / BEST
+    if state.get("best_score") is not None and not best.is_file():
+        raise CtsliceError(f"{best}: missing, but {path} records a best checkpoint (val Dice "
+                           f"{state['best_score']:.4f}) there; restore it, or resume from a copy of the run that "
+                           f"has it")
+    run_id = ckpt.get("run_id")
+    try:
+        folder_id = json.loads((out / CONFIG_NAME).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        folder_id = None
+    if run_id is not None and folder_id is not None and run_id != folder_id:
+        raise CtsliceError(f"{path}: belongs to another run (run id {run_id}) than the folder {out} (run id "
+                           f"{folder_id} in its {CONFIG_NAME}); resuming would mix two runs in one folder. Resume "
+                           f"that checkpoint into a new --out instead")
+    done = int(state.get("epoch", 0))
+    history = out / HISTORY_NAME
+    records = _history_epochs(history)
+    if records is None and (done or history.exists()):
+        raise CtsliceError(f"{history}: missing, truncated or not JSON, but {path} has trained {done} epoch(s); "
+                           f"resuming would keep only the new epochs. Restore it, or resume into a new --out")
+    if records is not None and sorted(set(records) & set(range(1, done + 1))) != list(range(1, done + 1)):
+        have = sorted(r for r in records if r <= done)
+        raise CtsliceError(f"{history}: holds epochs {have[:3]}{'...' if len(have) > 3 else ''} but {path} has "
+                           f"trained {done}; resuming would lose the others. Restore it, or resume into a new --out")
+
+
+def _history_epochs(history: Path) -> list[int] | None:
+    """The epoch numbers of a training_history.json, or None if it is missing or unreadable."""
+    try:
+        data = json.loads(history.read_text())
+        return [int(r["epoch"]) for r in data["epochs"]] if isinstance(data["batches"], list) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def restore_or_explain(path: Path, restore, *args) -> None:

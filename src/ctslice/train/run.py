@@ -4,36 +4,39 @@
     result.best_checkpoint      # runs/exp1/checkpoint_best.pth
     result.history              # the per-epoch records of training_history.json
 
-RUN/ receives config.json and label_map.json at the start, sample_visualization.png before the first step, and
-after every epoch: training_history.json and .png, checkpoint_epoch{N}.pth (the latest cfg.train.keep_checkpoints
-kept), checkpoint_last.pth, checkpoint_best.pth (when val Dice improved) and test_inference.png.
+RUN/ is held by one run at a time (`runlock.py`: RUN/.lock). It receives config.json and label_map.json at the
+start, sample_visualization.png before the first step, and after every epoch: training_history.json and .png,
+checkpoint_epoch{N}.pth (the latest cfg.train.keep_checkpoints kept), checkpoint_best.pth (when val Dice improved,
+before:) checkpoint_last.pth, and test_inference.png. A figure that cannot be written is a warning.
 
-SIGTERM or Ctrl-C: the current step finishes, checkpoint_last.pth is written at that step, and
-`TrainingInterrupted` (a CtsliceError) says how to resume. Under torchrun every rank trains its share and rank 0
+SIGTERM or Ctrl-C (also to the whole process group, DataLoader workers included): the current step finishes,
+checkpoint_last.pth is written at that step, and `TrainingInterrupted` (a CtsliceError) says how to resume. Under torchrun every rank trains its share and rank 0
 alone writes (`distributed.py`).
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
 from ..data.loader import worker_errors
 from .build import Trainer, build_trainer, check_cache, fixed_slices, is_better, run_config, split_figures
-from .checkpoint import (epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints, remove_stale_temporaries,
-                         save_checkpoint)
+from .checkpoint import (BEST, LAST, epoch_checkpoint_name, load_checkpoint, prune_epoch_checkpoints,
+                         remove_stale_temporaries, save_checkpoint)
 from .distributed import Dist, any_rank, close_distributed, init_distributed
 from .interrupt import StopTraining, TrainingInterrupted, stop_signals
 from .loggers import build_loggers, write_json_atomic
-from .loop import fit, predict_examples
+from .loop import fit, predict_examples, release_loaders
 from .plots import plot_history, plot_samples
 from .progress import NullProgress
-from .resume import LAST, check_resumable, previous_history, restore_or_explain, resume_checkpoint
+from .resume import (check_resumable, check_resume_files, in_own_folder, previous_history, restore_or_explain,
+                     resume_checkpoint)
 from .rundir import check_run_folder
+from .runlock import run_lock
 from .state import TrainState, make_checkpoint, restore
-
-BEST = "checkpoint_best.pth"
 
 
 @dataclass
@@ -60,16 +63,39 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
          d: Dist) -> TrainResult:
     progress = progress if d.main else NullProgress()
     manifest = check_cache(cache)  # before anything is built or written
-    ckpt = path = None
+    ckpt = path = resumed_run = None
     if resume is not None:
         path = resume_checkpoint(resume)
-        ckpt = load_checkpoint(path)
+        ckpt, seen = load_checkpoint(path), _identity(path)
         check_resumable(path, ckpt, cfg, manifest, d.world_size)
-    check_run_folder(out, cache, manifest, resumed_run=path.parent if path is not None else None)
+        resumed_run = path.parent
+    check_run_folder(out, cache, manifest, resumed_run=resumed_run)  # before the lock creates the folder
+    with ExitStack() as stack:
+        if d.main:  # one writer per run folder; then check again what the folder holds now that it is ours
+            stack.enter_context(run_lock(out))
+            check_run_folder(out, cache, manifest, resumed_run=resumed_run)
+        if path is not None:
+            if _identity(path) != seen:  # another run wrote it since it was read (and has ended: the lock is ours)
+                ckpt = load_checkpoint(path)
+                check_resumable(path, ckpt, cfg, manifest, d.world_size)
+            check_resume_files(path, ckpt, out)
+        return _train(cache, out, cfg, manifest, path, ckpt, progress, d)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a checkpoint is replaced (save_checkpoint renames a new file into place)."""
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _train(cache: Path, out: Path, cfg: Config, manifest, path: Path | None, ckpt: dict | None,
+           progress: NullProgress, d: Dist) -> TrainResult:
     t = build_trainer(cache, cfg, manifest, d)
     state = TrainState()
     if ckpt is not None:
         restore_or_explain(path, restore, t, state, ckpt)
+        if not in_own_folder(path, out):
+            state.best_score = None  # this folder's checkpoint_best.pth is the best of the epochs trained here
     figures = split_figures(manifest, len(t.train_loader.dataset), len(t.val_loader.dataset))
     progress.message(f"U-Net {cfg.model.base_width}x{cfg.model.depth}: {t.params[0]:,} parameters "
                      f"({t.params[1]:,} trainable), {cfg.loader.context_slices} input channel(s), "
@@ -82,33 +108,37 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
         remove_stale_temporaries(out)  # left by a run killed (kill -9) while writing a checkpoint
         config = run_config(cfg, manifest, cache=cache, intensity=t.intensity, figures=figures, params=t.params,
                             device=t.device, world_size=d.world_size)
+        config["run_id"] = state.run_id  # (a resumed run keeps its checkpoint's)
         write_json_atomic(out / "config.json", config)
         write_json_atomic(out / "label_map.json", manifest.label_map)
         history = previous_history(out, state.epoch, state.step) if ckpt is not None else None
         loggers = build_loggers(cfg.train, out, config, history=history, resume=ckpt is not None)
         train_set = t.train_loader.dataset
-        plot_samples(predict_examples(t, train_set, fixed_slices(train_set.present, 4), model=False), t.names,
-                     out / "sample_visualization.png", columns=("ct", "reference"), title="Training slices")
+        _figure(progress, plot_samples, predict_examples(t, train_set, fixed_slices(train_set.present, 4),
+                                                         model=False),
+                t.names, out / "sample_visualization.png", columns=("ct", "reference"), title="Training slices")
 
     def end_of_epoch(state: TrainState, record: dict) -> None:
         _save_checkpoints(t, state, record, out)
-        if d.main:
-            plot_history(loggers[0].data["epochs"], out / "training_history.png")
-            plot_samples(predict_examples(t, t.val_loader.dataset, t.val_examples), t.names,
-                         out / "test_inference.png", columns=("ct", "reference", "prediction"),
-                         title=f"Validation slices after epoch {state.epoch}")
+        if d.main:  # after the checkpoints: a figure that cannot be written never costs one
+            _figure(progress, plot_history, loggers[0].data["epochs"], out / "training_history.png")
+            _figure(progress, plot_samples, predict_examples(t, t.val_loader.dataset, t.val_examples), t.names,
+                    out / "test_inference.png", columns=("ct", "reference", "prediction"),
+                    title=f"Validation slices after epoch {state.epoch}")
 
     try:
         with stop_signals() as stop:
             try:
                 with worker_errors():  # a damaged chunk read in a worker: its one-line error, not torch's traceback
                     fit(t, state, loggers, progress, end_of_epoch, lambda: _stop(d, t, state, stop.requested))
-            except StopTraining:
+            except StopTraining as e:
+                release_loaders(t.train_loader, t.val_loader)  # (workers a group signal killed, too)
                 ckpt = make_checkpoint(t, state, {})
                 if d.main:
                     save_checkpoint(out / LAST, ckpt)
+                why = stop.requested or "a signal on another rank"
                 raise TrainingInterrupted(
-                    f"{stop.requested or 'a signal on another rank'}: stopped after step {state.step} (epoch "
+                    f"{why}{f' ({e})' if str(e) else ''}: stopped after step {state.step} (epoch "
                     f"{state.epoch + 1}, batch {state.batch}); resumable checkpoint {out / LAST}. Resume with: "
                     f"ctslice train --cache {cache} --out {out} --resume {out}") from None
     finally:
@@ -117,6 +147,17 @@ def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progres
     return TrainResult(out=out, best_checkpoint=out / BEST, last_checkpoint=out / LAST,
                        history=loggers[0].data["epochs"] if loggers else [], best_score=state.best_score,
                        total_params=t.params[0])
+
+
+def _figure(progress: NullProgress, plot, *args, **kwargs) -> None:
+    """Draw a figure; one that cannot be written (full disk, no permission) is a warning and training goes on:
+    the figures are drawn from the history and checkpoints, which are written first and are what matters."""
+    try:
+        plot(*args, **kwargs)
+    except OSError as e:
+        target = next((a for a in args if isinstance(a, Path)), None)
+        progress.message(f"warning: {target}: cannot write the figure ({e.strerror or e}); training continues, "
+                         f"the checkpoints and history are unaffected")
 
 
 def _stop(d: Dist, t: Trainer, state: TrainState, requested: str | None) -> bool:
@@ -138,6 +179,8 @@ def _save_checkpoints(t: Trainer, state: TrainState, record: dict, out: Path) ->
     if t.cfg.train.keep_checkpoints:
         save_checkpoint(out / epoch_checkpoint_name(state.epoch), ckpt)
         prune_epoch_checkpoints(out, t.cfg.train.keep_checkpoints)
-    save_checkpoint(out / LAST, ckpt)
+    # best before last: checkpoint_last.pth records the best score, so it must never claim a best that is not on
+    # disk (a kill or a full disk between the two writes keeps the previous last, which names the previous best)
     if improved:
         save_checkpoint(out / BEST, ckpt)
+    save_checkpoint(out / LAST, ckpt)

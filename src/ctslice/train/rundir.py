@@ -18,6 +18,7 @@ from pathlib import Path
 from ..cache.manifest import Manifest
 from ..cache.owner import check_output_apart
 from ..errors import CtsliceError
+from .runlock import LOCK_NAME
 
 CONFIG_NAME = "config.json"
 RUN_KEYS = {"architecture", "cache_hash", "train", "model"}  # what a ctslice run's config.json always holds
@@ -48,8 +49,8 @@ def check_run_folder(out: Path, cache: Path, manifest: Manifest, resumed_run: Pa
         return
     if not real.is_dir():
         raise CtsliceError(f"--out {out}: is not a folder")
-    if not any(real.iterdir()):
-        return
+    if not any(p.name != LOCK_NAME for p in real.iterdir()):
+        return  # (the lock file alone is what a start refused or failed before writing anything leaves)
     if not is_run_folder(real):
         raise CtsliceError(f"--out {out}: the folder is not empty and holds no ctslice run; a run writes "
                            f"config.json, checkpoints and figures there, so give a new or empty folder")

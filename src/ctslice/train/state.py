@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from .build import Trainer
@@ -20,6 +21,9 @@ class TrainState:
     best_score: float | None = None
     batch: int = 0
     partial: dict | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names the run across its checkpoints, config.json and resumes: a checkpoint of another run copied into a
+    run folder is refused on resume instead of mixing two runs in one folder."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best_score": self.best_score, "batch": self.batch,
@@ -39,6 +43,9 @@ def make_checkpoint(t: Trainer, state: TrainState, metrics: dict[str, Any]) -> d
         "model": bare_state_dict(t.model), "model_config": t.model_config(),
         "context_slices": t.cfg.loader.context_slices, "intensity": t.intensity,
         "label_map": dict(t.manifest.label_map), "preprocess": dict(t.manifest.settings),
+        # the dataset's own label values: predict writes them on a machine that has no cache
+        "label_values": t.manifest.dataset.get("label_values") if isinstance(t.manifest.dataset, dict) else None,
+        "run_id": state.run_id,
         "splits": {k: list(v) for k, v in t.manifest.splits.items()},
         # each trained-on subject's content key: a resume on a cache whose subjects changed is refused
         "subject_keys": {sid: t.manifest.subjects[sid].key for split in ("train", "val")
@@ -58,6 +65,8 @@ def restore(t: Trainer, state: TrainState, ckpt: dict[str, Any]) -> None:
     t.optimizer.load_state_dict(ckpt["optimizer"])
     t.schedule.load_state_dict(ckpt["schedule"])
     state.load_state_dict(ckpt["state"])
+    if isinstance(ckpt.get("run_id"), str):
+        state.run_id = ckpt["run_id"]
     set_rng_state(ckpt["rng"])
     ranks = ckpt["augment_rng"]
     ranks = ranks[None] if ranks.dim() == 1 else ranks  # (checkpoints of one process before DDP: one state)
