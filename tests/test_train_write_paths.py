@@ -135,10 +135,12 @@ def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path, capsy
 
 # 4. hand-edited settings are refused by the configuration's rules, before a model is built
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c["model_config"].update(depth=60), "depth must be between 2 and 8"),
-    (lambda c: c["model_config"].update(base_width=10**7), "GiB for one slice, more than this machine's"),
-    (lambda c: c["preprocess"].update(size=0), "size must be between 16 and 4096"),
-    (lambda c: c["preprocess"].update(size=200000), "size must be between 16 and 4096"),
+    (lambda c: c["model_config"].update(depth=60), "depth must be an integer from 2 to 8"),
+    (lambda c: c["model_config"].update(base_width=10**7), "base_width must be an integer from 1 to 1024"),
+    (lambda c: (c["model_config"].update(base_width=1024), c["preprocess"].update(size=4096)),
+     "GiB for one slice, more than this machine's"),
+    (lambda c: c["preprocess"].update(size=0), "size must be an integer from 16 to 4096"),
+    (lambda c: c["preprocess"].update(size=200000), "size must be an integer from 16 to 4096"),
     (lambda c: c["preprocess"].update(spacing=float("nan")), "spacing must be"),
     (lambda c: c["preprocess"].update(spacing=1e-9), "spacing must be"),
     (lambda c: c.update(label_map={"0": "background", "x": "liver", "2": "spleen"}), "label_map must map"),
@@ -148,7 +150,7 @@ def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path, capsy
 ])
 def test_hand_edited_checkpoint_settings_are_one_error(tiny_cache, tmp_path, monkeypatch, edit, message):
     from checkpoints import make_checkpoint
-    from ctslice.train import model as model_module
+    from ctslice.model import unet as model_module
 
     path = edit_checkpoint(make_checkpoint(tiny_cache, tmp_path / "run" / "c.pth"), edit)
     monkeypatch.setattr(model_module.UNet, "__init__", lambda *a, **k: pytest.fail("a model was built"))

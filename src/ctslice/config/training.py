@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import SEED, Limit, OneOf, Relations, check_section
+from .checks import SEED, ConfigError, Limit, OneOf, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ModelConfig:
         depth typed or edited by mistake would otherwise grow until the machine swaps or the process is killed)."""
         need, have = self.memory_bytes(in_channels, num_classes, size), physical_memory()
         if need > have:
-            raise CtsliceError(f"the U-Net of width {self.base_width}, depth {self.depth} at {size} px needs about "
+            raise ConfigError(f"the U-Net of width {self.base_width}, depth {self.depth} at {size} px needs about "
                                f"{need / 2**30:,.1f} GiB for one slice, more than this machine's "
                                f"{have / 2**30:,.1f} GiB")
 
