@@ -75,7 +75,7 @@ def kills_during_training(ws: Workspace, rng: random.Random, kills: int) -> Tall
 
     tally = Tally("kill during checkpoint write")
     run = ws.root / "killed-run-0"
-    mid_write = 0
+    mid_write = refusals = 0
     for n in range(kills):
         best_before = (run / BEST).is_file()
         proc = start(_train_args(ws, run, _epochs_done(run) + 3))
@@ -95,13 +95,15 @@ def kills_during_training(ws: Workspace, rng: random.Random, kills: int) -> Tall
         refused = ran.refused_in_one_line()
         tally.add(not problem and (ran.rc in (-9, 0) or refused), ran, lost=int("is gone" in problem),
                   why=f"kill {how}: {problem or f'rc {ran.rc}'}")
-        if refused:
+        if refused:  # nothing to resume from: a user starts a new run
+            refusals += 1
             run = ws.root / f"killed-run-{n + 1}"
     ran = cli(_train_args(ws, run, _epochs_done(run) + 1), timeout=600)
     problem = _checkpoint_problems(run, False) if run.is_dir() else ""
     tally.add((ran.rc == 0 or ran.refused_in_one_line()) and not problem, ran,
               why=f"resume after the kills: {problem or 'neither completed nor refused in one line'}")
-    tally.notes.append(f"{mid_write} of {kills} kills left a checkpoint half-written (a temporary file)")
+    tally.notes.append(f"{mid_write} of {kills} kills left a checkpoint half-written (a temporary file); "
+                       f"{refusals} next run(s) refused in one line to resume, then a new folder")
     return tally
 
 
