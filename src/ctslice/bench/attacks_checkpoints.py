@@ -43,23 +43,28 @@ def _checkpoint_problems(run: Path, best_before: bool) -> str:
     return ""
 
 
-def _kill_at_best_write(proc: subprocess.Popen, run: Path, timeout: float) -> bool:
-    """SIGKILL `proc` the moment a temporary of checkpoint_best.pth appears (polled every millisecond); False if
-    the run ended first."""
+def _kill_at_best_write(proc: subprocess.Popen, run: Path, timeout: float) -> str:
+    """SIGKILL `proc` the moment a temporary of checkpoint_best.pth appears (polled every millisecond): "landed",
+    "ended" (the run ended first) or "hung" (still running after `timeout`)."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if any(run.glob(f".{BEST}.*.tmp")):
             proc.kill()
-            return True
+            return "landed"
         time.sleep(0.001)
+    running = proc.poll() is None
     proc.kill()
-    return False
+    return "hung" if running else "ended"
 
 
 def _epochs_done(run: Path) -> int:
+    from ..errors import CtsliceError
     from ..train.checkpoint import load_checkpoint
 
-    return int(load_checkpoint(run / LAST).get("epoch") or 0) if (run / LAST).is_file() else 0
+    try:
+        return int(load_checkpoint(run / LAST).get("epoch") or 0) if (run / LAST).is_file() else 0
+    except CtsliceError:
+        return 0  # (counted by _checkpoint_problems; the next run's resume says what it makes of it)
 
 
 def _train_args(ws: Workspace, run: Path, epochs: int) -> list[str]:
@@ -81,22 +86,24 @@ def kills_during_training(ws: Workspace, rng: random.Random, kills: int) -> Tall
         proc = start(_train_args(ws, run, _epochs_done(run) + 3))
         lines = Lines(proc.stderr)
         if n % 2:
-            landed = _kill_at_best_write(proc, run, timeout=4 * ws.train_s + 120)
+            moment = _kill_at_best_write(proc, run, timeout=4 * ws.train_s + 120)
         else:
             time.sleep(rng.uniform(0, 1.5 * ws.train_s))
-            landed = proc.poll() is None
+            moment = "landed" if proc.poll() is None else "ended"
             proc.kill()
         ran = finish(proc, 60, lines)
         mid_write += bool(run.is_dir() and list(run.glob(".checkpoint_*.tmp")))
         problem = _checkpoint_problems(run, best_before) if run.is_dir() else ""
         how = "at the best checkpoint's write" if n % 2 else "at a random moment"
-        if not landed:
+        if moment == "ended":
             how += " (the run had ended)"
         refused = ran.refused_in_one_line()
         tally.add(not problem and (ran.rc in (-9, 0) or refused), ran, lost=int("is gone" in problem),
-                  why=f"kill {how}: {problem or f'rc {ran.rc}'}")
+                  hung=moment == "hung", why=f"kill {how}: {problem or f'rc {ran.rc}'}")
         if refused:  # nothing to resume from: a user starts a new run
             refusals += 1
+            said = next(line for line in ran.text.splitlines() if line.startswith("error:"))
+            tally.notes.append(f"run {n + 1} refused: {said[:200]}")
             run = ws.root / f"killed-run-{n + 1}"
     ran = cli(_train_args(ws, run, _epochs_done(run) + 1), timeout=600)
     problem = _checkpoint_problems(run, False) if run.is_dir() else ""

@@ -91,7 +91,7 @@ def _train_attack(rng: random.Random, ws: Workspace, data: Path, cache: Path, up
     try:
         if lines.wait_for(lambda line: line.startswith("epoch 1/"), timeout) is None:
             ran = finish(proc, 60, lines)
-            return _said_update(ran.text), f"ended before its first epoch: {ran.tail(200)}", ran.traceback, False
+            return _said_update(ran.text), f"no first epoch: {ran.tail(200)}", ran.traceback, ran.hung
         problem = next(filter(None, (_update(rng, data, cache) for _ in range(updates))), "")
         # Two epoch ends after the updates: the second epoch was read wholly after them.
         ended = [lines.wait_for(lambda line: bool(_EPOCH_END.match(line)), timeout) for _ in range(2)]
