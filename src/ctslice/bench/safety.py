@@ -8,6 +8,11 @@
   reports it (or refuses the cache); harmless means every slice still reads exactly as before; missed means a
   read returned other data without an error, the one outcome that must never happen.
 - sync: in-process preprocess seconds with and without syncing the cache's filesystem before the manifest swap.
+- The attacks of issue 15, each through the real CLI (or `load_checkpoint`) in a subprocess under a generous
+  timeout, against a demo dataset, its cache and a finished tiny training run: write paths and two writers
+  (`attacks_writes`), kills during training and checkpoint bit flips (`attacks_checkpoints`), readers across
+  updates (`attacks_readers`). Every family, the two above included, is counted the same way (`attack.Tally`):
+  tried, survived, tracebacks, hangs, files lost.
 
 Random timers are the point here (unlike in the tests): the kills should land anywhere.
 """
@@ -33,10 +38,13 @@ from ..config import PreprocessConfig
 from ..errors import CacheError
 from ..preprocess.run import run_preprocess
 from ..synthetic import DemoSpec, generate_demo_dataset
+from .attack import Tally, Workspace
 from .incremental import modify_subject
 
 SETTINGS = PreprocessConfig(spacing=None, size=64, workers=0)
 CLI_SETTINGS = ["--workers", "0", "--spacing", "native", "--size", "64"]
+HANG_S = 600  # a run past this is a hang (the runs here take seconds)
+FAMILIES = ("kills", "corruptions", "sync", "write-paths", "two-writers", "train-kills", "readers", "flips")
 CORRUPTIONS = ("flip", "truncate", "delete", "append", "zero", "fifo", "devzero")
 
 
@@ -52,6 +60,8 @@ class SafetyResult:
     missed: list[str] = field(default_factory=list)
     fsync_s: float = 0.0
     no_fsync_s: float = 0.0
+    tallies: list[Tally] = field(default_factory=list)
+    """Counts per family, in the order run (the kills and corruptions above included)."""
 
 
 def _all_slices(cache: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -90,7 +100,11 @@ def _after_kill(data: Path, cache: Path, args: list[str], injected: set[str]) ->
         if not damaged <= injected or any(p.subject is None for p in verify_cache(cache).problems):
             return f"after the kill verify found {sorted(damaged - injected)} or index/split problems"
         CacheReader(cache)
-        subprocess.run(_cli(*args), check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            subprocess.run(_cli(*args), check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            return f"hung: the run after the kill did not end in {HANG_S} s"
         if not verify_cache(cache).ok:
             return "the run after the kill left a cache that verify rejects"
     except CacheError as e:
@@ -159,12 +173,52 @@ def _fsync_seconds(data: Path, cache: Path, sync: bool, repeats: int = 2) -> flo
     return best
 
 
-def bench_safety(workdir: Path, kills: int = 20, corruptions: int = 200, seed: int = 0,
-                 fsync_subjects: int = 3) -> SafetyResult:
+@dataclass(frozen=True)
+class Counts:
+    """How many attacks of each family `bench_safety` runs."""
+    kills: int = 6
+    corruptions: int = 60
+    write_paths: int = 10
+    pairs: int = 1
+    train_kills: int = 4
+    readers: int = 2
+    reader_trains: int = 1
+    flips: int = 100
+
+
+def bench_safety(workdir: Path, counts: Counts = Counts(), seed: int = 0, fsync_subjects: int = 3,
+                 families: tuple[str, ...] = FAMILIES) -> SafetyResult:
+    from .attacks_checkpoints import bit_flips, kills_during_training
+    from .attacks_readers import readers_across_updates
+    from .attacks_writes import two_writers, write_paths
+
     workdir = Path(workdir)
     rng, result = random.Random(seed), SafetyResult()
     shutil.rmtree(workdir / "safety", ignore_errors=True)
     root = workdir / "safety"
+    if "kills" in families or "corruptions" in families:
+        _cache_attacks(root / "cache-attacks", rng, counts, seed, families, result)
+    new = [f for f in ("write-paths", "two-writers", "train-kills", "readers", "flips") if f in families]
+    if new:
+        ws = Workspace.build(root / "attacks", seed)
+        attacks = {"write-paths": lambda: write_paths(ws, rng, counts.write_paths),
+                   "two-writers": lambda: two_writers(ws, rng, counts.pairs),
+                   "train-kills": lambda: kills_during_training(ws, rng, counts.train_kills),
+                   "readers": lambda: readers_across_updates(ws, rng, counts.readers, counts.reader_trains),
+                   "flips": lambda: bit_flips(ws, rng, counts.flips)}
+        result.tallies += [attacks[f]() for f in new]
+    if "sync" in families:
+        big = root / "fsync-data"
+        generate_demo_dataset(big, DemoSpec(subjects=fsync_subjects, size=512, slices=(60, 80), seed=seed))
+        result.fsync_s = _fsync_seconds(big, root / "fsync-cache", True)
+        result.no_fsync_s = _fsync_seconds(big, root / "fsync-cache", False)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _cache_attacks(root: Path, rng: random.Random, counts: Counts, seed: int, families: tuple[str, ...],
+                   result: SafetyResult) -> None:
+    """Random corruptions of a copy of a good cache, then kills of preprocess/repair runs (issue 7)."""
     data = root / "data"
     generate_demo_dataset(data, DemoSpec(subjects=8, size=64, slices=(30, 40), seed=seed))
     cache = root / "cache"
@@ -172,26 +226,30 @@ def bench_safety(workdir: Path, kills: int = 20, corruptions: int = 200, seed: i
     pristine = root / "pristine"
     shutil.copytree(cache, pristine, symlinks=True)
     good = _all_slices(pristine)
-    for _ in range(corruptions):
-        outcome = _corruption_once(rng, pristine, root / "corrupted", good)
-        result.corruptions += 1
-        if outcome == "caught":
-            result.caught += 1
-        elif outcome == "harmless":
-            result.harmless += 1
-        else:
-            result.missed.append(outcome)
-    for _ in range(kills):
-        running, problem = _kill_once(rng, data, cache, run_s)
-        result.kills += 1
-        result.killed_mid_run += running
-        if problem is None:
-            result.survived += 1
-        else:
-            result.kill_failures.append(problem)
-    big = root / "fsync-data"
-    generate_demo_dataset(big, DemoSpec(subjects=fsync_subjects, size=512, slices=(60, 80), seed=seed))
-    result.fsync_s = _fsync_seconds(big, root / "fsync-cache", True)
-    result.no_fsync_s = _fsync_seconds(big, root / "fsync-cache", False)
-    shutil.rmtree(root, ignore_errors=True)
-    return result
+    if "corruptions" in families:
+        tally = Tally("cache corruptions")
+        for _ in range(counts.corruptions):
+            outcome = _corruption_once(rng, pristine, root / "corrupted", good)
+            result.corruptions += 1
+            if outcome == "caught":
+                result.caught += 1
+            elif outcome == "harmless":
+                result.harmless += 1
+            else:
+                result.missed.append(outcome)
+            tally.add(outcome in ("caught", "harmless"), traceback="verify crashed" in outcome, why=outcome)
+        tally.notes.append(f"{result.caught} caught by verify, {result.harmless} harmless (reads unchanged)")
+        result.tallies.append(tally)
+    if "kills" in families:
+        tally = Tally("kill during preprocess/repair")
+        for _ in range(counts.kills):
+            running, problem = _kill_once(rng, data, cache, run_s)
+            result.kills += 1
+            result.killed_mid_run += running
+            if problem is None:
+                result.survived += 1
+            else:
+                result.kill_failures.append(problem)
+            tally.add(problem is None, hung=bool(problem and problem.startswith("hung")), why=problem or "")
+        tally.notes.append(f"{result.killed_mid_run} of {result.kills} kills landed mid-run")
+        result.tallies.append(tally)
