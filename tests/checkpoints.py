@@ -24,10 +24,10 @@ def make_checkpoint(cache: Path, path: Path, context_slices: int = 1, seed: int 
         "model_config": {"base_width": 4, "depth": 3, "in_channels": context_slices,
                          "num_classes": manifest.num_labels},
         "context_slices": context_slices,
-        "intensity": {"clip": [s["hu_min"], s["hu_max"]], "shift": s["hu_min"], "scale": s["hu_max"] - s["hu_min"]},
+        "intensity": {"clip": [s.hu_min, s.hu_max], "shift": s.hu_min, "scale": s.hu_max - s.hu_min},
         "label_map": dict(manifest.label_map), "label_values": manifest.dataset.get("label_values"),
-        "preprocess": dict(s), "cache": str(Path(cache).resolve()),
-        "cache_hash": s["hash"], "config": Config().to_dict(), "epoch": 2, "metrics": {},
+        "preprocess": s.to_json(), "cache": str(Path(cache).resolve()),
+        "cache_hash": s.hash, "config": Config().to_dict(), "epoch": 2, "metrics": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, ckpt)  # format, version and checksum as the trainer writes them

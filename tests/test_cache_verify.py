@@ -176,3 +176,20 @@ def test_verify_output_does_not_tell_to_run_verify(tiny_cache):
     result = CliRunner().invoke(app, ["cache", "verify", str(tiny_cache)])
     assert result.exit_code == 1 and "checksum mismatch" in result.output and "not a regular file" in result.output
     assert "cache verify" not in result.output
+
+
+def test_verify_and_repair_verifies_repairs_what_it_found_and_verifies_again(tiny_dataset, tiny_cache):
+    from ctslice.preprocess.repair import verify_and_repair
+
+    flip_byte(store.chunk_path(tiny_cache, folder(tiny_cache), "label", 0))
+    seen = []
+    only_checked = verify_and_repair(tiny_cache, checked=seen.append)
+    assert not only_checked.ok and only_checked.repair is None and seen == [only_checked.verified]
+    assert only_checked.verified.damaged_subjects == [SID]
+    seen.clear()
+    result = verify_and_repair(tiny_cache, repair=True, data=tiny_dataset, checked=seen.append)
+    assert seen == [result.verified] and not result.verified.ok  # said before the repair started
+    assert result.repair.damaged == [SID] and result.repair.preprocess.processed == [SID]
+    assert result.verified_again.ok and result.ok
+    again = verify_and_repair(tiny_cache, repair=True, data=tiny_dataset)
+    assert again.ok and again.repair is None  # nothing found, nothing repaired

@@ -30,7 +30,7 @@ def test_reports_figures_and_predictions_are_written(tiny_cache, tiny_dataset, t
         assert (out / name).stat().st_size > 0, name
     assert len(list(out.glob("worst_*.png"))) == 2
     doc = json.loads((out / "evaluation.json").read_text())
-    assert doc["settings"]["cache_hash"] == manifest.settings["hash"] and doc["settings"]["space"] == "cache"
+    assert doc["settings"]["cache_hash"] == manifest.settings.hash and doc["settings"]["space"] == "cache"
     assert set(doc["per_subject"]) == set(subjects)
     structures = manifest.num_labels - 1
     assert len(doc["per_class"]) == structures

@@ -17,7 +17,7 @@ def force(data, cache, *flags):
 
 def built_with(cache):
     settings = read_manifest(cache).settings
-    return settings["spacing"], settings["size"]
+    return settings.spacing, settings.size
 
 
 def said_before_the_work(output, text):

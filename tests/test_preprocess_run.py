@@ -32,8 +32,8 @@ def cached_arrays(cache, sid):
 def test_manifest_describes_the_cache(tiny_dataset, tiny_cache):
     m = read_manifest(tiny_cache)
     assert m.format_version == FORMAT_VERSION and m.ctslice_version == __version__
-    assert m.settings["size"] == 40 and m.settings["spacing"] is None and len(m.settings["hash"]) == 16
-    assert m.settings["split"] == {"val_fraction": 0.2, "seed": 0}
+    assert m.settings.size == 40 and m.settings.spacing is None and len(m.settings.hash) == 16
+    assert m.settings.split() == {"val_fraction": 0.2, "seed": 0}
     assert m.label_map["0"] == "background" and m.num_labels == len(m.label_map) > 5
     assert m.dataset == {"root": str(tiny_dataset.resolve()), "layout": "totalsegmentator", "warnings": []}
     ids = sorted(m.subjects)

@@ -165,10 +165,13 @@ def test_train_settings_follow_the_config_precedence_and_are_checked(tmp_path):
 
 def test_intensity_schemes_resolve_from_the_manifest():
     from ctslice.cache.manifest import Manifest
+    from ctslice.cache.settings import CacheSettings
+    from ctslice.config import PreprocessConfig
     from ctslice.errors import CacheError
     from ctslice.train.intensity import resolve_intensity
 
-    manifest = Manifest(settings={"hu_min": -1024, "hu_max": 3071}, label_map={"0": "background", "1": "liver"})
+    labels = {"0": "background", "1": "liver"}
+    manifest = Manifest(settings=CacheSettings.from_config(PreprocessConfig(), labels), label_map=labels)
     assert resolve_intensity(TrainConfig(), manifest, "c") == {"clip": [-1024.0, 3071.0], "shift": -1024.0,
                                                                 "scale": 4095.0}
     assert resolve_intensity(TrainConfig(window_min=-200, window_max=300), manifest, "c")["clip"] == [-200.0, 300.0]

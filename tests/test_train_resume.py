@@ -1,5 +1,6 @@
 """Exact resume (cosine and plateau), refusals, a real SIGTERM mid-epoch, kill -9 during checkpoint writes."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -61,7 +62,7 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
 
     shutil.copytree(cache32, other)
     manifest = read_manifest(other)
-    manifest.settings["hash"] = "0" * 16
+    manifest.settings = dataclasses.replace(manifest.settings, hash="0" * 16)
     write_manifest(other, manifest)
     with pytest.raises(CtsliceError, match="the cache's content hash"):
         run_training(other, run, config(), resume=run)

@@ -61,8 +61,8 @@ def test_short_run_writes_every_artefact(cache32, tmp_path):
     mc = ckpt["model_config"]
     model = build_model(ModelConfig(mc["base_width"], mc["depth"]), mc["in_channels"], mc["num_classes"])
     model.load_state_dict(ckpt["model"])  # what the evaluator does
-    assert ckpt["label_map"] == manifest.label_map and ckpt["cache_hash"] == manifest.settings["hash"]
-    assert ckpt["preprocess"] == manifest.settings and ckpt["intensity"]["clip"] == [-1024.0, 3071.0]
+    assert ckpt["label_map"] == manifest.label_map and ckpt["cache_hash"] == manifest.settings.hash
+    assert ckpt["preprocess"] == manifest.settings.to_json() and ckpt["intensity"]["clip"] == [-1024.0, 3071.0]
     assert {"optimizer", "schedule", "rng", "state", "metrics", "config", "epoch"} <= set(ckpt)
 
 

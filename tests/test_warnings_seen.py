@@ -72,11 +72,14 @@ def test_overlap_share_is_of_the_labelled_voxels_counted_once_and_never_above_10
 
 def test_overlaps_of_an_older_record_are_shown_without_a_share(tmp_path):
     from ctslice.cache.manifest import Manifest, SubjectRecord
+    from ctslice.cache.settings import CacheSettings
+    from ctslice.config import PreprocessConfig
 
     record = SubjectRecord(id="old", path="subjects/old-0123456789abcdef", key="k", files={}, slices=1,
                            shape=[1, 2, 2], spacing=[1, 1, 1], geometry={}, label_voxels=[3, 1],
                            overlap_voxels=5)
-    summary = warning_summary(Manifest(settings={}, label_map={"0": "background", "1": "liver"},
-                                       subjects={"old": record}))
+    labels = {"0": "background", "1": "liver"}
+    summary = warning_summary(Manifest(settings=CacheSettings.from_config(PreprocessConfig(), labels),
+                                       label_map=labels, subjects={"old": record}))
     assert summary["overlaps"]["worst"] == [{"subject": "old", "voxels": 5, "share": None}]
     assert "most: old (5)" in summary_lines(summary)[0]

@@ -27,7 +27,7 @@ def test_workers_are_capped_by_cores_subjects_and_memory():
 
 
 def test_a_capped_run_says_so_once(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr("ctslice.preprocess.run.available_resources", lambda: (1, 64 * GIB))
+    monkeypatch.setattr("ctslice.preprocess.plan.available_resources", lambda: (1, 64 * GIB))
     said = []
     report = run_preprocess(tiny_dataset, tmp_path / "c", PreprocessConfig(spacing=None, size=40, workers=1000),
                             say=said.append)

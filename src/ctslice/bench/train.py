@@ -134,7 +134,7 @@ def run_train_benchmark(cache: Path, cfg: Config, worker_counts: tuple[int, ...]
     return {"classes": classes or manifest.num_labels, "samples_per_s_memory_compiled": compiled_rate,
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if t.device.type == "cuda" else None,
             "epoch_slices": epoch_slices, "epoch_seconds": epoch_slices / fastest,"device": str(t.device) if t.device.type == "cpu" else torch.cuda.get_device_name(t.device),
-            "size": int(manifest.settings.get("size", 0)), "batch_size": cfg.loader.batch_size, "steps": steps,
+            "size": manifest.settings.size, "batch_size": cfg.loader.batch_size, "steps": steps,
             "model": dataclasses.asdict(cfg.model), "params": t.params[0], "workers": default["workers"],
             "samples_per_s_loader": default["samples_per_s"], "samples_per_s_memory": default["samples_per_s_memory"],
             "ratio": default["ratio"], "data_wait_fraction": default["data_wait_fraction"], "rows": rows}

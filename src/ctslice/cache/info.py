@@ -114,7 +114,7 @@ def cache_info(cache: Path) -> CacheInfo:
     return CacheInfo(
         cache=str(cache), format_version=manifest.format_version, ctslice_version=manifest.ctslice_version,
         created=manifest.created, updated=manifest.updated, dataset=dict(manifest.dataset),
-        settings=dict(manifest.settings), subjects=len(records), slices=slices, failed=len(manifest.failed),
+        settings=manifest.settings.to_json(), subjects=len(records), slices=slices, failed=len(manifest.failed),
         splits=splits, structures=manifest.num_labels - 1, slice_size=[list(s) for s in shapes],
         spacing_mm=spacing, size=size, leftovers=left, raw_bytes=raw,
         compression_ratio=round(raw / size.bytes, 3) if size.bytes else 0.0, labels=dict(manifest.label_map),

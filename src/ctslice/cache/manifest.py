@@ -24,9 +24,9 @@ from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
 from .names import check_name
+from .settings import FORMAT_VERSION, SPLIT, CacheSettings
 
-# 2: the manifest carries its own checksum; paths in it are checked to stay inside the cache.
-FORMAT_VERSION = 2
+# FORMAT_VERSION (settings.py) 2: the manifest carries its own checksum; paths in it are checked to stay inside.
 
 
 @dataclass
@@ -75,8 +75,8 @@ class SubjectRecord:
 
 @dataclass
 class Manifest:
-    settings: dict[str, Any]
-    """Everything that determines the cached arrays, plus its `hash`; split settings under `split`."""
+    settings: CacheSettings
+    """What the cache was built with: the settings that determine the cached arrays, their `hash`, the split's."""
     label_map: dict[str, str]
     """{"0": "background", "1": "spleen", ...}: index -> structure name; model channels follow it."""
     dataset: dict[str, Any] = field(default_factory=dict)
@@ -109,42 +109,18 @@ class Manifest:
     def split_of(self) -> dict[str, str]:
         return {sid: name for name, ids in self.splits.items() for sid in ids}
 
-    def stored_settings(self) -> dict[str, Any]:
-        """The content and split settings the cache was built with, flat ({"spacing", "size", ..., "seed"}):
-        the defaults of the cache's next update."""
-        flat = {k: v for k, v in self.settings.items() if k not in ("hash", "split")}
-        return {**flat, **self.settings.get("split", {})}
-
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["settings"] = self.settings.to_json()
         data["subjects"] = {k: v.to_json() for k, v in sorted(self.subjects.items())}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         data = dict(data)
+        data["settings"] = CacheSettings.from_json(data.get("settings"))
         data["subjects"] = {k: SubjectRecord.from_json(v) for k, v in data.get("subjects", {}).items()}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-def settings_hash(content_settings: dict[str, Any], label_map: dict[str, str]) -> str:
-    """Hash of what determines the cached arrays: the content settings, the label map and the format."""
-    blob = json.dumps({"format": FORMAT_VERSION, "settings": content_settings, "labels": label_map}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def settings_diff(old: Manifest, content_settings: dict[str, Any], label_map: dict[str, str]
-                  ) -> dict[str, list[Any]]:
-    """What differs between a cache's content settings and label map and new ones: name -> [old, new]
-    (for the label map: [structures before, after] plus the names added and removed), so that a full rebuild
-    can say why."""
-    diff = {name: [old.settings.get(name), value] for name, value in content_settings.items()
-            if old.settings.get(name) != value}
-    if old.label_map != label_map:
-        before, after = set(old.label_map.values()), set(label_map.values())
-        diff["label_map"] = [len(before) - 1, len(after) - 1,
-                             {"added": sorted(after - before), "removed": sorted(before - after)}]
-    return diff
 
 
 def manifest_path(cache: Path) -> Path:
@@ -263,7 +239,7 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     # The root's zarr.json also keeps the settings, so that `preprocess --force` after a damaged manifest can
     # rebuild with the cache's own settings (recover_settings) instead of the defaults.
     root_group = json.loads(files[ZARR_JSON])
-    root_group["attributes"][SETTINGS_COPY] = manifest.stored_settings()
+    root_group["attributes"][SETTINGS_COPY] = manifest.settings.values()
     for folder, document in ((Path(cache), json.dumps(root_group)), (Path(cache) / layout.SUBJECTS_DIR, files[ZARR_JSON])):
         folder.mkdir(exist_ok=True)
         _write_atomic(folder / ZARR_JSON, document, temp_dir=Path(cache))  # subjects/ holds subject folders only
@@ -285,21 +261,24 @@ SETTINGS_COPY = "settings"
 """Key of the settings' copy in the root zarr.json's attributes."""
 
 
-def recover_settings(cache: Path) -> tuple[dict[str, Any], str]:
-    """For a cache whose manifest cannot be read: its settings (flat, as `Manifest.stored_settings`) from the
-    damaged manifest's own `settings` if they still parse, else from the copy in the root zarr.json; ({}, ...)
-    when neither is readable. The text says where they came from. Both are untrusted: the caller validates them
-    (config loading) before use."""
+def recover_settings(cache: Path) -> tuple[CacheSettings | None, str]:
+    """For a cache whose manifest cannot be read: its settings from the damaged manifest's own `settings` if they
+    still parse, else from the copy in the root zarr.json (flat, without the hash: a rebuild computes it again);
+    (None, "none readable") when neither is. The text says where they came from. Both are untrusted: they are
+    checked when they become a configuration (CacheSettings.config)."""
     for source, read in (("the damaged manifest's own settings", lambda: load_manifest_json(cache)["settings"]),
-                         (f"the copy in {ZARR_JSON}", lambda: _root_attributes(cache)[SETTINGS_COPY])):
+                         (f"the copy in {ZARR_JSON}", lambda: _from_copy(_root_attributes(cache)[SETTINGS_COPY]))):
         try:
-            settings = read()
-        except (CacheError, KeyError, TypeError, ValueError, OSError):
+            return CacheSettings.from_json(read()), source
+        except (CacheError, KeyError, TypeError, ValueError, AttributeError, OSError):
             continue
-        if isinstance(settings, dict) and isinstance(settings.get("split", {}), dict):
-            flat = {k: v for k, v in settings.items() if k not in ("hash", "split")}
-            return {**flat, **settings.get("split", {})}, source
-    return {}, "none readable"
+    return None, "none readable"
+
+
+def _from_copy(flat: Any) -> dict[str, Any]:
+    """The flat copy in zarr.json ({"spacing", ..., "seed"}) in the manifest's form (no hash)."""
+    split = {k: flat[k] for k in SPLIT if k in flat}
+    return {**{k: v for k, v in flat.items() if k not in SPLIT}, "hash": "", "split": split}
 
 
 def _root_attributes(cache: Path) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def status(
     Example: ctslice cache status /fast/cache --data /data/Totalsegmentator_dataset_v201
     """
     with user_errors():
-        from ..preprocess.run import describe_changes
+        from ..preprocess.plan import describe_changes
         from ..preprocess.status import cache_status
 
         s = cache_status(cache, data)
@@ -128,39 +128,55 @@ def verify(
     Example: ctslice cache verify /fast/cache --repair --data /data/Totalsegmentator_dataset_v201
     """
     with user_errors():
-        from ..cache.verify import verify_cache
-        from ..preprocess.repair import repair_cache
+        from ..preprocess.repair import verify_and_repair
 
-        report = _verify_with_progress(cache, workers, verify_cache)
-        _print_verify(report)
-        if report.ok or not repair:
-            if not report.ok:
-                raise typer.Exit(1)
-            return
-        result = repair_cache(cache, data, workers=repair_workers, report=report)
-        pre = result.preprocess
-        _say(f"repair: {len(result.damaged)} damaged subject(s) computed again, processed {len(pre.processed)}, "
-             f"failed {len(pre.failed)}")
-        for reason in pre.failed.values():
-            _say(f"  failed: {reason}")
-        again = _verify_with_progress(cache, workers, verify_cache)
-        _print_verify(again)
-        if not again.ok or pre.failed:
+        with _VerifyBar() as bar:
+            result = verify_and_repair(cache, repair, data, workers, repair_workers, progress=bar.advance,
+                                       checked=bar.then(_print_verify))
+        if result.repair is not None:
+            pre = result.repair.preprocess
+            _say(f"repair: {len(result.repair.damaged)} damaged subject(s) computed again, processed "
+                 f"{len(pre.processed)}, failed {len(pre.failed)}")
+            for reason in pre.failed.values():
+                _say(f"  failed: {reason}")
+            _print_verify(result.verified_again)
+        if not result.ok:
             raise typer.Exit(1)
 
 
-def _verify_with_progress(cache: Path, workers: int, verify_cache):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _VerifyBar:
+    """One transient progress bar per verify: started by its first subject, gone before its report is printed."""
 
-    columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("", total=None)
+    def __init__(self) -> None:
+        self.bar = None
 
-        def advance(done: int, total: int, subject: str) -> None:
-            bar.update(task, completed=done, total=total, description=subject)
+    def advance(self, done: int, total: int, subject: str) -> None:
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        return verify_cache(cache, workers=workers, progress=advance)
+            self.bar = Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.description}"), console=console, transient=True)
+            self.task = self.bar.add_task("", total=None)
+            self.bar.start()
+        self.bar.update(self.task, completed=done, total=total, description=subject)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def then(self, show):
+        """`show(report)` once the bar is gone."""
+        def after_the_bar(report) -> None:
+            self.stop()
+            show(report)
+        return after_the_bar
+
+    def __enter__(self) -> "_VerifyBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _print_verify(report) -> None:

@@ -56,17 +56,8 @@ def preprocess(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from ..cache.warnings import summary_lines
-        from ..config import load_config
-        from ..preprocess.run import rebuild_settings_note, run_preprocess, update_settings
+        from ..preprocess.run import run_preprocess
 
-        # An existing cache's settings are the defaults of its update; given flags or --config values win.
-        stored, origin = update_settings(cache)
-        cfg = load_config(config, {"preprocess": {
-            "workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
-            "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}},
-            cache_settings=stored).preprocess
-        if origin and force:  # a rebuild over an unusable manifest: say with which settings, before it starts
-            console.print(rebuild_settings_note(origin, cfg), highlight=False, soft_wrap=True)
         columns = (TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
         bar = Progress(*columns, console=console)  # started with the first subject, not before discovery
@@ -79,7 +70,10 @@ def preprocess(
                 bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
         try:
-            report = run_preprocess(data, cache, cfg, force=force, progress=advance,
+            # Only what the user gave: the library resolves it over --config, the cache's own settings, the defaults.
+            given = {"workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
+                     "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}
+            report = run_preprocess(data, cache, given, config_file=config, force=force, progress=advance,
                                     say=lambda note: console.print(shown(note), highlight=False, soft_wrap=True))
         finally:
             if bar.live.is_started:  # stopping a bar that never started prints an empty line

@@ -1,5 +1,5 @@
-"""The whole configuration (`Config`) and how it is resolved: defaults < a cache's or a resumed run's own
-settings < a TOML file < command-line flags, unknown keys and wrong types rejected."""
+"""The whole configuration (`Config`) and how it is resolved: defaults (or a cache's own settings) < a resumed
+run's own settings < a TOML file < command-line flags, unknown keys and wrong types rejected."""
 
 from __future__ import annotations
 
@@ -156,24 +156,19 @@ RUN_SECTIONS = ("loader", "model", "train", "augment")
 
 
 def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-                cache_settings: dict[str, Any] | None = None,
-                run_settings: dict[str, dict[str, Any]] | None = None) -> Config:
-    """Defaults, then the settings an existing cache was built with (`cache_settings`, flat as
-    Manifest.stored_settings gives them: they stick, so updating a cache without flags keeps its settings), then
-    the sections of a run being resumed (`run_settings`, its checkpoint's config: a resume without flags
-    continues the same run), then the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}};
-    None values mean "not given" and are skipped, so CLI options can be passed straight through)."""
+                run_settings: dict[str, dict[str, Any]] | None = None, base: Config | None = None) -> Config:
+    """`base` (default: the defaults; an existing cache's own settings are the base of its update, see
+    preprocess/settings.py, so that updating a cache without flags keeps its settings), then the sections of a run
+    being resumed (`run_settings`, its checkpoint's config: a resume without flags continues the same run), then
+    the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}}; None values mean "not given" and
+    are skipped, so CLI options can be passed straight through)."""
     layers: list[tuple[str, Any, bool]] = []
     if run_settings:
         run = ({name: values for name, values in run_settings.items() if name in RUN_SECTIONS}
                if isinstance(run_settings, Mapping) else run_settings)
         layers.append(("the resumed run's settings", run, False))
-    if cache_settings:
-        known = {f.name for f in dataclasses.fields(PreprocessConfig)}
-        stored = {k: v for k, v in cache_settings.items() if k in known}
-        layers.append(("the cache's settings", {"preprocess": stored}, False))
     if path is not None:
         layers.append((str(path), read_toml(Path(path)), False))
     if overrides:
         layers.append(("command line", overrides, True))
-    return _resolve(layers)
+    return _resolve(layers, base)

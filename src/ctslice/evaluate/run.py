@@ -78,9 +78,9 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
         check_label_names(labels, split_masks)
     warnings = []
-    if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.get("hash"):
+    if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.hash:
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
-                        f"{manifest.settings.get('hash')} against {ckpt['cache_hash']}): the model sees other input")
+                        f"{manifest.settings.hash} against {ckpt['cache_hash']}): the model sees other input")
     out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
@@ -101,7 +101,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if original:
         dataset = discover(Path(data))
         sources, label_values = {s.id: s for s in dataset.subjects}, dataset.label_values
-        changes = compare(dataset, manifest, manifest.settings.get("hash", ""))
+        changes = compare(dataset, manifest, manifest.settings.hash)
         for sid in (reader.subjects[s] for s in counts):
             if sid in changes.modified or sid not in sources:
                 skipped[sid] = "source files changed since the cache was built" if sid in sources else \
@@ -155,7 +155,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     summary, per_class, per_subject = aggregate(names, rows, labels, cfg)
     settings = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"), "cache": str(cache.resolve()),
-        "cache_hash": manifest.settings.get("hash"), "checkpoint_cache_hash": ckpt.get("cache_hash"),
+        "cache_hash": manifest.settings.hash, "checkpoint_cache_hash": ckpt.get("cache_hash"),
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "warnings": warnings, "notes": notes, "train_overlap": overlap,

@@ -98,7 +98,7 @@ def _same_files(root: Path, recorded: dict[str, dict[str, Any]], files: tuple[st
 
 def compare(dataset: Dataset, manifest: Manifest | None, settings_hash: str) -> Changes:
     """Classify the dataset's subjects against the cache's manifest."""
-    changes = Changes(settings_changed=manifest is not None and manifest.settings.get("hash") != settings_hash)
+    changes = Changes(settings_changed=manifest is not None and manifest.settings.hash != settings_hash)
     recorded = manifest.subjects if manifest else {}
     present = {s.id for s in dataset.subjects} | {p.subject for p in dataset.problems}
     changes.removed = sorted(set(recorded) - present)

@@ -47,7 +47,7 @@ def open_reference(data: Path | str, manifest: Manifest) -> DatasetReference:
     """The dataset folder `data` as the reference of a cache (its manifest): subjects compared by file content,
     with the cache's label map (so that a structure keeps its index)."""
     dataset = discover(Path(data))
-    changes = compare(dataset, manifest, manifest.settings.get("hash", ""))
+    changes = compare(dataset, manifest, manifest.settings.hash)
     unusable = {sid: "source files changed since the cache was built" for sid in changes.modified}
     return DatasetReference(dataset.root, {s.id: s for s in dataset.subjects}, manifest.labels,
                             dataset.label_values, unusable)

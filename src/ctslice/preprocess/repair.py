@@ -9,20 +9,27 @@ that checkpoints were trained with). Nothing is taken out of the cache beforehan
 subjects included, stays valid until the repaired subjects are in place, then one atomic swap replaces it. A
 repair killed at any point leaves the cache as verify found it (plus leftovers), exactly as a killed preprocess
 does.
+
+`verify_and_repair` is the whole check: verify, repair what it found, verify again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache.label_map import label_map_to_json
 from ..cache.manifest import Manifest, read_manifest
 from ..cache.verify import VerifyReport, verify_cache
+from ..config import PreprocessConfig
 from ..errors import CacheError
-from ..cache.label_map import label_map_to_json
-from .run import PreprocessReport, ProgressFn, run_preprocess
+from .commit import PreprocessReport
+from .execute import ProgressFn
+from .plan import plan_repair
+from .run import carry_out
 from .sources import Dataset, discover
-from .status import dataset_folder, preprocess_config_of
+from .status import dataset_folder
 
 
 @dataclass
@@ -64,5 +71,44 @@ def repair_cache(cache: Path, data: Path | None = None, workers: int = 0, report
     if refusal:
         raise CacheError(f"cannot repair {cache} from {data}: {refusal}; nothing was changed")
     damaged = [sid for sid in report.damaged_subjects if sid in manifest.subjects]
-    cfg = preprocess_config_of(manifest, workers=workers)
-    return RepairReport(damaged, run_preprocess(data, cache, cfg, progress=progress, redo=damaged))
+    cfg = manifest.settings.config(PreprocessConfig(workers=workers))
+    run = carry_out(data, cache, cfg, lambda folder, dataset: plan_repair(folder, dataset, cfg, damaged), progress)
+    return RepairReport(damaged, run)
+
+
+@dataclass
+class CheckedCache:
+    verified: VerifyReport
+    """The first verify."""
+    repair: RepairReport | None = None
+    """None: nothing to repair, or no repair asked for."""
+    verified_again: VerifyReport | None = None
+    """The verify after the repair."""
+
+    @property
+    def ok(self) -> bool:
+        """The cache is sound now: it verified, or it was repaired with no subject failing and verifies."""
+        if self.repair is None:
+            return self.verified.ok
+        return self.verified_again is not None and self.verified_again.ok and not self.repair.preprocess.failed
+
+
+VerifyProgress = Callable[[int, int, str], None]
+
+
+def verify_and_repair(cache: Path, repair: bool = False, data: Path | None = None, workers: int = 4,
+                      repair_workers: int = 0, progress: VerifyProgress | None = None,
+                      checked: Callable[[VerifyReport], None] | None = None,
+                      repair_progress: ProgressFn | None = None) -> CheckedCache:
+    """Verify the cache (`workers` threads decoding chunks); with `repair`, when it found a problem, repair it from
+    `data` (repair_cache, `repair_workers` dask workers) and verify again. `checked` gets the first verify's
+    report as soon as it is done, so that the problems are known before the repair starts."""
+    verified = verify_cache(cache, workers=workers, progress=progress)
+    if checked:
+        checked(verified)
+    result = CheckedCache(verified)
+    if verified.ok or not repair:
+        return result
+    result.repair = repair_cache(cache, data, workers=repair_workers, report=verified, progress=repair_progress)
+    result.verified_again = verify_cache(cache, workers=workers, progress=progress)
+    return result

@@ -10,17 +10,16 @@ derived from the mask names found in the dataset, so a new structure changes it 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache.manifest import Manifest, read_manifest, settings_diff, settings_hash
-from ..config import PreprocessConfig
+from ..cache.label_map import label_map_to_json
+from ..cache.manifest import Manifest, read_manifest
+from ..cache.settings import settings_diff
 from ..errors import CacheError
 from .fingerprint import Changes, compare
-from ..cache.label_map import label_map_to_json
-from .run import cache_splits
+from .plan import cache_splits
 from .sources import discover
 from .split import split_moves
 
@@ -50,14 +49,6 @@ class CacheStatus:
                 "changed_settings": self.changed_settings, "up_to_date": self.up_to_date}
 
 
-def preprocess_config_of(manifest: Manifest, **overrides: Any) -> PreprocessConfig:
-    """The PreprocessConfig a cache was built with (content and split settings), so that a later run on it
-    (status, repair) uses the same settings; `overrides` sets the others, e.g. workers."""
-    names = {f.name for f in dataclasses.fields(PreprocessConfig)}
-    stored = {k: v for k, v in manifest.stored_settings().items() if k in names}
-    return dataclasses.replace(PreprocessConfig(workers=0), **{**stored, **overrides})
-
-
 def dataset_folder(cache: Path, manifest: Manifest, data: Path | None = None) -> Path:
     """`data` if given, else the dataset folder the cache was built from."""
     if data is not None:
@@ -72,12 +63,11 @@ def cache_status(cache: Path, data: Path | None = None) -> CacheStatus:
     manifest = read_manifest(cache)
     data = dataset_folder(cache, manifest, data)
     dataset = discover(data)
-    cfg = preprocess_config_of(manifest)
-    content = cfg.content_settings()
-    shash = settings_hash(content, label_map_to_json(dataset.label_map))
-    changes = compare(dataset, manifest, shash)
+    labels = label_map_to_json(dataset.label_map)
+    current = manifest.settings.for_labels(labels)  # the cache's settings over this dataset's label map
+    changes = compare(dataset, manifest, current.hash)
     staying = set(manifest.subjects) - set(changes.removed) | set(changes.added)
-    moves = split_moves(manifest.split_of(), cache_splits(staying, cfg, dataset, manifest))
+    moves = split_moves(manifest.split_of(), cache_splits(staying, current, dataset, manifest))
     return CacheStatus(cache=Path(cache), data=data, changes=changes,
-                       changed_settings=settings_diff(manifest, content, label_map_to_json(dataset.label_map)),
+                       changed_settings=settings_diff(manifest.settings, manifest.label_map, current, labels),
                        retry=[sid for sid in changes.added if sid in manifest.failed], split_moves=moves)

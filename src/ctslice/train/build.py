@@ -107,8 +107,8 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
         "total_params": params[0], "trainable_params": params[1],
         "world_size": world_size, "global_batch_size": cfg.loader.batch_size * world_size,
     }
-    sections = {**cfg.to_dict(), "preprocess": dict(manifest.settings)}
-    return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.get("hash"),
+    sections = {**cfg.to_dict(), "preprocess": manifest.settings.to_json()}
+    return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.hash,
             "intensity": intensity, "device": device.type}
 
 
@@ -162,7 +162,7 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, d: Dist | None =
     t, d = cfg.train, d or Dist()
     device = resolve_device(t.device, d.local_rank)
     seed_everything(t.seed)
-    size = int(manifest.settings.get("size", 0) or 0)
+    size = manifest.settings.size
     if size and cfg.model.size_problem(size):
         raise CtsliceError(f"{cache}: {cfg.model.size_problem(size)}; lower [model] depth or preprocess with "
                            f"another --size")

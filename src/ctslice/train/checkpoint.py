@@ -198,12 +198,14 @@ def check_contents(ckpt: dict[str, Any]) -> str | None:
 def checkpoint_config(ckpt: dict[str, Any]):
     """The configuration the checkpoint's settings describe, through the same resolution and rules as a config
     file (`load_config`): its preprocessing settings as a cache's, its model and context slices as a run's."""
-    from ..config import load_config
+    from ..cache.settings import CONTENT
+    from ..config import load_config, validate_settings
 
     mc = ckpt["model_config"]
-    return load_config(None, cache_settings={k: v for k, v in ckpt["preprocess"].items() if k != "hash"},
-                       run_settings={"model": {"base_width": mc["base_width"], "depth": mc["depth"]},
-                                     "loader": {"context_slices": ckpt["context_slices"]}})
+    content = {k: v for k, v in ckpt["preprocess"].items() if k in CONTENT}
+    return load_config(None, run_settings={"model": {"base_width": mc["base_width"], "depth": mc["depth"]},
+                                           "loader": {"context_slices": ckpt["context_slices"]}},
+                       base=validate_settings({"preprocess": content}, "the checkpoint's preprocessing settings"))
 
 
 def label_values_of(ckpt: dict[str, Any]) -> dict[int, int] | None:

@@ -29,9 +29,8 @@ def resolve_intensity(cfg: TrainConfig, manifest: Manifest, cache: Path | str) -
             raise CacheError(f"{cache}: degenerate foreground intensity statistics {stats}")
         return {"clip": [float(stats["p00_5"]), float(stats["p99_5"])], "shift": float(stats["mean"]),
                 "scale": float(stats["std"])}
-    settings = manifest.settings
-    lo = float(settings.get("hu_min", -1024) if cfg.window_min is None else cfg.window_min)
-    hi = float(settings.get("hu_max", 3071) if cfg.window_max is None else cfg.window_max)
+    lo = float(manifest.settings.hu_min if cfg.window_min is None else cfg.window_min)
+    hi = float(manifest.settings.hu_max if cfg.window_max is None else cfg.window_max)
     if not hi > lo:
         raise CacheError(f"intensity window must have window_max > window_min, got [{lo}, {hi}]")
     return {"clip": [lo, hi], "shift": lo, "scale": hi - lo}

@@ -35,9 +35,9 @@ def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, wor
     found = []
     if ckpt.get("model_config") != model:
         found.append(f"the model ({_describe(ckpt.get('model_config'))} in the checkpoint, {_describe(model)} now)")
-    if ckpt.get("cache_hash") != manifest.settings.get("hash"):
+    if ckpt.get("cache_hash") != manifest.settings.hash:
         found.append(f"the cache's content hash ({ckpt.get('cache_hash')} in the checkpoint, "
-                     f"{manifest.settings.get('hash')} now: other preprocessing settings or labels)")
+                     f"{manifest.settings.hash} now: other preprocessing settings or labels)")
     if ckpt.get("label_map") != dict(manifest.label_map):
         found.append("the label map")
     found += _split_changes(ckpt.get("splits"), manifest.splits)

@@ -42,7 +42,7 @@ def make_checkpoint(t: Trainer, state: TrainState, metrics: dict[str, Any]) -> d
     return {
         "model": bare_state_dict(t.model), "model_config": t.model_config(),
         "context_slices": t.cfg.loader.context_slices, "intensity": t.intensity,
-        "label_map": dict(t.manifest.label_map), "preprocess": dict(t.manifest.settings),
+        "label_map": dict(t.manifest.label_map), "preprocess": t.manifest.settings.to_json(),
         # the dataset's own label values: predict writes them on a machine that has no cache
         "label_values": t.manifest.dataset.get("label_values") if isinstance(t.manifest.dataset, dict) else None,
         "run_id": state.run_id,
@@ -50,7 +50,7 @@ def make_checkpoint(t: Trainer, state: TrainState, metrics: dict[str, Any]) -> d
         # each trained-on subject's content key: a resume on a cache whose subjects changed is refused
         "subject_keys": {sid: t.manifest.subjects[sid].key for split in ("train", "val")
                          for sid in t.manifest.splits.get(split, []) if sid in t.manifest.subjects},
-        "cache": str(t.cache), "cache_hash": t.manifest.settings.get("hash"), "config": t.cfg.to_dict(),
+        "cache": str(t.cache), "cache_hash": t.manifest.settings.hash, "config": t.cfg.to_dict(),
         "epoch": state.epoch, "metrics": metrics, "world_size": t.dist.world_size,
         "batch_size": t.cfg.loader.batch_size,
         "optimizer": t.optimizer.state_dict(), "schedule": t.schedule.state_dict(), "state": state.state_dict(),

@@ -1,0 +1,135 @@
+"""Commit a run: make what execute computed the cache's current version, in the order that keeps it crash safe.
+
+Subjects and the slice index are synced to disk before the manifest names them, the manifest is swapped
+atomically, and only then are folders that neither it nor the previous manifest references deleted (the previous
+version's stay one more run, and longer while a reader holds its lease: cache/lease.py). A run killed before the
+swap leaves the previous manifest; one killed after it leaves the new one and some leftovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import lease, store
+from ..cache.cleanup import remove_leftovers
+from ..cache.manifest import Manifest, write_manifest
+from ..cache.statistics import dataset_statistics, summed_histogram
+from ..cache.warnings import warning_summary
+from .plan import Plan, cache_splits
+from .split import split_moves, splits_to_lists
+from .subject import SubjectOutcome
+
+
+@dataclass
+class PreprocessReport:
+    cache: Path
+    processed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rebuilt_all: str | None = None
+    """Why everything was rebuilt (None for an incremental run)."""
+    changed_settings: dict[str, list] = field(default_factory=dict)
+    """Content settings (and label map) that differ from the cache's: name -> [old, new]."""
+    notes: list[str] = field(default_factory=list)
+    """Things said once, e.g. that --workers was capped."""
+    warnings: dict = field(default_factory=dict)
+    """cache.warnings.warning_summary of the cache this run left."""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None] | None = None
+           ) -> PreprocessReport:
+    """Write the new version of the cache from the plan and the subjects' outcomes; the report of the run.
+    `say` gets the notes that only the outcomes tell (split moves, damaged histograms)."""
+    cache, previous, dataset = plan.cache, plan.previous, plan.dataset
+    report = PreprocessReport(cache, unchanged=sorted(plan.keep), removed=plan.removed, rebuilt_all=plan.rebuilt_all,
+                              changed_settings=plan.changed_settings, notes=list(plan.notes))
+    keep, failed = dict(plan.keep), dict(plan.failed)
+    for outcome in outcomes:
+        if outcome.record is not None:
+            keep[outcome.subject] = outcome.record
+            (report.reused if outcome.reused else report.processed).append(outcome.subject)
+        else:
+            failed[outcome.subject] = outcome.error or "failed"
+    # A subject whose new input fails keeps its previous (complete, valid) version when settings allow.
+    if plan.rebuilt_all is None:
+        for sid in failed:
+            if previous and sid in previous.subjects and sid not in keep \
+                    and store.subject_exists(cache, previous.subjects[sid].path):
+                keep[sid] = previous.subjects[sid]
+    report.failed = dict(sorted(failed.items()))
+    report.processed.sort()
+    report.reused.sort()
+
+    manifest = plan.manifest
+    manifest.subjects = keep
+    manifest.failed = report.failed
+    if plan.splits is not None:
+        manifest.splits = plan.splits
+    else:
+        manifest.splits = splits_to_lists(cache_splits(keep, manifest.settings, dataset, previous))
+        _tell(_split_notes(previous.split_of() if previous else {}, manifest.splits, manifest.settings.val_fraction),
+              report.notes, say)
+    index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
+    manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
+    manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
+                       **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
+    histogram = summed_histogram(cache, keep.values(), damaged := [])
+    _tell(damaged, report.notes, say)
+    manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
+    lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
+    store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
+    write_manifest(cache, manifest)
+    report.warnings = warning_summary(manifest)
+    with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
+        remove_leftovers(cache, manifest, keep=previous, held=held)
+    return report
+
+
+def _tell(added: list[str], notes: list[str], say: Callable[[str], None] | None) -> None:
+    notes += added
+    for note in added if say else ():
+        say(note)
+
+
+def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction: float) -> list[str]:
+    """Notes on subjects that moved to another split (a changed meta.csv, seed or fraction) and on a split that
+    ended up empty although subjects should be in it."""
+    new = {sid: name for name, ids in splits.items() for sid in ids}
+    added = []
+    moves = split_moves(old, new)
+    if moves:
+        added.append(f"split changed for {len(moves)} subject(s): {_first(moves)}")
+    if new and not splits["train"]:
+        added.append(f"warning: the train split is empty ({len(new)} subject(s) in val/test)")
+    if len(new) > 1 and val_fraction > 0 and not splits["val"]:
+        added.append("warning: the val split is empty")
+    return added
+
+
+def _first(items: list[str], limit: int = 10) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _same_index(cache: Path, previous: Manifest | None, index: store.SliceIndex) -> str | None:
+    """The previous slice index folder if it holds exactly `index` (and reads without error): an unchanged cache
+    keeps its index instead of leaving a superseded copy behind at every run."""
+    if previous is None or previous.slice_index is None:
+        return None
+    try:
+        old = store.read_slice_index(cache, previous.slice_index)
+    except Exception:  # noqa: BLE001  (any damage: write a new one; verify names the damage)
+        return None
+    same = old.subjects == index.subjects and all(
+        np.array_equal(getattr(old, name), getattr(index, name)) for name in store.INDEX_ARRAYS)
+    return previous.slice_index if same else None
