@@ -13,7 +13,8 @@ import torch
 from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.config import load_config
 from ctslice.errors import CtsliceError
-from ctslice.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ctslice.model.checkpoint import read_checkpoint_dict as load_checkpoint, save_checkpoint
+from ctslice.train.checkpoint import remove_stale_temporaries
 from ctslice.train.run import run_training
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -138,7 +139,7 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_at_that_step_and_resume_matches(c
 
 KILLED = """
 import sys, torch
-from ctslice.train.checkpoint import save_checkpoint
+from ctslice.model.checkpoint import save_checkpoint
 for i in range(100000):
     save_checkpoint(sys.argv[1], {"model": {"w": torch.full((1 << 18,), float(i))}, "i": i})
     if i == 0:

@@ -20,11 +20,11 @@ from builders import box_mask, ct_volume, nnunet_dataset, save
 from checkpoints import edit_checkpoint
 from ctslice.config import EvaluateConfig, PreprocessConfig
 from ctslice.errors import CtsliceError
-from ctslice.evaluate.checkpoint import read_checkpoint
 from ctslice.evaluate.predict import run_predict
 from ctslice.preprocess.run import run_preprocess
 from ctslice.train import run as train_run
-from ctslice.train.checkpoint import BEST, LAST, checksum, load_checkpoint, save_checkpoint
+from ctslice.model.checkpoint import BEST, LAST, checksum, read_checkpoint, save_checkpoint
+from ctslice.model.checkpoint import read_checkpoint_dict as load_checkpoint
 from ctslice.train.progress import NullProgress
 from ctslice.train.run import run_training
 from test_train_resume import CHILD, SRC, config
@@ -148,13 +148,27 @@ def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path, capsy
 ])
 def test_hand_edited_checkpoint_settings_are_one_error(tiny_cache, tmp_path, monkeypatch, edit, message):
     from checkpoints import make_checkpoint
-    from ctslice.train import model as model_module
+    from ctslice.model import unet as model_module
 
     path = edit_checkpoint(make_checkpoint(tiny_cache, tmp_path / "run" / "c.pth"), edit)
     monkeypatch.setattr(model_module.UNet, "__init__", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(CtsliceError, match=message) as e:
         read_checkpoint(path)
     assert str(e.value).startswith(f"{path}: not a usable checkpoint") and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_without_training_state_is_refused_for_resume_before_anything_is_built(tiny_cache, tmp_path,
+                                                                                            monkeypatch):
+    from checkpoints import make_checkpoint
+    from ctslice.model import unet as model_module
+
+    path = make_checkpoint(tiny_cache, tmp_path / "c.pth")  # evaluable, but no optimizer, schedule, RNGs, counters
+    assert read_checkpoint(path).resume_problem() is not None
+    monkeypatch.setattr(model_module.UNet, "__init__", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(CtsliceError, match=r"c.pth: cannot resume from this checkpoint: it holds no training state "
+                                           r"\(optimizer, schedule, state, rng, augment_rng missing\)"):
+        run_training(tiny_cache, tmp_path / "run", config(), resume=path)
+    assert not (tmp_path / "run").exists()
 
 
 # 5. a truncated history or another run's checkpoint in the folder

@@ -1,14 +1,13 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, loaded with weights_only=True. This
-module is the checkpoint contract: its file names, its format, its checksum and the checks of its contents.
+"""The checkpoint contract, declared once: its file names, its format, its checksum, and `Checkpoint`, the typed
+object the trainer writes and evaluate, predict and a resumed run read.
 
-    save_checkpoint(run / LAST, state)                 # adds format, version and checksum; temp name + rename
-    ckpt = load_checkpoint(run / BEST)                 # CtsliceError naming the file if unreadable or altered
-    problem = check_contents(ckpt)                     # what evaluation/prediction could not use, or None
+    save_checkpoint(run / LAST, checkpoint)          # format, version and checksum added; temp name + rename
+    checkpoint = read_checkpoint(run / BEST)         # checked whole: CtsliceError naming the file, or a Checkpoint
+    checkpoint.label_map, checkpoint.intensity, checkpoint.preprocess, checkpoint.context_slices
 
-Format (`FORMAT`, `FORMAT_VERSION`): model (bare state_dict), model_config, context_slices, intensity, label_map,
-label_values (the dataset's own value of each label index), preprocess (the cache's settings), cache, cache_hash,
-config, run_id, epoch (epochs completed), metrics, and the training state: optimizer, schedule, rng, state. No
-numpy or custom classes, so `torch.load(weights_only=True)` reads it (RNG states become tensors and lists).
+On disk a checkpoint is a plain dict (`Checkpoint.to_dict`) of tensors and Python values, no numpy or custom
+classes, so `torch.load(weights_only=True)` reads it (RNG states become tensors and lists). Its keys are the
+fields of `Checkpoint` plus `format`, `format_version` and `checksum`.
 
 `checksum` (version 2) is a SHA-256 over every tensor's bytes and every other value: a flipped bit anywhere that
 torch still loads changes a weight or a setting silently, so it is refused on load instead. Version 1 checkpoints
@@ -17,19 +16,22 @@ torch still loads changes a weight or a setting silently, so it is refused on lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import pickle
-import random
 import re
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..cache.label_map import label_map_from_json, label_map_problem, parse_label_values
+from ..config import Config, PreprocessConfig, validate_settings
 from ..errors import CtsliceError
 
 FORMAT = "ctslice-checkpoint"
@@ -45,6 +47,121 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"checkpoint_epoch{epoch}.pth"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """checkpoint_last.pth, checkpoint_best.pth, checkpoint_epoch{N}.pth (what makes a folder a run's)."""
+    return name.startswith("checkpoint_") and name.endswith(".pth")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `save_checkpoint` writes before renaming into place (matches TEMPORARY_NAME; the pid tells a
+    leftover of a dead writer from a write in progress)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+TRAINING_STATE = ("optimizer", "schedule", "state", "rng", "augment_rng")
+"""What only a resumed run reads (a checkpoint without it can be evaluated, not continued)."""
+
+
+@dataclass
+class Checkpoint:
+    """A trained model with everything evaluate and predict need on a machine that has no cache (its config,
+    input intensity, label map and the dataset's own label values, the preprocessing settings) and everything a
+    resumed run needs (optimizer, schedule, RNGs, counters; None in a checkpoint that cannot be resumed)."""
+
+    model: dict[str, torch.Tensor]
+    """The bare state_dict (no DDP or torch.compile prefixes): loads into a plain UNet."""
+    model_config: dict[str, int]
+    """base_width, depth, in_channels, num_classes."""
+    context_slices: int
+    intensity: dict[str, Any]
+    """clip [low, high], shift, scale: the input normalisation the weights were trained with."""
+    label_map: dict[str, str]
+    """{"0": "background", "1": ...}, the cache's label map JSON."""
+    preprocess: dict[str, Any]
+    """The cache's preprocessing settings (spacing, size, hu_min, hu_max, hash, ...)."""
+    label_values: dict[str, int] | None = None
+    """Label index -> the dataset's own value (nnU-Net/MSD datasets, renumbered by preprocessing); None: the
+    indices are the values."""
+    run_id: str | None = None
+    splits: dict[str, list[str]] | None = None
+    """The cache's splits it was trained with (evaluation names trained-on subjects; resume refuses others)."""
+    subject_keys: dict[str, str] | None = None
+    """Each trained-on subject's content key: a resume on a cache whose subjects changed is refused."""
+    cache: str | None = None
+    cache_hash: str | None = None
+    config: dict[str, Any] | None = None
+    """The run's resolved configuration (`Config.to_dict`): a resume's defaults."""
+    epoch: int | None = None
+    """Epochs completed."""
+    metrics: dict[str, Any] | None = None
+    world_size: int | None = None
+    batch_size: int | None = None
+    optimizer: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
+    """The run's counters (`TrainState.state_dict`)."""
+    rng: dict[str, Any] | None = None
+    augment_rng: torch.Tensor | None = None
+    """(ranks, state): each rank's augmentation generator."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict saved on disk (fields left None are left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        """A checkpoint dict as read from a file (untrusted): checked whole (`checkpoint_problem`); a CtsliceError
+        saying what is wrong. Keys this version does not know (format, checksum, ...) are left out."""
+        problem = checkpoint_problem(data)
+        if problem:
+            raise CtsliceError(problem)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model_config["num_classes"])
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """{0: "background", 1: ...}."""
+        return label_map_from_json(self.label_map)
+
+    @property
+    def dataset_label_values(self) -> dict[int, int] | None:
+        """Index -> the dataset's own label value, from the checkpoint only (predict writes the same on a
+        machine without the cache); None: write indices."""
+        return parse_label_values(self.label_values, self.label_map)
+
+    @property
+    def resumable(self) -> bool:
+        return all(getattr(self, name) is not None for name in TRAINING_STATE)
+
+    def resume_problem(self) -> str | None:
+        """Why a run cannot continue from it (parts of the training state missing), or None."""
+        missing = [name for name in TRAINING_STATE if getattr(self, name) is None]
+        if missing:
+            return f"it holds no training state ({', '.join(missing)} missing)"
+        if not isinstance(self.state, dict) or not isinstance(self.augment_rng, torch.Tensor):
+            return "its training state is not a dict of counters and a tensor of RNG states"
+        return None
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs completed by the run's counters (0 for a checkpoint without them)."""
+        return int((self.state or {}).get("epoch", 0))
+
+    def settings(self) -> Config:
+        """The configuration its settings describe, through the configuration's own rules
+        (`validate_settings`): its preprocessing settings as a cache's, its model and context slices as a run's.
+        ConfigError when a value is one a config file could not hold."""
+        known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+        mc = self.model_config
+        return validate_settings({"preprocess": {k: v for k, v in self.preprocess.items() if k in known},
+                                  "model": {"base_width": mc["base_width"], "depth": mc["depth"]},
+                                  "loader": {"context_slices": self.context_slices}}, "the checkpoint's settings")
+
+
 def bare_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights without the "module." (DDP) or "_orig_mod." (torch.compile) prefixes, so any trainer
     and the evaluator load them into a plain UNet."""
@@ -54,9 +171,9 @@ def bare_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
 
 
-def checksum(ckpt: dict[str, Any]) -> str:
-    """SHA-256 of everything in the checkpoint except its `checksum`: tensors by dtype, shape and bytes, other
-    values by type and repr, dict entries in a fixed order (so it does not depend on insertion order)."""
+def checksum(ckpt: Mapping[str, Any]) -> str:
+    """SHA-256 of everything in the checkpoint dict except its `checksum`: tensors by dtype, shape and bytes,
+    other values by type and repr, dict entries in a fixed order (so it does not depend on insertion order)."""
     h = hashlib.sha256()
 
     def feed(value: Any) -> None:
@@ -81,14 +198,16 @@ def checksum(ckpt: dict[str, Any]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
     """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint. A write
-    that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays."""
+    that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays. A plain
+    dict is written as it is (tests write hand-edited ones, for the checks on reading to refuse)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
+    data = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
     try:
         with tmp.open("wb") as f:
-            ckpt = {**state, "format": FORMAT, "format_version": FORMAT_VERSION}
+            ckpt = {**data, "format": FORMAT, "format_version": FORMAT_VERSION}
             ckpt["checksum"] = checksum(ckpt)
             torch.save(ckpt, f)
             f.flush()
@@ -102,8 +221,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint`, or a CtsliceError naming the file and what is wrong."""
+def read_checkpoint_dict(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict a checkpoint file holds, loaded with weights_only=True (no pickled code runs), its format,
+    version and checksum verified (not yet its contents: `read_checkpoint`); a CtsliceError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CtsliceError(f"{path}: no such checkpoint file")
@@ -132,6 +252,18 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu",
+                    refusal: str = "not a usable checkpoint") -> Checkpoint:
+    """The checkpoint in `path`, checked whole before anything is built from it: file, format and checksum
+    (`read_checkpoint_dict`), then its contents (`checkpoint_problem`); a CtsliceError "<path>: <refusal>: <what
+    is wrong>" otherwise, one line."""
+    data = read_checkpoint_dict(path, map_location)
+    try:
+        return Checkpoint.from_dict(data)
+    except CtsliceError as e:
+        raise CtsliceError(f"{path}: {refusal}: {e}") from None
+
+
 REQUIRED = ("model", "model_config", "context_slices", "intensity", "label_map", "preprocess")
 _INT, _NUMBER = (int,), (int, float)
 CONTENTS = {  # section -> key -> accepted types (None allowed where listed)
@@ -141,11 +273,11 @@ CONTENTS = {  # section -> key -> accepted types (None allowed where listed)
 }
 
 
-def check_contents(ckpt: dict[str, Any]) -> str | None:
+def checkpoint_problem(ckpt: Mapping[str, Any]) -> str | None:
     """What is wrong with the values evaluation, prediction and a resume build from (types, ranges, agreement,
     the memory the model would take), or None. The settings go through the configuration's own rules
-    (`load_config`), so a checkpoint cannot hold what a config file could not; everything is checked before a
-    model is built."""
+    (`validate_settings`), so a checkpoint cannot hold what a config file could not; the label map through the
+    cache format's own check; everything before a model is built."""
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         return f"lacks {', '.join(missing)}"
@@ -163,7 +295,8 @@ def check_contents(ckpt: dict[str, Any]) -> str | None:
     if isinstance(k, bool) or not isinstance(k, int) or k != mc["in_channels"]:
         return f"context_slices {k!r} differs from the model's in_channels {mc['in_channels']}"
     try:
-        cfg = checkpoint_config(ckpt)
+        cfg = Checkpoint(model={}, model_config=mc, context_slices=k, intensity=intensity, label_map={},
+                         preprocess=ckpt["preprocess"]).settings()
     except CtsliceError as e:
         return str(e)
     clip = intensity["clip"]
@@ -172,13 +305,13 @@ def check_contents(ckpt: dict[str, Any]) -> str | None:
             or not clip[1] > clip[0] or not (math.isfinite(intensity["scale"]) and intensity["scale"] > 0)
             or not math.isfinite(intensity["shift"])):
         return f"intensity needs finite clip [low, high] with high > low and scale > 0, got {intensity}"
-    if (not isinstance(label_map, dict) or set(label_map) != {str(i) for i in range(len(label_map))}
-            or not all(isinstance(v, str) and v.strip() for v in label_map.values()) or len(label_map) < 2):
+    problem = label_map_problem(label_map) or (None if len(label_map) >= 2 else "it has no structures")
+    if problem or not all(v.strip() for v in label_map.values()):
         return ("label_map must map '0' (background), '1', ... '<n-1>' without gaps to non-empty names, got keys "
                 f"{sorted(label_map, key=str)[:5] if isinstance(label_map, dict) else label_map!r}")
     if mc["num_classes"] != len(label_map):
         return f"{mc['num_classes']} model outputs but {len(label_map)} labels in its label map"
-    if ckpt.get("label_values") is not None and label_values_of(ckpt) is None:
+    if ckpt.get("label_values") is not None and parse_label_values(ckpt["label_values"], label_map) is None:
         return "label_values do not give each label index a distinct value (0 for background)"
     if cfg.model.size_problem(cfg.preprocess.size):
         return cfg.model.size_problem(cfg.preprocess.size)
@@ -193,90 +326,3 @@ def check_contents(ckpt: dict[str, Any]) -> str | None:
         return (f"its weights hold {held:,} values but the model it describes (width {mc['base_width']}, depth "
                 f"{mc['depth']}) has {expected:,}")
     return None
-
-
-def checkpoint_config(ckpt: dict[str, Any]):
-    """The configuration the checkpoint's settings describe, through the same resolution and rules as a config
-    file (`load_config`): its preprocessing settings as a cache's, its model and context slices as a run's."""
-    from ..config import load_config
-
-    mc = ckpt["model_config"]
-    return load_config(None, cache_settings={k: v for k, v in ckpt["preprocess"].items() if k != "hash"},
-                       run_settings={"model": {"base_width": mc["base_width"], "depth": mc["depth"]},
-                                     "loader": {"context_slices": ckpt["context_slices"]}})
-
-
-def label_values_of(ckpt: dict[str, Any]) -> dict[int, int] | None:
-    """Index -> the dataset's own label value (nnU-Net/MSD datasets, whose values preprocessing renumbers), as the
-    checkpoint carries it (and nothing else: predict must write the same on a machine without the cache); None:
-    the checkpoint has none, write indices."""
-    return parse_label_values(ckpt.get("label_values"), ckpt.get("label_map"))
-
-
-def parse_label_values(values: Any, label_map: Any) -> dict[int, int] | None:
-    """{"0": 0, "1": 1, "2": 3} (JSON) -> {0: 0, 1: 1, 2: 3} when it covers the label map with distinct
-    non-negative integers and 0 for background (values read from a file are checked); None otherwise."""
-    if not isinstance(values, dict) or not isinstance(label_map, dict) or set(values) != set(label_map):
-        return None
-    try:
-        parsed = {int(k): v for k, v in values.items()}
-    except (TypeError, ValueError):
-        return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**16 for v in parsed.values()) \
-            or len(set(parsed.values())) != len(parsed) or parsed.get(0) != 0:
-        return None
-    return parsed
-
-
-def prune_epoch_checkpoints(run: Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` latest checkpoint_epoch{N}.pth in `run` (only files of exactly that name directly
-    in the folder, never anything else); returns what was deleted."""
-    found = sorted((int(m.group(1)), p) for p in Path(run).iterdir()
-                   if (m := EPOCH_NAME.match(p.name)) and p.is_file() and not p.is_symlink())
-    doomed = [p for _, p in found[:max(len(found) - keep, 0)]]
-    for p in doomed:
-        p.unlink()
-    return doomed
-
-
-def remove_stale_temporaries(run: Path) -> list[Path]:
-    """Delete the half-written temporaries a killed save_checkpoint left directly in `run` (files of exactly that
-    name whose writer process is gone); returns what was deleted."""
-    doomed = [p for p in Path(run).iterdir() if (m := TEMPORARY_NAME.match(p.name)) and p.is_file()
-              and not p.is_symlink() and not _alive(int(m.group(1)))]
-    for p in doomed:
-        p.unlink()
-    return doomed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG the trainer draws from, as tensors and plain lists (weights_only-safe)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
