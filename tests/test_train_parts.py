@@ -9,7 +9,7 @@ import torch
 
 from ctslice.config import ModelConfig, TrainConfig
 from ctslice.errors import CtsliceError
-from ctslice.model.checkpoint import read_checkpoint_dict as load_checkpoint, save_checkpoint
+from ctslice.model.checkpoint import read_checkpoint_dict, save_checkpoint
 from ctslice.train.checkpoint import prune_epoch_checkpoints
 from ctslice.train.rng import rng_state, seeded_rngs, set_rng_state
 from ctslice.train.epoch_metrics import EpochCounts, comparison, gradient_norm, ranked_classes
@@ -129,13 +129,13 @@ def test_checkpoint_roundtrip_weights_only_and_clear_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]  # no temporary left behind
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["format"] == "ctslice-checkpoint" and ckpt["epoch"] == 2
-    set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(read_checkpoint_dict(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CtsliceError, match="bad.pth: not a readable checkpoint"):
-        load_checkpoint(tmp_path / "bad.pth")
+        read_checkpoint_dict(tmp_path / "bad.pth")
     with pytest.raises(CtsliceError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "none.pth")
+        read_checkpoint_dict(tmp_path / "none.pth")
 
 
 def test_seeded_rngs_seeds_inside_and_gives_the_callers_streams_back():
