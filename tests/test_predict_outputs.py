@@ -5,11 +5,10 @@ a failed write; a CT wider than the model's input is predicted with a warning.""
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from builders import ct_volume, save
-from checkpoints import make_checkpoint
+from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cli import app
 from ctslice.config import EvaluateConfig
 from ctslice.errors import CtsliceError
@@ -115,9 +114,8 @@ def test_a_ct_wider_than_the_models_input_is_predicted_with_a_warning(tiny_cache
 
 def test_a_ct_with_an_absurd_voxel_size_fails_alone_with_one_line(tiny_cache, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
-    data = torch.load(ckpt, weights_only=True)
-    data["preprocess"]["spacing"] = 1.5  # a model trained at 1.5 mm: every CT is resampled in-plane
-    torch.save(data, ckpt)
+    # a model trained at 1.5 mm: every CT is resampled in-plane (a fresh checksum: an edit the test means)
+    edit_checkpoint(ckpt, lambda data: data["preprocess"].update(spacing=1.5))
     folder = _cts(tmp_path / "cts", "a.nii.gz", "c.nii.gz")
     save(folder / "b.nii.gz", ct_volume(), np.diag([2e6, 2e6, 3e6, 1]))  # 10^6 times too large (metres as um?)
     result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--device", "cpu"])
