@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import CtsliceError
 from .checks import DEVICE, SEED, Limit, OneOf, Relations, check_section
 
 
