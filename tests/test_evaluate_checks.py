@@ -20,7 +20,7 @@ from ctslice.config import EvaluateConfig, PreprocessConfig
 from ctslice.data.loader import original_worker_error
 from ctslice.errors import CacheError, CtsliceError, InputError
 from ctslice.evaluate import run as evaluate_run
-from ctslice.evaluate.checkpoint import read_checkpoint
+from ctslice.model.checkpoint import read_checkpoint
 from ctslice.evaluate.export import write_prediction
 from ctslice.evaluate.metrics import score_subject
 from ctslice.evaluate.report import SUBJECT_COLUMNS, _write_csv, aggregate, ranked, summary_table

@@ -114,8 +114,8 @@ def test_a_ct_wider_than_the_models_input_is_predicted_with_a_warning(tiny_cache
 
 def test_a_ct_with_an_absurd_voxel_size_fails_alone_with_one_line(tiny_cache, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
-    # a model trained at 1.5 mm: every CT is resampled in-plane
-    edit_checkpoint(ckpt, lambda data: data["preprocess"].__setitem__("spacing", 1.5))
+    # a model trained at 1.5 mm: every CT is resampled in-plane (a fresh checksum: an edit the test means)
+    edit_checkpoint(ckpt, lambda data: data["preprocess"].update(spacing=1.5))
     folder = _cts(tmp_path / "cts", "a.nii.gz", "c.nii.gz")
     save(folder / "b.nii.gz", ct_volume(), np.diag([2e6, 2e6, 3e6, 1]))  # 10^6 times too large (metres as um?)
     result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--device", "cpu"])

@@ -9,8 +9,9 @@ import torch
 
 from ctslice.config import ModelConfig, TrainConfig
 from ctslice.errors import CtsliceError
-from ctslice.train.checkpoint import (load_checkpoint, prune_epoch_checkpoints, rng_state, save_checkpoint,
-                                      set_rng_state)
+from ctslice.model.checkpoint import read_checkpoint_dict, save_checkpoint
+from ctslice.train.checkpoint import prune_epoch_checkpoints
+from ctslice.train.rng import rng_state, seeded_rngs, set_rng_state
 from ctslice.train.epoch_metrics import EpochCounts, comparison, gradient_norm, ranked_classes
 from ctslice.train.loss import marginal_cross_entropy, segmentation_loss, soft_dice_loss
 from ctslice.model.unet import build_model, count_parameters
@@ -128,13 +129,27 @@ def test_checkpoint_roundtrip_weights_only_and_clear_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]  # no temporary left behind
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["format"] == "ctslice-checkpoint" and ckpt["epoch"] == 2
-    set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(read_checkpoint_dict(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CtsliceError, match="bad.pth: not a readable checkpoint"):
-        load_checkpoint(tmp_path / "bad.pth")
+        read_checkpoint_dict(tmp_path / "bad.pth")
     with pytest.raises(CtsliceError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "none.pth")
+        read_checkpoint_dict(tmp_path / "none.pth")
+
+
+def test_seeded_rngs_seeds_inside_and_gives_the_callers_streams_back():
+    random.seed(5)
+    np.random.seed(6)
+    torch.manual_seed(7)
+    before = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    set_rng_state(before)
+    with seeded_rngs(0):
+        inside = (random.random(), np.random.rand(), torch.rand(1))
+    with seeded_rngs(0):
+        assert (random.random(), np.random.rand(), torch.rand(1)) == inside  # the seed decides
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected  # as if the blocks had not run
 
 
 def test_prune_keeps_the_latest_epoch_checkpoints_and_nothing_else_is_touched(tmp_path):
@@ -196,3 +211,30 @@ def test_augmentation_invents_no_labels_and_can_be_the_identity():
     identity = AugmentConfig(probability=0.0, brightness=0.0, contrast=0.0)
     same_images, same_labels = augment_batch(images, labels, identity, fill=0.0, generator=g)
     assert torch.allclose(same_images, images, atol=1e-5) and torch.equal(same_labels, labels)
+
+
+def test_one_device_vocabulary_for_train_and_evaluate_and_one_resolver(monkeypatch):
+    from ctslice.config import EvaluateConfig, load_config
+    from ctslice.config.checks import ConfigError
+    from ctslice.model.device import resolve_device
+
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):  # the same names are valid in both sections
+        assert load_config(None, {"train": {"device": name}, "evaluate": {"device": name}}).train.device == name
+    for name in ("gpu", "cuda:x", "CPU"):
+        with pytest.raises(ConfigError, match="device"):
+            load_config(None, {"train": {"device": name}})
+        with pytest.raises(ConfigError, match="device"):
+            EvaluateConfig(device=name).validate()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("auto", local_rank=1)
+    for name in ("cuda", "cuda:0"):  # asked for and absent: an error, never a silent CPU run
+        with pytest.raises(CtsliceError, match=f"device {name} asked for, but no CUDA GPU"):
+            resolve_device(name, local_rank=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)  # torchrun: this process's GPU
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(CtsliceError, match="device cuda:2 asked for, but this machine has 2 CUDA GPU"):
+        resolve_device("cuda:2")
+

@@ -14,7 +14,8 @@ import torch
 from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.config import load_config
 from ctslice.errors import CtsliceError
-from ctslice.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ctslice.model.checkpoint import read_checkpoint_dict, save_checkpoint
+from ctslice.train.checkpoint import remove_stale_temporaries
 from ctslice.train.run import run_training
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -47,7 +48,7 @@ def test_one_epoch_then_resume_is_bitwise_the_two_epoch_run(cache32, tmp_path, s
     resumed = run_training(cache32, tmp_path / "parts", config(scheduler=scheduler), resume=tmp_path / "parts")
     assert [r["epoch"] for r in resumed.history] == [1, 2]  # continued, nothing duplicated or lost
     assert_same_run(tmp_path / "whole", tmp_path / "parts")
-    ckpt = load_checkpoint(tmp_path / "parts" / "checkpoint_last.pth")
+    ckpt = read_checkpoint_dict(tmp_path / "parts" / "checkpoint_last.pth")
     assert ckpt["splits"] == read_manifest(cache32).splits and ckpt["state"]["batch"] == 0
 
 
@@ -75,7 +76,7 @@ def test_resume_refuses_another_model_or_cache_and_unreadable_checkpoints(cache3
     (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
     with pytest.raises(CtsliceError, match="cut.pth: not a readable checkpoint"):
         run_training(cache32, run, config(), resume=tmp_path / "cut.pth")
-    ckpt = load_checkpoint(run / "checkpoint_last.pth")
+    ckpt = read_checkpoint_dict(run / "checkpoint_last.pth")
     ckpt["model"] = {k: v[..., :1] if v.dim() else v for k, v in ckpt["model"].items()}  # same config, weights of another shape
     save_checkpoint(tmp_path / "other.pth", ckpt)
     with pytest.raises(CtsliceError, match="other.pth: cannot resume from this checkpoint"):
@@ -126,7 +127,7 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_at_that_step_and_resume_matches(c
     _, err = child.communicate("", timeout=300)  # closing stdin lets it finish the step
     assert child.returncode == 2, err
     assert "SIGTERM: stopped after step" in err and f"--resume {run}" in err
-    state = load_checkpoint(run / "checkpoint_last.pth")["state"]
+    state = read_checkpoint_dict(run / "checkpoint_last.pth")["state"]
     assert state["epoch"] == 1 and state["batch"] == 2  # mid-epoch: at most one step of work lost
 
     for child in (start(run, "run", run), start(tmp_path / "whole", "run")):
@@ -139,7 +140,7 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_at_that_step_and_resume_matches(c
 
 KILLED = """
 import sys, torch
-from ctslice.train.checkpoint import save_checkpoint
+from ctslice.model.checkpoint import save_checkpoint
 for i in range(100000):
     save_checkpoint(sys.argv[1], {"model": {"w": torch.full((1 << 18,), float(i))}, "i": i})
     if i == 0:
@@ -154,7 +155,7 @@ def test_kill_9_while_writing_leaves_the_previous_checkpoint_readable(tmp_path):
     assert child.stdout.readline() == "saved\n"  # now it is rewriting the file over and over
     child.kill()
     child.wait()
-    ckpt = load_checkpoint(path)
+    ckpt = read_checkpoint_dict(path)
     assert bool((ckpt["model"]["w"] == ckpt["i"]).all())  # a whole checkpoint, never a mix or a truncation
     (tmp_path / ".checkpoint_best.pth.999999999.tmp").write_bytes(b"half")  # (no such process)
     (tmp_path / "notes.tmp").write_bytes(b"")
@@ -231,7 +232,7 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previ
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CtsliceError, match="checkpoint_last.pth: cannot write checkpoint \\(No space left on device"):
         save_checkpoint(path, {"epoch": 2})
-    assert load_checkpoint(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert read_checkpoint_dict(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
     with pytest.raises(CtsliceError, match="history.json: cannot write \\(No space left"):
         write_json_atomic(tmp_path / "history.json", {"a": 1})
@@ -241,5 +242,5 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_error_and_keeps_the_previ
 def test_a_file_that_is_no_checkpoint_gets_no_advice_to_load_it_unsafely(tmp_path):
     (tmp_path / "config.json").write_text('{"epochs": 2}')  # e.g. --resume RUN/config.json by mistake
     with pytest.raises(CtsliceError) as err:
-        load_checkpoint(tmp_path / "config.json")
+        read_checkpoint_dict(tmp_path / "config.json")
     assert "config.json: not a readable checkpoint" in str(err.value) and "weights_only" not in str(err.value)

@@ -14,7 +14,9 @@ from ctslice.config import ModelConfig, PreprocessConfig, load_config
 from ctslice.errors import CacheError
 from ctslice.preprocess.run import run_preprocess
 from ctslice.synthetic import DemoSpec, generate_demo_dataset
+from ctslice.model.checkpoint import checksum, read_checkpoint
 from ctslice.model.unet import build_model
+from ctslice.train.resume import resume_defaults
 from ctslice.train.run import run_training
 
 EPOCH_KEYS = {"train/dice", "train/loss", "val/dice", "val/loss", "val/iou", "comparison/loss_gap",
@@ -38,7 +40,10 @@ def tiny_config(**train):
 
 def test_short_run_writes_every_artefact(cache32, tmp_path):
     run = tmp_path / "run"
+    torch.manual_seed(123)
+    callers = torch.get_rng_state()
     result = run_training(cache32, run, tiny_config())
+    assert torch.equal(torch.get_rng_state(), callers)  # the run seeded its own, and gave the caller's back
     assert {p.name for p in run.iterdir()} == ARTEFACTS  # one epoch checkpoint kept; no wandb folder when disabled
     history = json.loads((run / "training_history.json").read_text())
     assert [r["epoch"] for r in history["epochs"]] == [1, 2] and result.history == history["epochs"]
@@ -64,6 +69,10 @@ def test_short_run_writes_every_artefact(cache32, tmp_path):
     assert ckpt["label_map"] == manifest.label_map and ckpt["cache_hash"] == manifest.settings.hash
     assert ckpt["preprocess"] == manifest.settings.to_json() and ckpt["intensity"]["clip"] == [-1024.0, 3071.0]
     assert {"optimizer", "schedule", "rng", "state", "metrics", "config", "epoch"} <= set(ckpt)
+    typed = read_checkpoint(run / "checkpoint_best.pth")  # the one typed checkpoint: its dict is the file's
+    assert typed.resume_problem() is None and typed.labels == manifest.labels
+    assert checksum(typed.to_dict()) == checksum({k: v for k, v in ckpt.items()
+                                                  if k not in ("format", "format_version", "checksum")})
 
 
 def test_training_learns_the_demo_data(tmp_path):
@@ -150,6 +159,11 @@ def test_resume_alone_continues_with_the_runs_own_settings_and_cache(cache32, tm
                                      "--epochs", "1"])
     assert first.exit_code == 0, first.output
     monkeypatch.chdir(tmp_path)  # no ./cache here: the cache must come from the checkpoint
+    # the rule, in the library: the run's own cache and settings unless a cache is given; no resume: ./cache
+    cache, settings = resume_defaults(run, None)
+    assert Path(cache).resolve() == cache32.resolve() and settings["model"]["base_width"] == 4
+    assert resume_defaults(run, tmp_path / "other")[0] == tmp_path / "other"
+    assert resume_defaults(None, None) == (Path("cache"), None)
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
     config = json.loads((run / "config.json").read_text())
@@ -178,8 +192,13 @@ def test_wandb_online_without_a_server_fails_soon_with_one_line(tmp_path, monkey
 
 
 def test_default_run_folders_started_in_the_same_second_differ(tmp_path):
-    from ctslice.cli.train import _new_run_folder
+    from ctslice.train.rundir import default_run_folder, new_run_folder
 
     base = tmp_path / "runs" / "20261129-120000"
-    first, second = _new_run_folder(base), _new_run_folder(base)
+    first, second = new_run_folder(base), new_run_folder(base)
     assert first != second and first.is_dir() and second.is_dir() and second.name == "20261129-120000-2"
+    # no --out: a resumed run folder continues in place, a checkpoint file or a new run gets a new folder
+    assert default_run_folder(first, runs=tmp_path / "runs") == first
+    (first / "c.pth").write_bytes(b"")
+    new = default_run_folder(first / "c.pth", runs=tmp_path / "runs")
+    assert new.parent == tmp_path / "runs" and new.is_dir() and new not in (first, second)

@@ -20,11 +20,11 @@ from builders import box_mask, ct_volume, nnunet_dataset, save
 from checkpoints import edit_checkpoint
 from ctslice.config import EvaluateConfig, PreprocessConfig
 from ctslice.errors import CtsliceError
-from ctslice.evaluate.checkpoint import read_checkpoint
 from ctslice.evaluate.predict import run_predict
 from ctslice.preprocess.run import run_preprocess
 from ctslice.train import run as train_run
-from ctslice.train.checkpoint import BEST, LAST, checksum, load_checkpoint, save_checkpoint
+from ctslice.model.checkpoint import BEST, LAST, checksum, read_checkpoint, save_checkpoint
+from ctslice.model.checkpoint import read_checkpoint_dict
 from ctslice.train.progress import NullProgress
 from ctslice.train.run import run_training
 from test_train_resume import CHILD, SRC, config
@@ -93,7 +93,8 @@ def test_a_kill_while_writing_the_best_checkpoint_leaves_no_claim_of_a_missing_b
     assert not (run / BEST).exists() and not (run / LAST).exists()
     result = run_training(cache32, run, config(epochs=2))  # (a folder without checkpoints: a new start is fine)
     assert result.best_checkpoint.is_file() and read_checkpoint(result.best_checkpoint)
-    assert load_checkpoint(run / LAST)["state"]["best_score"] == load_checkpoint(run / BEST)["metrics"]["val/dice"]
+    best = read_checkpoint_dict(run / BEST)["metrics"]["val/dice"]
+    assert read_checkpoint_dict(run / LAST)["state"]["best_score"] == best
 
 
 def test_resume_refuses_a_run_whose_best_checkpoint_is_missing(cache32, tmp_path):
@@ -108,7 +109,7 @@ def test_resume_refuses_a_run_whose_best_checkpoint_is_missing(cache32, tmp_path
 def test_bit_flips_in_a_checkpoint_are_refused_or_change_nothing(tmp_path):
     path = tmp_path / "c.pth"
     save_checkpoint(path, {"model": {"w": torch.linspace(-1, 1, 4096)}, "preprocess": {"size": 32, "spacing": 1.5}})
-    original = load_checkpoint(path)
+    original = read_checkpoint_dict(path)
     data = path.read_bytes()
     refused = 0
     for position in range(0, len(data), max(len(data) // 200, 1)):
@@ -116,7 +117,7 @@ def test_bit_flips_in_a_checkpoint_are_refused_or_change_nothing(tmp_path):
         flipped[position] ^= 1 << (position % 8)
         path.write_bytes(bytes(flipped))
         try:
-            loaded = load_checkpoint(path)
+            loaded = read_checkpoint_dict(path)
         except CtsliceError as e:
             assert str(e).startswith(str(path)) and "\n" not in str(e)
             refused += 1
@@ -129,16 +130,17 @@ def test_bit_flips_in_a_checkpoint_are_refused_or_change_nothing(tmp_path):
 def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path, capsys):
     path = tmp_path / "old.pth"
     torch.save({"format": "ctslice-checkpoint", "format_version": 1, "model": {}}, path)
-    assert load_checkpoint(path)["format_version"] == 1
+    assert read_checkpoint_dict(path)["format_version"] == 1
     assert "old.pth: written by an older ctslice without a checksum" in capsys.readouterr().err
 
 
 # 4. hand-edited settings are refused by the configuration's rules, before a model is built
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["model_config"].update(depth=60), "depth must be an integer from 2 to 8"),
-    (lambda c: c["model_config"].update(base_width=10**7), "base_width must be an integer from 1 to 1024"),
-    (lambda c: (c["model_config"].update(base_width=1024), c["preprocess"].update(size=4096)),
+    # (the largest width and depth the config allows, at the largest size: over any machine's memory)
+    (lambda c: (c["model_config"].update(base_width=1024, depth=8), c["preprocess"].update(size=4096)),
      "GiB for one slice, more than this machine's"),
+    (lambda c: c["model_config"].update(base_width=10**7), "base_width must be an integer from 1 to 1024"),
     (lambda c: c["preprocess"].update(size=0), "size must be an integer from 16 to 4096"),
     (lambda c: c["preprocess"].update(size=200000), "size must be an integer from 16 to 4096"),
     (lambda c: c["preprocess"].update(spacing=float("nan")), "spacing must be"),
@@ -157,6 +159,20 @@ def test_hand_edited_checkpoint_settings_are_one_error(tiny_cache, tmp_path, mon
     with pytest.raises(CtsliceError, match=message) as e:
         read_checkpoint(path)
     assert str(e.value).startswith(f"{path}: not a usable checkpoint") and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_without_training_state_is_refused_for_resume_before_anything_is_built(tiny_cache, tmp_path,
+                                                                                            monkeypatch):
+    from checkpoints import make_checkpoint
+    from ctslice.model import unet as model_module
+
+    path = make_checkpoint(tiny_cache, tmp_path / "c.pth")  # evaluable, but no optimizer, schedule, RNGs, counters
+    assert read_checkpoint(path).resume_problem() is not None
+    monkeypatch.setattr(model_module.UNet, "__init__", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(CtsliceError, match=r"c.pth: cannot resume from this checkpoint: it holds no training state "
+                                           r"\(optimizer, schedule, state, rng, augment_rng missing\)"):
+        run_training(tiny_cache, tmp_path / "run", config(), resume=path)
+    assert not (tmp_path / "run").exists()
 
 
 # 5. a truncated history or another run's checkpoint in the folder
@@ -192,7 +208,8 @@ def test_a_full_disk_while_saving_a_figure_warns_and_training_goes_on(cache32, t
             messages.append(text)
 
     result = run_training(cache32, tmp_path / "run", config(epochs=2), progress=Collect())
-    assert [r["epoch"] for r in result.history] == [1, 2] and load_checkpoint(result.last_checkpoint)["epoch"] == 2
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert read_checkpoint_dict(result.last_checkpoint)["epoch"] == 2
     warned = [m for m in messages if m.startswith("warning:")]
     assert any("training_history.png: cannot write the figure (No space left on device)" in m for m in warned)
     assert not [p for p in (tmp_path / "run").iterdir() if p.suffix == ".png" or ".tmp" in p.name]
@@ -213,7 +230,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves_and_resumes(cach
     assert child.returncode == 2, err
     assert "Traceback" not in err and "killed by signal" not in err
     assert "SIGTERM" in err and "stopped after step" in err and f"--resume {run}" in err
-    state = load_checkpoint(run / LAST)["state"]
+    state = read_checkpoint_dict(run / LAST)["state"]
     assert state["epoch"] == 1 and state["batch"] == 2
     resumed = _child(tmp_path, cache32, cfg, run, "run", run)
     _, err = resumed.communicate("", timeout=300)

@@ -58,8 +58,9 @@ def test_a_tampered_manifest_id_is_refused_by_evaluate_show_and_stats(tiny_cache
     assert not out.exists() and not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "st").exists()
 
 
-def _tamper_label(ckpt, name):  # checksum recomputed: what refuses the name is its check, not the checksum
-    edit_checkpoint(ckpt, lambda data: data["label_map"].__setitem__("1", name))
+def _tamper_label(ckpt, name):
+    # with a fresh checksum: what refuses the name must be the name check, not the checksum
+    edit_checkpoint(ckpt, lambda data: data["label_map"].update({"1": name}))
 
 
 @pytest.mark.parametrize("name", BAD.values(), ids=BAD)

@@ -103,6 +103,7 @@ def run_train_benchmark(cache: Path, cfg: Config, worker_counts: tuple[int, ...]
     """Samples/s of training fed by the loader with each worker count, and fed from device memory (also compiled
     with `compiled`)."""
     from ..train.build import build_trainer, check_cache
+    from ..train.rng import seeded_rngs
 
     cache = Path(cache).resolve()
     manifest = check_cache(cache)
@@ -111,7 +112,8 @@ def run_train_benchmark(cache: Path, cfg: Config, worker_counts: tuple[int, ...]
         # Each loader-fed run is followed at once by its memory-fed twin on the same batches, so that the ratio
         # compares neighbouring measurements (on a shared machine, speed drifts over minutes).
         run_cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, workers=workers))
-        t = build_trainer(cache, run_cfg, manifest)
+        with seeded_rngs(run_cfg.train.seed):  # the same initial weights for every worker count
+            t = build_trainer(cache, run_cfg, manifest)
         if classes:
             with_outputs(t, classes)
         if log:

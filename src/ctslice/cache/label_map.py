@@ -30,3 +30,19 @@ def label_map_from_json(data: Mapping[str, str]) -> dict[int, str]:
     """{"0": "background", ...} (a manifest's or a checkpoint's label map, checked with label_map_problem first)
     -> {0: "background", ...}."""
     return {int(k): v for k, v in sorted(data.items(), key=lambda kv: int(kv[0]))}
+
+
+def parse_label_values(values: Any, label_map: Any) -> dict[int, int] | None:
+    """A dataset's own label values as JSON (a manifest's or a checkpoint's: untrusted), {"0": 0, "1": 1, "2": 3}
+    -> {0: 0, 1: 1, 2: 3} when it covers the label map with distinct non-negative integers and 0 for background;
+    None otherwise (then the label indices are written)."""
+    if not isinstance(values, dict) or not isinstance(label_map, dict) or set(values) != set(label_map):
+        return None
+    try:
+        parsed = {int(k): v for k, v in values.items()}
+    except (TypeError, ValueError):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**16 for v in parsed.values()) \
+            or len(set(parsed.values())) != len(parsed) or parsed.get(0) != 0:
+        return None
+    return parsed

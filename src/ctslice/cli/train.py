@@ -31,7 +31,7 @@ def train(
     scheduler: Annotated[Optional[str], typer.Option(
         help=f"cosine, plateau or none. [default: {_T.scheduler}]")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader workers. [default: {_L.workers}]")] = None,
-    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu or cuda. [default: {_T.device}]")] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. [default: {_T.device}]")] = None,
     wandb: Annotated[Optional[str], typer.Option(
         help=f"offline, online (key from WANDB_API_KEY) or disabled. [default: {_T.wandb}]")] = None,
     resume: Annotated[Optional[Path], typer.Option(
@@ -49,28 +49,18 @@ def train(
     sample_visualization.png and test_inference.png; wandb (offline by default) under RUN/wandb.
     """
     with user_errors():
-        import time
-
         from ..config import load_config
         from ..train.progress import RichProgress
+        from ..train.resume import resume_defaults
+        from ..train.rundir import default_run_folder
         from ..train.run import run_training
 
-        run_settings = None
-        if resume is not None:  # the run's own settings and cache: `--resume RUN` alone continues it
-            from ..train.checkpoint import load_checkpoint
-            from ..train.resume import resume_checkpoint
-
-            ckpt = load_checkpoint(resume_checkpoint(resume))
-            run_settings = ckpt.get("config")
-            cache = cache if cache is not None else Path(ckpt.get("cache") or "cache")
-        cache = cache if cache is not None else Path("cache")
+        cache, run_settings = resume_defaults(resume, cache)  # `--resume RUN` alone continues the run as it was
         cfg = load_config(config, {
             "train": {"epochs": epochs, "learning_rate": lr, "scheduler": scheduler, "device": device,
                       "wandb": wandb},
             "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)
-        if out_dir is None:
-            resumed_run = resume is not None and resume.is_dir()
-            out_dir = resume if resumed_run else _new_run_folder(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        out_dir = out_dir if out_dir is not None else default_run_folder(resume)
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
         if not result.history:  # a rank > 0 of torchrun: rank 0 reports
             return
@@ -81,16 +71,3 @@ def train(
                   f"{float('nan') if result.best_score is None else result.best_score:.4f} ({result.best_checkpoint})",
                   highlight=False)
 
-
-def _new_run_folder(base: Path) -> Path:
-    """`base`, or base-2, base-3, ... : created here (mkdir is atomic), so two runs started in the same second
-    never share a folder."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{base}: no free run folder name")

@@ -17,10 +17,11 @@ from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
 from .checks import ConfigError
 from .loading import RUN_SECTIONS, SECTIONS, Config, load_config, parse_spacing, validate_settings
-from .training import DEVICES, INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, AugmentConfig, ModelConfig, TrainConfig
+from .checks import DEVICE
+from .training import INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, AugmentConfig, ModelConfig, TrainConfig
 
 __all__ = [
-    "DEVICES", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "SECTIONS", "WANDB_MODES", "AugmentConfig",
+    "DEVICE", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "SECTIONS", "WANDB_MODES", "AugmentConfig",
     "Config", "ConfigError", "EvaluateConfig", "LoaderConfig", "ModelConfig", "PreprocessConfig", "TrainConfig",
     "load_config", "parse_spacing", "validate_settings",
 ]

@@ -80,6 +80,9 @@ Relations = Iterator[tuple[tuple[str, ...], str]]
 SEED = Limit(0, 2**32 - 1)
 """numpy's seeds are 32-bit; torch and the split's hash take those too."""
 
+DEVICE = Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps")
+"""The one device vocabulary of train, evaluate and predict (resolved by `model/device.resolve_device`)."""
+
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "none"}
 _KIND_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
                dict: "a table", type(None): "none"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import Limit, Pattern, check_section
+from .checks import DEVICE, Limit, check_section
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EvaluateConfig:
         "detection_dice": Limit(0, 1),
         "batch_size": Limit(1, 4096),
         "workers": Limit(0, 1024),
-        "device": Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),
+        "device": DEVICE,
         "worst_subjects": Limit(0, 1000),
     }
 

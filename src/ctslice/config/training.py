@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import SEED, ConfigError, Limit, OneOf, Relations, check_section
+from .checks import DEVICE, SEED, ConfigError, Limit, OneOf, Relations, check_section
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ def physical_memory() -> int:
 SCHEDULERS = ("cosine", "plateau", "none")
 INTENSITY_SCHEMES = ("window", "ct")
 WANDB_MODES = ("offline", "online", "disabled")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,8 @@ class TrainConfig:
     """Upper HU of the 'window' scheme; None = the cache's own clip (hu_max)."""
 
     device: str = "auto"
-    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    """'auto' (CUDA when available), 'cpu', 'cuda' (under torchrun each process's own GPU), 'cuda:N' (one process
+    only) or 'mps'."""
 
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on CPU, where it is slower)."""
@@ -190,7 +190,7 @@ class TrainConfig:
         "intensity": OneOf(INTENSITY_SCHEMES),
         "window_min": Limit(-32768, 32767, unit="HU"),
         "window_max": Limit(-32768, 32767, unit="HU"),
-        "device": OneOf(DEVICES),
+        "device": DEVICE,
         "seed": SEED,
         "keep_checkpoints": Limit(0, 1_000_000),
         "log_every": Limit(1, 10**9),

@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig
 from ..errors import CtsliceError
-from ..cache.label_map import label_map_from_json
 from ..imaging import memory, volume
 from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
-from .checkpoint import label_values, load_model, resolve_device
+from ..model.checkpoint import Checkpoint
+from ..model.device import resolve_device
+from ..model.load import load_model
 from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
@@ -45,11 +46,11 @@ class PredictOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch.device, batch_size: int,
+def predict_volume(model: torch.nn.Module, ckpt: Checkpoint, path: Path, device: torch.device, batch_size: int,
                    warn: Callable[[str], None] = lambda _: None):
     """(uint8 labels on the CT's grid, the CT image) for one NIfTI file; InputError naming the file if unusable.
     `warn` gets a line when part of the CT lies outside the model's input (labelled background)."""
-    s = ckpt["preprocess"]
+    s = ckpt.preprocess
     img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, img.header.get_zooms()[:3], str(path), None)
@@ -59,8 +60,8 @@ def predict_volume(model: torch.nn.Module, ckpt: dict, path: Path, device: torch
     cached = image_to_cache(volume.read_ct(img, str(path), None, s["hu_min"], s["hu_max"]), geometry,
                             fill=s["hu_min"])
     mapper = PlaneMapper(geometry, device)
-    batches = DataLoader(VolumeSlices(cached, int(ckpt["context_slices"])), batch_size=batch_size)
-    [(_, (planes,))] = predict_volumes(model, batches, {0: len(cached)}, ckpt["intensity"], device,
+    batches = DataLoader(VolumeSlices(cached, ckpt.context_slices), batch_size=batch_size)
+    [(_, (planes,))] = predict_volumes(model, batches, {0: len(cached)}, ckpt.intensity, device,
                                        lambda _, logits: (mapper(logits.softmax(1)),))
     return to_original(planes, geometry), img
 
@@ -120,9 +121,9 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     cfg.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
-    labels = label_map_from_json(ckpt["label_map"])
+    labels = ckpt.labels
     names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
-    values = label_values(ckpt)
+    values = ckpt.dataset_label_values
     pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
                          split_masks=names if split_masks else ())
     outcomes, ledgers = [], {}

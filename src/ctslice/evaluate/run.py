@@ -9,7 +9,7 @@ against the original masks merged as preprocessing merges them, as nnU-Net evalu
 changed since the cache was built are reported in `skipped`, not scored.
 
 Subjects the model was trained on are named in a warning (and in evaluation.json's `settings.train_overlap`) when
-the checkpoint records its training split (`ckpt["splits"]`); checkpoints without it get a note that this could not
+the checkpoint records its training split (`Checkpoint.splits`); checkpoints without it get a note that this could not
 be checked. The output folder is checked (and created) before any inference runs.
 """
 
@@ -34,10 +34,13 @@ from ..data.loader import worker_errors
 from ..errors import CtsliceError
 from ..cache.label_map import label_map_from_json
 from ..imaging.geometry import Geometry
-from ..train.interrupt import stop_signals
+from ..stopping import stop_signals
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
-from .checkpoint import load_model, parse_label_values, resolve_device
+from ..cache.label_map import parse_label_values
+from ..model.checkpoint import Checkpoint
+from ..model.device import resolve_device
+from ..model.load import load_model
 from .export import check_label_names
 from .inference import evaluation_loader, predict_volumes
 from .metrics import score_subject
@@ -68,23 +71,23 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     cfg.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
-    if cache is None and not ckpt.get("cache"):
+    if cache is None and not ckpt.cache:
         raise CtsliceError(f"{checkpoint}: the checkpoint names no cache; give one with --cache")
-    cache = Path(cache if cache is not None else ckpt["cache"])
+    cache = Path(cache if cache is not None else ckpt.cache)
     manifest = read_manifest(cache)
-    if manifest.label_map != ckpt["label_map"]:
+    if manifest.label_map != ckpt.label_map:
         raise CtsliceError(f"{cache}: its label map differs from the one checkpoint {checkpoint} was trained with")
     labels = label_map_from_json(manifest.label_map)
     if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
         check_label_names(labels, split_masks)
     warnings = []
-    if ckpt.get("cache_hash") and ckpt["cache_hash"] != manifest.settings.hash:
+    if ckpt.cache_hash and ckpt.cache_hash != manifest.settings.hash:
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
-                        f"{manifest.settings.hash} against {ckpt['cache_hash']}): the model sees other input")
+                        f"{manifest.settings.hash} against {ckpt.cache_hash}): the model sees other input")
     out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
-    loader = evaluation_loader(cache, split, int(ckpt["context_slices"]), cfg.batch_size, cfg.workers)
+    loader = evaluation_loader(cache, split, ckpt.context_slices, cfg.batch_size, cfg.workers)
     reader = loader.dataset.reader
     wanted = set(manifest.splits.get(split, []))
     counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects)
@@ -122,7 +125,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
     if save_predictions:
         notes.append(describe(original)["note"])
     with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
-        for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt["intensity"], device,
+        for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt.intensity, device,
                                                             to_labels)):
             sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
             if progress:
@@ -154,8 +157,8 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path |
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
     summary, per_class, per_subject = aggregate(names, rows, labels, cfg)
     settings = {
-        "checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"), "cache": str(cache.resolve()),
-        "cache_hash": manifest.settings.hash, "checkpoint_cache_hash": ckpt.get("cache_hash"),
+        "checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.epoch, "cache": str(cache.resolve()),
+        "cache_hash": manifest.settings.hash, "checkpoint_cache_hash": ckpt.cache_hash,
         "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
         "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "warnings": warnings, "notes": notes, "train_overlap": overlap,
@@ -189,10 +192,10 @@ def output_errors(out: Path) -> Iterator[None]:
                            "is incomplete") from None
 
 
-def train_overlap(ckpt: dict[str, Any], evaluated: list[str]) -> tuple[list[str] | None, str | None]:
+def train_overlap(ckpt: Checkpoint, evaluated: list[str]) -> tuple[list[str] | None, str | None]:
     """(evaluated subjects that were in the checkpoint's train split, a warning or note to print), from the
-    training-time splits the trainer records (`ckpt["splits"]`); (None, note) when the checkpoint has none."""
-    splits = ckpt.get("splits")
+    training-time splits the trainer records (`Checkpoint.splits`); (None, note) when the checkpoint has none."""
+    splits = ckpt.splits
     if not isinstance(splits, dict) or not isinstance(splits.get("train"), list):
         return None, ("the checkpoint does not record its training split (written before splits were recorded): "
                       "whether evaluated subjects were trained on cannot be checked")

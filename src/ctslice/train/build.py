@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from ..cache.manifest import Manifest, read_manifest
 from ..config import Config, ModelConfig
 from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
+from ..model.device import resolve_device
+from ..model.unet import build_model, count_parameters
 from .distributed import Dist
 from .intensity import resolve_intensity
 from .interrupt import ignore_stop_signals
-from ..model.unet import build_model, count_parameters
 from .schedule import LRSchedule, build_schedule
 
 ARCHITECTURE = "UNet2D"
@@ -37,21 +37,6 @@ def check_cache(cache: Path) -> Manifest:
     if manifest.num_labels < 2:
         raise CacheError(f"{cache}: the label map has no structures")
     return manifest
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device by name; on CUDA this process's GPU (LOCAL_RANK under torchrun)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CtsliceError("--device cuda: no CUDA device is available here")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_valid_table(manifest: Manifest, subjects: list[str], device: torch.device) -> torch.Tensor | None:
@@ -96,13 +81,14 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
     """What RUN/config.json holds and wandb's config receives: the flat keys existing dashboards use (names
     fixed), then every section of the resolved config, with the cache's own preprocessing settings. batch_size
     is per process (GPU); global_batch_size = batch_size x world_size, at the learning rate used."""
-    t = cfg.train
+    train = cfg.train
     flat = {
-        "architecture": ARCHITECTURE, "epochs": t.epochs, "batch_size": cfg.loader.batch_size,
-        "learning_rate": t.learning_rate, "use_scheduler": t.scheduler != "none", "scheduler_type": t.scheduler,
-        "cosine_t_max": t.cosine_t_max or t.epochs, "cosine_eta_min": t.cosine_eta_min,
-        "plateau_factor": t.plateau_factor, "plateau_patience": t.plateau_patience,
-        "plateau_min_lr": t.plateau_min_lr, "num_classes": manifest.num_labels - 1, **figures,
+        "architecture": ARCHITECTURE, "epochs": train.epochs, "batch_size": cfg.loader.batch_size,
+        "learning_rate": train.learning_rate, "use_scheduler": train.scheduler != "none",
+        "scheduler_type": train.scheduler, "cosine_t_max": train.cosine_t_max or train.epochs,
+        "cosine_eta_min": train.cosine_eta_min, "plateau_factor": train.plateau_factor,
+        "plateau_patience": train.plateau_patience, "plateau_min_lr": train.plateau_min_lr,
+        "num_classes": manifest.num_labels - 1, **figures,
         "num_workers": cfg.loader.workers, "pin_memory": cfg.loader.pin_memory and device.type == "cuda",
         "total_params": params[0], "trainable_params": params[1],
         "world_size": world_size, "global_batch_size": cfg.loader.batch_size * world_size,
@@ -156,41 +142,45 @@ class Trainer:
                 "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes}
 
 
-def build_trainer(cache: Path, cfg: Config, manifest: Manifest, d: Dist | None = None) -> Trainer:
-    """With `d` (several ranks): this rank's share of train and val, the model in DistributedDataParallel and an
-    augmentation RNG of its own."""
-    t, d = cfg.train, d or Dist()
-    device = resolve_device(t.device, d.local_rank)
-    seed_everything(t.seed)
+def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dist | None = None) -> Trainer:
+    """With `distributed` (several ranks): this rank's share of train and val, the model in
+    DistributedDataParallel and an augmentation RNG of its own. The model is initialised from the global torch RNG:
+    seed it first for a reproducible run (`rng.seeded_rngs`, as `run_training` does)."""
+    train, distributed = cfg.train, distributed or Dist()
+    if distributed.enabled and train.device.startswith("cuda:"):
+        raise CtsliceError(f"device {train.device} under torchrun: give cuda or auto, each process then takes the "
+                           f"GPU of its LOCAL_RANK")
+    device = resolve_device(train.device, distributed.local_rank)
     size = manifest.settings.size
     if size and cfg.model.size_problem(size):
         raise CtsliceError(f"{cache}: {cfg.model.size_problem(size)}; lower [model] depth or preprocess with "
                            f"another --size")
     if size:  # before anything is built: a width typed wrong must not fill the machine's memory
         cfg.model.check_memory(cfg.loader.context_slices, manifest.num_labels, size)
-    intensity = resolve_intensity(t, manifest, cache)
-    shards = dict(num_replicas=d.world_size, rank=d.rank)
+    intensity = resolve_intensity(train, manifest, cache)
+    shards = dict(num_replicas=distributed.world_size, rank=distributed.rank)
     train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, **shards)
     val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, **shards)
     for loader in (train_loader, val_loader):
         loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
     model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,
                         manifest.num_labels).to(device)
-    if device.type == "cuda" and t.channels_last:
+    if device.type == "cuda" and train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = model
-    if d.enabled:
+    if distributed.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(forward) if t.compile else forward
+    forward = torch.compile(forward) if train.compile else forward
     subjects = train_loader.dataset.reader.subjects
     return Trainer(
         cfg=cfg, cache=cache, manifest=manifest, device=device, model=model, forward=forward,
-        optimizer=build_optimizer(model, cfg), schedule=build_schedule(t), train_loader=train_loader,
+        optimizer=build_optimizer(model, cfg), schedule=build_schedule(train), train_loader=train_loader,
         val_loader=val_loader, intensity=intensity, valid=build_valid_table(manifest, list(subjects), device),
-        augment_rng=torch.Generator(device=device).manual_seed(t.seed + d.rank),
-        names=manifest.labels, dist=d, val_examples=fixed_slices(val_loader.dataset.present, t.val_images),
+        augment_rng=torch.Generator(device=device).manual_seed(train.seed + distributed.rank),
+        names=manifest.labels, dist=distributed, val_examples=fixed_slices(val_loader.dataset.present,
+                                                                          train.val_images),
         params=count_parameters(model))
 
 

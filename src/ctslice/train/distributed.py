@@ -40,7 +40,7 @@ def init_distributed(device: str) -> Dist:
     if world_size <= 1:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+    backend = "nccl" if device in ("auto", "cuda") and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
@@ -48,39 +48,39 @@ def init_distributed(device: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend)
 
 
-def close_distributed(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+def close_distributed(distributed: Dist) -> None:
+    if distributed.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def all_reduce_sum(d: Dist, *tensors: torch.Tensor) -> None:
+def all_reduce_sum(distributed: Dist, *tensors: torch.Tensor) -> None:
     """Sum each tensor over all ranks, in place."""
-    if d.enabled:
+    if distributed.enabled:
         for x in tensors:
             dist.all_reduce(x, op=dist.ReduceOp.SUM)
 
 
-def any_rank(d: Dist, flag: bool, device: torch.device) -> bool:
+def any_rank(distributed: Dist, flag: bool, device: torch.device) -> bool:
     """True on every rank when `flag` is true on any (all ranks stop at the same step)."""
-    if not d.enabled:
+    if not distributed.enabled:
         return flag
     x = torch.tensor([int(flag)], device=device)
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return bool(x.item())
 
 
-def gather_rows(d: Dist, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def gather_rows(distributed: Dist, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(world_size, *x.shape): every rank's `x` (equal shapes), on the CPU; (1, ...) for one process."""
-    if not d.enabled:
+    if not distributed.enabled:
         return x[None].cpu()
-    parts = [torch.empty_like(x, device=device) for _ in range(d.world_size)]
+    parts = [torch.empty_like(x, device=device) for _ in range(distributed.world_size)]
     dist.all_gather(parts, x.to(device))
     return torch.stack([p.cpu() for p in parts])
 
 
-def broadcast_buffers(d: Dist, model: torch.nn.Module) -> None:
+def broadcast_buffers(distributed: Dist, model: torch.nn.Module) -> None:
     """Rank 0's BatchNorm running statistics on every rank (each rank updated its own during the epoch), so that
     validation on every shard uses the statistics that rank 0's checkpoint holds."""
-    if d.enabled:
+    if distributed.enabled:
         for b in model.buffers():
             dist.broadcast(b, 0)

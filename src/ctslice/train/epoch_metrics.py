@@ -54,14 +54,14 @@ class EpochCounts:
         self.loss, self.tp, self.fp, self.fn = (state[k].to(device) for k in ("loss", "tp", "fp", "fn"))
         self.samples = int(state["samples"])
 
-    def all_reduce(self, d) -> None:
+    def all_reduce(self, distributed) -> None:
         """Sum over the ranks of a distributed run (`distributed.Dist`): the whole epoch's metrics, not one
         rank's share."""
-        if d.enabled:
+        if distributed.enabled:
             from .distributed import all_reduce_sum
 
             samples = torch.tensor([self.samples], dtype=torch.int64, device=self.tp.device)
-            all_reduce_sum(d, self.loss, self.tp, self.fp, self.fn, samples)
+            all_reduce_sum(distributed, self.loss, self.tp, self.fp, self.fn, samples)
             self.samples = int(samples.item())
 
     def summary(self) -> dict[str, object]:

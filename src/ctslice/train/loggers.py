@@ -2,7 +2,7 @@
 imported only inside `WandbLogger`, so a run without it never loads the library.
 
     loggers = build_loggers(cfg.train, run, wandb_config)      # [History, WandbLogger or NullLogger]
-    for lg in loggers: lg.log({"train/loss": 0.4, ...}, step=120, kind="epoch")
+    for logger in loggers: logger.log({"train/loss": 0.4, ...}, step=120, kind="epoch")
 
 kind is "epoch" (the per-epoch metrics) or "batch" (every `log_every` batches); `step` is the global optimizer
 step, so wandb's x-axis is shared by both.

@@ -20,54 +20,54 @@ from .progress import NullProgress
 from .state import TrainState
 
 
-def prepare_batch(t: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def prepare_batch(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """int16/uint8 host batch -> normalised float images, long labels and the (B, C) valid mask, on the device."""
-    images = batch["image"].to(t.device, non_blocking=True)
-    labels = batch["label"].to(t.device, non_blocking=True).long()
-    valid = None if t.valid is None else t.valid[batch["subject"].to(t.device, non_blocking=True)]
-    return apply_intensity(images, t.intensity), labels, valid
+    images = batch["image"].to(trainer.device, non_blocking=True)
+    labels = batch["label"].to(trainer.device, non_blocking=True).long()
+    valid = None if trainer.valid is None else trainer.valid[batch["subject"].to(trainer.device, non_blocking=True)]
+    return apply_intensity(images, trainer.intensity), labels, valid
 
 
-def model_input(t: Trainer, images: torch.Tensor) -> torch.Tensor:
+def model_input(trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
     """channels_last on CUDA (after augmentation, whose grid_sample returns the default layout)."""
-    if t.device.type == "cuda" and t.cfg.train.channels_last:
+    if trainer.device.type == "cuda" and trainer.cfg.train.channels_last:
         return images.contiguous(memory_format=torch.channels_last)
     return images
 
 
-def train_step(t: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def train_step(trainer: Trainer, images, labels, valid, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step at learning rate `lr`; returns (loss, predicted labels, gradient norm before clipping)."""
-    for group in t.optimizer.param_groups:
+    for group in trainer.optimizer.param_groups:
         group["lr"] = lr
-    with t.autocast:
-        logits = t.forward(model_input(t, images))
-    loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
-                             dice_weight=t.cfg.train.dice_weight)
-    t.optimizer.zero_grad(set_to_none=True)
+    with trainer.autocast:
+        logits = trainer.forward(model_input(trainer, images))
+    loss = segmentation_loss(logits, labels, valid, ce_weight=trainer.cfg.train.ce_weight,
+                             dice_weight=trainer.cfg.train.dice_weight)
+    trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if t.cfg.train.grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.train.grad_clip)
+    if trainer.cfg.train.grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.train.grad_clip)
     else:
-        norm = gradient_norm(t.model.parameters())
-    t.optimizer.step()
+        norm = gradient_norm(trainer.model.parameters())
+    trainer.optimizer.step()
     return loss.detach(), logits.detach().argmax(1), norm.detach()
 
 
-def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, int], None],
+def train_one_epoch(trainer: Trainer, state: TrainState, log_batch: Callable[[dict, int], None],
                     progress: NullProgress, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """One epoch from batch `state.batch` on (0, or where a stopped run left it). When `should_stop()` turns true
     after a step, the epoch's position and sums go into `state` and StopTraining is raised."""
-    t.model.train()
-    t.train_loader.sampler.set_epoch(state.epoch, start=state.batch * t.cfg.loader.batch_size)
-    total = batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch)
-    counts, norms = EpochCounts(t.num_classes, t.device), []
+    trainer.model.train()
+    trainer.train_loader.sampler.set_epoch(state.epoch, start=state.batch * trainer.cfg.loader.batch_size)
+    total = batches_per_epoch(len(trainer.train_loader), trainer.cfg.train.steps_per_epoch)
+    counts, norms = EpochCounts(trainer.num_classes, trainer.device), []
     wait = lr = 0.0
     if state.partial:
         counts.load_state_dict(state.partial["counts"])
-        norms = [n.to(t.device) for n in state.partial["norms"]]
+        norms = [n.to(trainer.device) for n in state.partial["norms"]]
         lr = float(state.partial.get("lr", 0.0))
     start = time.perf_counter()
-    batches = iter(t.train_loader)
+    batches = iter(trainer.train_loader)
 
     def keep(done: int) -> None:  # the epoch's position and sums so far, for a checkpoint written mid-epoch
         state.batch, state.partial = done, {"counts": {k: v.clone() for k, v in counts.state_dict().items()},
@@ -78,17 +78,18 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
             ready = time.perf_counter()
             batch = next_batch(batches, lambda: keep(i))
             wait += time.perf_counter() - ready
-            images, labels, valid = prepare_batch(t, batch)
-            images, labels = augment_batch(images, labels, t.cfg.augment, fill=t.fill, generator=t.augment_rng)
-            lr = t.schedule.lr(state.epoch, state.step)
-            loss, pred, norm = train_step(t, images, labels, valid, lr)
+            images, labels, valid = prepare_batch(trainer, batch)
+            images, labels = augment_batch(images, labels, trainer.cfg.augment, fill=trainer.fill,
+                                           generator=trainer.augment_rng)
+            lr = trainer.schedule.lr(state.epoch, state.step)
+            loss, pred, norm = train_step(trainer, images, labels, valid, lr)
             batch_counts = counts.add(loss, pred, labels, valid)
             norms.append(norm)
             state.step += 1
-            if (i + 1) % t.cfg.train.log_every == 0 or i + 1 == total:
+            if (i + 1) % trainer.cfg.train.log_every == 0 or i + 1 == total:
                 record = {"epoch": state.epoch + 1, "batch/loss": float(loss),
                           "batch/dice": batch_dice(batch_counts), "batch/gradient_norm": float(norm)}
-                if (i + 1) % t.cfg.train.log_every == 0:
+                if (i + 1) % trainer.cfg.train.log_every == 0:
                     log_batch(record, state.step)
                 progress.update(i + 1, record["batch/loss"], record["batch/dice"],
                                 counts.samples / (time.perf_counter() - start))
@@ -96,7 +97,7 @@ def train_one_epoch(t: Trainer, state: TrainState, log_batch: Callable[[dict, in
                 keep(i + 1)
                 raise StopTraining
     keep(total)  # until validated: a stop during validation resumes with the epoch's training done
-    counts.all_reduce(t.dist)
+    counts.all_reduce(trainer.dist)
     del batches  # (workers stay alive with persistent_workers; a shortened epoch's leftovers are dropped)
     elapsed = time.perf_counter() - start
     return {**counts.summary(), "gradient_norm": float(torch.stack(norms).mean()), "learning_rate": lr,
@@ -140,29 +141,29 @@ def next_batch(batches, keep: Callable[[], None] = lambda: None):
 
 
 @torch.no_grad()
-def validate(t: Trainer) -> dict[str, Any]:
+def validate(trainer: Trainer) -> dict[str, Any]:
     """This rank's share of the val split, summed over the ranks (every val slice counted once)."""
-    broadcast_buffers(t.dist, t.model)
-    t.model.eval()
-    counts = EpochCounts(t.num_classes, t.device)
-    batches = iter(t.val_loader)
+    broadcast_buffers(trainer.dist, trainer.model)
+    trainer.model.eval()
+    counts = EpochCounts(trainer.num_classes, trainer.device)
+    batches = iter(trainer.val_loader)
     with released_on_stop(batches):
-        for i in range(len(t.val_loader)):
-            if t.cfg.train.val_batches is not None and i >= t.cfg.train.val_batches:
+        for i in range(len(trainer.val_loader)):
+            if trainer.cfg.train.val_batches is not None and i >= trainer.cfg.train.val_batches:
                 break
             batch = next_batch(batches)
-            images, labels, valid = prepare_batch(t, batch)
-            with t.autocast:
-                logits = t.forward(model_input(t, images))
-            loss = segmentation_loss(logits, labels, valid, ce_weight=t.cfg.train.ce_weight,
-                                     dice_weight=t.cfg.train.dice_weight)
+            images, labels, valid = prepare_batch(trainer, batch)
+            with trainer.autocast:
+                logits = trainer.forward(model_input(trainer, images))
+            loss = segmentation_loss(logits, labels, valid, ce_weight=trainer.cfg.train.ce_weight,
+                                     dice_weight=trainer.cfg.train.dice_weight)
             counts.add(loss, logits.argmax(1), labels, valid)
-    counts.all_reduce(t.dist)
+    counts.all_reduce(trainer.dist)
     return counts.summary()
 
 
 @torch.no_grad()
-def predict_examples(t: Trainer, dataset, indices: list[int], model: bool = True) -> list[dict]:
+def predict_examples(trainer: Trainer, dataset, indices: list[int], model: bool = True) -> list[dict]:
     """CT (centre slice, normalised to [0, 1] by the window for display), reference and (with `model`) the
     prediction of some slices of `dataset`, as numpy, for figures and wandb."""
     if not indices:
@@ -170,58 +171,61 @@ def predict_examples(t: Trainer, dataset, indices: list[int], model: bool = True
     items = dataset.__getitems__(indices)
     batch = {"image": torch.stack([it["image"] for it in items]), "label": torch.stack([it["label"] for it in items]),
              "subject": torch.tensor([it["subject"] for it in items])}
-    images, labels, _ = prepare_batch(t, batch)
+    images, labels, _ = prepare_batch(trainer, batch)
     centre = batch["image"][:, batch["image"].shape[1] // 2].float()
-    lo, hi = t.intensity["clip"]
+    lo, hi = trainer.intensity["clip"]
     ct = ((centre.clamp(lo, hi) - lo) / (hi - lo)).numpy()
     pred = None
     if model:
-        t.model.eval()
-        with t.autocast:
-            pred = t.model(model_input(t, images)).argmax(1).cpu().numpy()  # (bare: rank 0 alone calls this)
+        trainer.model.eval()
+        with trainer.autocast:
+            # (the bare model: rank 0 alone calls this)
+            pred = trainer.model(model_input(trainer, images)).argmax(1).cpu().numpy()
     subjects = dataset.reader.subjects
     return [{"ct": ct[j], "reference": labels[j].cpu().numpy(),
              "prediction": None if pred is None else pred[j],
              "caption": f"{subjects[it['subject']]} slice {it['slice']}"} for j, it in enumerate(items)]
 
 
-def epoch_record(t: Trainer, epoch: int, train: dict, val: dict) -> dict[str, Any]:
+def epoch_record(trainer: Trainer, epoch: int, train: dict, val: dict) -> dict[str, Any]:
     """The per-epoch metrics under their dashboard names, plus val Dice per structure (history only)."""
-    per_class = {t.names[i]: d for i, d in enumerate(val["dice_per_class"]) if i > 0}
+    per_class = {trainer.names[i]: d for i, d in enumerate(val["dice_per_class"]) if i > 0}
     return {
         "epoch": epoch, "train/loss": train["loss"], "train/dice": train["dice"], "val/loss": val["loss"],
         "val/dice": val["dice"], "val/iou": val["iou"], **comparison(train, val),
         **{k: train[k] for k in ("learning_rate", "gradient_norm", "epoch_time", "samples_per_second",
                                  "perf/data_wait_fraction", "perf/step_time")},
-        **ranked_classes(val["dice_per_class"], t.names), "val/dice_per_structure": per_class,
+        **ranked_classes(val["dice_per_class"], trainer.names), "val/dice_per_structure": per_class,
     }
 
 
-def fit(t: Trainer, state: TrainState, loggers: list, progress: NullProgress,
+def fit(trainer: Trainer, state: TrainState, loggers: list, progress: NullProgress,
         end_of_epoch: Callable[[TrainState, dict], None], should_stop: Callable[[], bool] = lambda: False
         ) -> list[dict]:
     """Train from state.epoch to cfg.train.epochs; `end_of_epoch(state, record)` saves checkpoints and figures.
     `should_stop()` is asked after every step (StopTraining, see `train_one_epoch`) and before every epoch."""
     records = []
-    class_labels = {i: name for i, name in t.names.items()}
-    for epoch in range(state.epoch, t.cfg.train.epochs):
-        progress.start_epoch(epoch + 1, t.cfg.train.epochs,
-                             batches_per_epoch(len(t.train_loader), t.cfg.train.steps_per_epoch))
+    class_labels = {i: name for i, name in trainer.names.items()}
+    for epoch in range(state.epoch, trainer.cfg.train.epochs):
+        progress.start_epoch(epoch + 1, trainer.cfg.train.epochs,
+                             batches_per_epoch(len(trainer.train_loader), trainer.cfg.train.steps_per_epoch))
         if state.batch == 0 and should_stop():
             raise StopTraining
-        train = train_one_epoch(t, state, lambda r, step: [lg.log(r, step, "batch") for lg in loggers], progress,
-                                should_stop)
-        val = validate(t)
-        t.schedule.end_epoch(val["dice"])
+        log_batch = lambda record, step: [logger.log(record, step, "batch") for logger in loggers]  # noqa: E731
+        train = train_one_epoch(trainer, state, log_batch, progress, should_stop)
+        val = validate(trainer)
+        trainer.schedule.end_epoch(val["dice"])
         state.epoch, state.batch, state.partial = epoch + 1, 0, None
-        record = epoch_record(t, state.epoch, train, val)
-        examples = predict_examples(t, t.val_loader.dataset, t.val_examples) if t.dist.main else []
-        for lg in loggers:
-            lg.log(record, state.step, "epoch")
-            lg.log_images(examples, class_labels, state.step)
+        record = epoch_record(trainer, state.epoch, train, val)
+        examples = (predict_examples(trainer, trainer.val_loader.dataset, trainer.val_examples)
+                    if trainer.dist.main else [])
+        for logger in loggers:
+            logger.log(record, state.step, "epoch")
+            logger.log_images(examples, class_labels, state.step)
         end_of_epoch(state, record)
         progress.end_epoch(
-            f"epoch {state.epoch}/{t.cfg.train.epochs}: train loss {train['loss']:.4f} dice {train['dice']:.3f} | "
+            f"epoch {state.epoch}/{trainer.cfg.train.epochs}: train loss {train['loss']:.4f} dice "
+            f"{train['dice']:.3f} | "
             f"val loss {val['loss']:.4f} dice {val['dice']:.3f} iou {val['iou']:.3f} | lr {train['learning_rate']:.2e}"
             f" | {train['samples_per_second']:.1f} samples/s, data wait {100 * train['perf/data_wait_fraction']:.0f}%"
             f" | {train['epoch_time']:.1f} s")

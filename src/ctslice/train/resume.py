@@ -16,7 +16,7 @@ from typing import Any
 from ..cache.manifest import Manifest
 from ..config import Config
 from ..errors import CtsliceError
-from .checkpoint import BEST, LAST
+from ..model.checkpoint import BEST, LAST, Checkpoint, read_checkpoint
 from .loggers import HISTORY_NAME
 from .rundir import CONFIG_NAME
 INTENSITY_KEYS = ("intensity", "window_min", "window_max")  # [train] settings that decide the model's input
@@ -28,32 +28,52 @@ def resume_checkpoint(resume: Path | str) -> Path:
     return path / LAST if path.is_dir() else path
 
 
-def resume_mismatches(ckpt: dict[str, Any], cfg: Config, manifest: Manifest, world_size: int) -> list[str]:
+def read_resumable(path: Path) -> Checkpoint:
+    """The checkpoint at `path`, checked whole and holding a run's training state; else a CtsliceError "<path>:
+    cannot resume from this checkpoint: <why>"."""
+    checkpoint = read_checkpoint(path, refusal="cannot resume from this checkpoint")
+    problem = checkpoint.resume_problem()
+    if problem:
+        raise CtsliceError(f"{path}: cannot resume from this checkpoint: {problem}")
+    return checkpoint
+
+
+def resume_defaults(resume: Path | str | None, cache: Path | None) -> tuple[Path, dict[str, Any] | None]:
+    """The cache and the run settings a run starts from: with `resume`, the resumed run's own (its checkpoint's
+    config, and its cache unless `cache` is given), so that `--resume RUN` alone continues it; else `cache` or
+    ./cache and no settings (the defaults)."""
+    if resume is None:
+        return (cache if cache is not None else Path("cache")), None
+    checkpoint = read_resumable(resume_checkpoint(resume))
+    return (cache if cache is not None else Path(checkpoint.cache or "cache")), checkpoint.config
+
+
+def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_size: int) -> list[str]:
     """What differs between a checkpoint's run and the one asked for, one phrase each (empty: may resume)."""
     model = {"base_width": cfg.model.base_width, "depth": cfg.model.depth, "in_channels": cfg.loader.context_slices,
              "num_classes": manifest.num_labels}
     found = []
-    if ckpt.get("model_config") != model:
-        found.append(f"the model ({_describe(ckpt.get('model_config'))} in the checkpoint, {_describe(model)} now)")
-    if ckpt.get("cache_hash") != manifest.settings.hash:
-        found.append(f"the cache's content hash ({ckpt.get('cache_hash')} in the checkpoint, "
+    if ckpt.model_config != model:
+        found.append(f"the model ({_describe(ckpt.model_config)} in the checkpoint, {_describe(model)} now)")
+    if ckpt.cache_hash != manifest.settings.hash:
+        found.append(f"the cache's content hash ({ckpt.cache_hash} in the checkpoint, "
                      f"{manifest.settings.hash} now: other preprocessing settings or labels)")
-    if ckpt.get("label_map") != dict(manifest.label_map):
+    if ckpt.label_map != dict(manifest.label_map):
         found.append("the label map")
-    found += _split_changes(ckpt.get("splits"), manifest.splits)
-    keys = ckpt.get("subject_keys") if isinstance(ckpt.get("subject_keys"), dict) else {}
+    found += _split_changes(ckpt.splits, manifest.splits)
+    keys = ckpt.subject_keys if isinstance(ckpt.subject_keys, dict) else {}
     changed = sorted(sid for sid, key in keys.items() if sid in manifest.subjects and manifest.subjects[sid].key != key)
     if changed:
         found.append(f"the content of {len(changed)} subject(s) ({', '.join(changed[:5])}"
                      f"{', ...' if len(changed) > 5 else ''}: their source files changed and the cache was updated)")
     # the weights expect the input normalised as they were trained: another window is another model's input
-    was = (ckpt.get("config") or {}).get("train") or {}
+    was = (ckpt.config or {}).get("train") or {}
     now = {k: getattr(cfg.train, k) for k in INTENSITY_KEYS}
     if was and any(k in was and was[k] != now[k] for k in INTENSITY_KEYS):
         found.append("the input intensity (" + ", ".join(f"{k} {was.get(k)} -> {now[k]}" for k in INTENSITY_KEYS
                                                          if was.get(k) != now[k]) + ")")
-    if int(ckpt.get("state", {}).get("batch", 0)):
-        was = (ckpt.get("batch_size"), ckpt.get("world_size", 1))
+    if int(ckpt.state.get("batch", 0)):
+        was = (ckpt.batch_size, ckpt.world_size or 1)
         if was != (cfg.loader.batch_size, world_size):
             found.append(f"batch size x processes ({was[0]} x {was[1]} in the checkpoint, stopped mid-epoch; "
                          f"{cfg.loader.batch_size} x {world_size} now)")
@@ -75,12 +95,12 @@ def _split_changes(was: Any, now: dict[str, list[str]]) -> list[str]:
     return found
 
 
-def check_resumable(path: Path, ckpt: dict[str, Any], cfg: Config, manifest: Manifest, world_size: int) -> None:
+def check_resumable(path: Path, ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_size: int) -> None:
     problems = resume_mismatches(ckpt, cfg, manifest, world_size)
     if problems:
         raise CtsliceError(f"{path}: cannot resume, the run would differ in {'; '.join(problems)}; start a new run "
                            f"(another --out) instead")
-    done = int(ckpt.get("state", {}).get("epoch", 0))
+    done = ckpt.epochs_done
     if done >= cfg.train.epochs:  # else nothing would train, and config.json would claim the smaller number
         raise CtsliceError(f"{path}: the run has already trained {done} epoch(s) and --epochs is {cfg.train.epochs}; "
                            f"to train longer give --epochs above {done}")
@@ -92,12 +112,12 @@ def in_own_folder(path: Path, out: Path) -> bool:
     return os.path.realpath(out) == os.path.realpath(path.parent)
 
 
-def check_resume_files(path: Path, ckpt: dict[str, Any], out: Path) -> None:
+def check_resume_files(path: Path, ckpt: Checkpoint, out: Path) -> None:
     """Refuse a resume in its own folder when the folder does not hold what the checkpoint says it should, naming
     the file: the best checkpoint it recorded (else the resumed run would name a file that does not exist), a
     history with all its epochs (else only the new ones would remain) and a config.json of the same run (else a
     checkpoint copied in from another run would mix two runs in one folder)."""
-    state = ckpt.get("state") if isinstance(ckpt.get("state"), dict) else {}
+    state = ckpt.state
     if not in_own_folder(path, out):
         return  # a new folder: its history and its best checkpoint start here
     best = out / BEST
@@ -105,7 +125,7 @@ def check_resume_files(path: Path, ckpt: dict[str, Any], out: Path) -> None:
         raise CtsliceError(f"{best}: missing, but {path} records a best checkpoint (val Dice "
                            f"{state['best_score']:.4f}) there; restore it, or resume from a copy of the run that "
                            f"has it")
-    run_id = ckpt.get("run_id")
+    run_id = ckpt.run_id
     try:
         folder_id = json.loads((out / CONFIG_NAME).read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):

@@ -2,6 +2,7 @@
 overwrites a user's files, another run's checkpoints, the cache or the dataset.
 
     check_run_folder(out, cache, manifest, resumed_run=None)   # CtsliceError naming the folder, or None
+    out = default_run_folder(resume)                           # no --out: the resumed run's folder, or runs/<time>
 
 A new run needs a missing or empty folder, or a run folder that holds no checkpoint yet (a start that failed
 before its first epoch: only its own files are replaced). A resumed run may also write into the folder of the
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ..cache.manifest import Manifest
 from ..cache.owner import check_output_apart
 from ..errors import CtsliceError
+from ..model.checkpoint import is_checkpoint_name
 from .runlock import LOCK_NAME
 
 CONFIG_NAME = "config.json"
@@ -35,7 +38,7 @@ def is_run_folder(path: Path) -> bool:
 
 
 def _checkpoints(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name.startswith("checkpoint_") and p.name.endswith(".pth"))
+    return sorted(p.name for p in path.iterdir() if is_checkpoint_name(p.name))
 
 
 def check_run_folder(out: Path, cache: Path, manifest: Manifest, resumed_run: Path | None = None) -> None:
@@ -60,3 +63,25 @@ def check_run_folder(out: Path, cache: Path, manifest: Manifest, resumed_run: Pa
             "choose another --out"
         raise CtsliceError(f"--out {out}: already holds another training run ({', '.join(found)}), whose "
                            f"checkpoints and history this run would replace; {how}")
+
+
+def default_run_folder(resume: Path | None, runs: Path = Path("runs")) -> Path:
+    """Where a run writes when no folder is given: the folder `resume` names when it is a run folder (the run
+    continues in place), else a new runs/<YYYYmmdd-HHMMSS> (`new_run_folder`)."""
+    if resume is not None and Path(resume).is_dir():
+        return Path(resume)
+    return new_run_folder(runs / time.strftime("%Y%m%d-%H%M%S"))
+
+
+def new_run_folder(base: Path) -> Path:
+    """`base`, or base-2, base-3, ... : created here (mkdir is atomic), so two runs started in the same second
+    never share a folder."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CtsliceError(f"{base}: no free run folder name (tried {base.name}-2 to -999)")

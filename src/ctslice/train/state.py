@@ -1,4 +1,4 @@
-"""The resumable state of a run and the checkpoint dict built from it (format in `checkpoint.py`)."""
+"""The resumable state of a run and the checkpoint built from it (`model/checkpoint.py`: the format)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model.checkpoint import Checkpoint, bare_state_dict
 from .build import Trainer
-from .checkpoint import bare_state_dict, rng_state, set_rng_state
 from .distributed import gather_rows
+from .rng import rng_state, set_rng_state
 
 
 @dataclass
@@ -34,42 +35,40 @@ class TrainState:
         self.batch, self.partial = int(state.get("batch", 0)), state.get("partial")
 
 
-def make_checkpoint(t: Trainer, state: TrainState, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Everything evaluation needs (model, its config, intensity, label map, preprocessing settings, the splits it
-    was trained with) and everything a resumed run needs (optimizer, schedule, RNGs, counters; the sampler's
-    epoch is `epoch`, its position `state.batch`). Called on every rank (the ranks' augmentation RNGs are
-    gathered); rank 0 writes it."""
-    return {
-        "model": bare_state_dict(t.model), "model_config": t.model_config(),
-        "context_slices": t.cfg.loader.context_slices, "intensity": t.intensity,
-        "label_map": dict(t.manifest.label_map), "preprocess": t.manifest.settings.to_json(),
-        # the dataset's own label values: predict writes them on a machine that has no cache
-        "label_values": t.manifest.dataset.get("label_values") if isinstance(t.manifest.dataset, dict) else None,
-        "run_id": state.run_id,
-        "splits": {k: list(v) for k, v in t.manifest.splits.items()},
-        # each trained-on subject's content key: a resume on a cache whose subjects changed is refused
-        "subject_keys": {sid: t.manifest.subjects[sid].key for split in ("train", "val")
-                         for sid in t.manifest.splits.get(split, []) if sid in t.manifest.subjects},
-        "cache": str(t.cache), "cache_hash": t.manifest.settings.hash, "config": t.cfg.to_dict(),
-        "epoch": state.epoch, "metrics": metrics, "world_size": t.dist.world_size,
-        "batch_size": t.cfg.loader.batch_size,
-        "optimizer": t.optimizer.state_dict(), "schedule": t.schedule.state_dict(), "state": state.state_dict(),
-        "rng": rng_state(), "augment_rng": gather_rows(t.dist, t.augment_rng.get_state(), t.device),
-    }
+def make_checkpoint(trainer: Trainer, state: TrainState, metrics: dict[str, Any]) -> Checkpoint:
+    """Everything evaluation needs (model, its config, intensity, label map and the dataset's label values,
+    preprocessing settings, the splits it was trained with) and everything a resumed run needs (optimizer,
+    schedule, RNGs, counters; the sampler's epoch is `epoch`, its position `state.batch`). Called on every rank
+    (the ranks' augmentation RNGs are gathered); rank 0 writes it."""
+    manifest = trainer.manifest
+    return Checkpoint(
+        model=bare_state_dict(trainer.model), model_config=trainer.model_config(),
+        context_slices=trainer.cfg.loader.context_slices, intensity=trainer.intensity,
+        label_map=dict(manifest.label_map), preprocess=manifest.settings.to_json(),
+        label_values=manifest.dataset.get("label_values") if isinstance(manifest.dataset, dict) else None,
+        run_id=state.run_id, splits={k: list(v) for k, v in manifest.splits.items()},
+        subject_keys={sid: manifest.subjects[sid].key for split in ("train", "val")
+                      for sid in manifest.splits.get(split, []) if sid in manifest.subjects},
+        cache=str(trainer.cache), cache_hash=manifest.settings.hash, config=trainer.cfg.to_dict(),
+        epoch=state.epoch, metrics=metrics, world_size=trainer.dist.world_size,
+        batch_size=trainer.cfg.loader.batch_size,
+        optimizer=trainer.optimizer.state_dict(), schedule=trainer.schedule.state_dict(),
+        state=state.state_dict(), rng=rng_state(),
+        augment_rng=gather_rows(trainer.dist, trainer.augment_rng.get_state(), trainer.device))
 
 
-def restore(t: Trainer, state: TrainState, ckpt: dict[str, Any]) -> None:
+def restore(trainer: Trainer, state: TrainState, checkpoint: Checkpoint) -> None:
     """Load a checkpoint's weights and training state into freshly built parts (every rank the same checkpoint;
     each rank its own augmentation RNG when the number of ranks is unchanged)."""
-    t.model.load_state_dict(ckpt["model"])
-    t.optimizer.load_state_dict(ckpt["optimizer"])
-    t.schedule.load_state_dict(ckpt["schedule"])
-    state.load_state_dict(ckpt["state"])
-    if isinstance(ckpt.get("run_id"), str):
-        state.run_id = ckpt["run_id"]
-    set_rng_state(ckpt["rng"])
-    ranks = ckpt["augment_rng"]
+    trainer.model.load_state_dict(checkpoint.model)
+    trainer.optimizer.load_state_dict(checkpoint.optimizer)
+    trainer.schedule.load_state_dict(checkpoint.schedule)
+    state.load_state_dict(checkpoint.state)
+    if isinstance(checkpoint.run_id, str):
+        state.run_id = checkpoint.run_id
+    set_rng_state(checkpoint.rng)
+    ranks = checkpoint.augment_rng
     ranks = ranks[None] if ranks.dim() == 1 else ranks  # (checkpoints of one process before DDP: one state)
     # clone: set_state reads from the start of the tensor's storage (a row view of rank > 0 crashes torch 2.13);
     # a CUDA generator's state is a CPU tensor too
-    t.augment_rng.set_state(ranks[t.dist.rank % len(ranks)].cpu().clone())
+    trainer.augment_rng.set_state(ranks[trainer.dist.rank % len(ranks)].cpu().clone())
