@@ -20,14 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..model.checkpoint import BEST, LAST
 from .attack import Lines, Ran, Tally, Workspace, child_env, finish, start
-
-BEST, LAST = "checkpoint_best.pth", "checkpoint_last.pth"  # the trainer's names (train.checkpoint.BEST/LAST)
 
 
 def _checkpoint_problems(run: Path, best_before: bool) -> str:
     from ..errors import CtsliceError
-    from ..train.checkpoint import load_checkpoint
+    from ..model.checkpoint import read_checkpoint_dict as load_checkpoint
 
     for path in sorted(run.glob("checkpoint_*.pth")):
         try:
@@ -59,7 +58,7 @@ def _kill_at_best_write(proc: subprocess.Popen, run: Path, timeout: float) -> st
 
 def _epochs_done(run: Path) -> int:
     from ..errors import CtsliceError
-    from ..train.checkpoint import load_checkpoint
+    from ..model.checkpoint import read_checkpoint_dict as load_checkpoint
 
     try:
         return int(load_checkpoint(run / LAST).get("epoch") or 0) if (run / LAST).is_file() else 0
@@ -117,7 +116,7 @@ def kills_during_training(ws: Workspace, rng: random.Random, kills: int) -> Tall
 _LOADER = """
 import json, sys, torch
 from ctslice.errors import CtsliceError
-from ctslice.train.checkpoint import checksum, load_checkpoint
+from ctslice.model.checkpoint import checksum, read_checkpoint_dict as load_checkpoint
 original = load_checkpoint(sys.argv[1])
 want = checksum(original)
 print("ready", flush=True)

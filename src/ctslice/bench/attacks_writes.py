@@ -142,7 +142,7 @@ def _add_pair(tally: Tally, ok: bool, a: Ran, b: Ran, gone: int, why: str) -> No
 def two_writers(ws: Workspace, rng: random.Random, pairs: int) -> Tally:
     tally = Tally("two writers")
     from ..cache.verify import verify_cache
-    from ..train.checkpoint import load_checkpoint
+    from ..model.checkpoint import read_checkpoint_dict as load_checkpoint
     from .incremental import modify_subject
 
     data2, cache2 = ws.root / "data2", ws.root / "cache2"
