@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import CtsliceError
+from ..files import write_atomic
 
 FORMAT = "ctslice-checkpoint"
 FORMAT_VERSION = 2
@@ -85,21 +86,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint. A write
     that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    ckpt = {**state, "format": FORMAT, "format_version": FORMAT_VERSION}
+    ckpt["checksum"] = checksum(ckpt)
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            ckpt = {**state, "format": FORMAT, "format_version": FORMAT_VERSION}
-            ckpt["checksum"] = checksum(ckpt)
             torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    try:
+        write_atomic(path, write, durable=True)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
         raise CtsliceError(f"{path}: cannot write checkpoint ({reason}); the previous {path.name}, if any, is "
                            f"intact") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
