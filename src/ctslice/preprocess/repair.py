@@ -20,6 +20,7 @@ from ..cache.manifest import Manifest, read_manifest
 from ..cache.verify import VerifyReport, verify_cache
 from ..errors import CacheError
 from ..cache.label_map import label_map_to_json
+from ..text import first_few
 from .run import PreprocessReport, ProgressFn, run_preprocess
 from .sources import Dataset, discover
 from .status import dataset_folder, preprocess_config_of
@@ -38,8 +39,7 @@ def repair_refusal(manifest: Manifest, dataset: Dataset) -> str | None:
     present = {s.id for s in dataset.subjects}
     lacking = sorted(set(manifest.subjects) - present)
     if lacking:
-        shown = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
-        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) ({shown}); "
+        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) ({first_few(lacking, 10)}); "
                 "pass the dataset the cache was built from")
     labels = label_map_to_json(dataset.label_map)
     if labels != manifest.label_map:

@@ -40,6 +40,7 @@ from .parallel import map_unordered
 from .sources import Dataset, discover
 from .split import assign_splits, split_moves, splits_to_lists
 from ..cache.statistics import dataset_statistics, summed_histogram
+from ..text import first_few
 from .subject import SubjectJob, SubjectOutcome, process_subject
 from .workers import available_resources, cap_workers, worker_bytes
 
@@ -89,7 +90,7 @@ def describe_changes(diff: dict[str, list]) -> str:
     for name, (old, new, *detail) in diff.items():
         if name == "label_map":
             names = [f"+{n}" for n in detail[0]["added"]] + [f"-{n}" for n in detail[0]["removed"]]
-            shown = " ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            shown = first_few(names, 6, separator=" ")
             parts.append(f"label map {old} -> {new} structures ({shown})")
         else:
             fmt = lambda v: "native" if name == "spacing" and v is None else v  # noqa: E731
@@ -308,7 +309,7 @@ def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction
     added = []
     moves = split_moves(old, new)
     if moves:
-        added.append(f"split changed for {len(moves)} subject(s): {_first(moves)}")
+        added.append(f"split changed for {len(moves)} subject(s): {first_few(moves, 10)}")
     if new and not splits["train"]:
         added.append(f"warning: the train split is empty ({len(new)} subject(s) in val/test)")
     if len(new) > 1 and val_fraction > 0 and not splits["val"]:
@@ -316,10 +317,6 @@ def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction
     notes += added
     for note in added if say else ():
         say(note)
-
-
-def _first(items: list[str], limit: int = 10) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _label_values(dataset: Dataset) -> dict:
