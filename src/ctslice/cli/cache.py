@@ -97,8 +97,8 @@ def status(
                 if ids:
                     lines.append(f"  {name:<9} {len(ids):>5}: {first_few(ids, 20)}")
             if s.split_moves:
-                lines.append(f"  split     {len(s.split_moves):>5}: {first_few(s.split_moves, 20)} (the next preprocess "
-                             "moves them)")
+                lines.append(f"  split     {len(s.split_moves):>5}: {first_few(s.split_moves, 20)} (the next "
+                             "preprocess moves them)")
             if s.retry:
                 lines.append(f"  (failed in the last run, tried again by the next: {first_few(s.retry, 20)})")
             lines.append(f"  unchanged {len(c.unchanged):>5}" +

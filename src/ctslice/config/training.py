@@ -38,7 +38,7 @@ class ModelConfig:
         return None
 
     def parameter_count(self, in_channels: int, num_classes: int) -> int:
-        """Parameters and BatchNorm buffers of the U-Net (`train/model.py`) this describes, computed without
+        """Parameters and BatchNorm buffers of the U-Net (`model/unet.py`) this describes, computed without
         building it: a checkpoint's weights must have exactly this many, and memory is estimated from it."""
         widths = [self.base_width * 2**i for i in range(self.depth)]
 

@@ -5,7 +5,8 @@
 
 Items stay int16/uint8 (1.5 bytes a pixel against 4 for float32), so workers pass less through shared memory and the
 host-to-device copy is smaller; intensity windowing and augmentation run later on the batch, on the training
-device (`transforms.normalize_batch`). The split, label map and geometry come from the manifest only.
+device (`transforms.apply_intensity`, `train/augment.py`). The split, label map and geometry come from the manifest
+only.
 
 A DataLoader fetches a whole batch with one `__getitems__` call: the slices are decoded straight into one batch
 buffer (in shared memory inside a worker) and `collate_slices` hands that buffer on without stacking, so every

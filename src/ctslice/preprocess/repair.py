@@ -39,7 +39,8 @@ def repair_refusal(manifest: Manifest, dataset: Dataset) -> str | None:
     present = {s.id for s in dataset.subjects}
     lacking = sorted(set(manifest.subjects) - present)
     if lacking:
-        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) ({first_few(lacking, 10)}); "
+        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) "
+                f"({first_few(lacking, 10)}); "
                 "pass the dataset the cache was built from")
     labels = label_map_to_json(dataset.label_map)
     if labels != manifest.label_map:

@@ -80,7 +80,8 @@ def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int
     manifest = reader.manifest
     record = manifest.subjects.get(subject)
     if record is None:
-        raise CacheError(f"{cache}: no subject {subject!r} in the cache (subjects: {first_few(sorted(manifest.subjects), 10)})")
+        known = first_few(sorted(manifest.subjects), 10)
+        raise CacheError(f"{cache}: no subject {subject!r} in the cache (subjects: {known})")
     count = plane_count(tuple(record.shape), axis)
     if slice_ is not None and not 0 <= slice_ < count:
         raise CacheError(f"{subject}: {axis} slice {slice_} out of range (0..{count - 1})")
