@@ -32,7 +32,7 @@ from ..colors import label_color
 from ..cache.names import check_name
 from ..errors import CtsliceError
 from ..files import write_atomic
-from .outputs import sidecars, stem
+from .outputs import sidecars
 
 
 def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray, dtype=np.uint8) -> nib.Nifti1Header:
