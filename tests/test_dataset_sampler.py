@@ -190,13 +190,16 @@ def test_no_structure_in_split_falls_back_to_uniform():
     assert sorted(order.tolist()) == list(range(40))
 
 
-def test_normalize_batch_maps_the_window_to_unit_range():
-    from ctslice.data.transforms import normalize_batch
+def test_a_fixed_window_maps_to_unit_range():
+    from ctslice.data.transforms import apply_intensity
+
+    def window(lo, hi):
+        return {"clip": [lo, hi], "shift": lo, "scale": hi - lo}
 
     images = torch.tensor([[-3000, -1024, 0, 1023, 3071, 5000]], dtype=torch.int16)
-    out = normalize_batch(images)
+    out = apply_intensity(images, window(-1024, 3071))
     assert out.dtype == torch.float32
     assert torch.allclose(out, torch.tensor([[0.0, 0.0, 1024 / 4095, 2047 / 4095, 1.0, 1.0]]))
-    assert torch.allclose(normalize_batch(images, (-100, 100))[0, 2], torch.tensor(0.5))
+    assert torch.allclose(apply_intensity(images, window(-100, 100))[0, 2], torch.tensor(0.5))
     with pytest.raises(ValueError):
-        normalize_batch(images, (10, 10))
+        apply_intensity(images, window(10, 10))

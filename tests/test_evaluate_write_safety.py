@@ -50,7 +50,7 @@ def test_a_full_disk_while_saving_the_output_is_one_line_naming_the_file(tiny_ca
     import errno
     import os
 
-    from ctslice.evaluate import export
+    from ctslice import files
 
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "checkpoint_best.pth")
     real = os.replace
@@ -60,7 +60,7 @@ def test_a_full_disk_while_saving_the_output_is_one_line_naming_the_file(tiny_ca
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(export.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)  # the one atomic writer
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--split", "train", "--out", str(out),
                                       "--save-predictions", "--device", "cpu", "--workers", "0"])

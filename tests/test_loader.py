@@ -91,6 +91,25 @@ def test_worker_init_turns_blosc_threads_off():
         numcodecs.blosc.use_threads = saved
 
 
+def test_building_and_reading_a_loader_in_process_leaves_the_callers_blosc_setting(cache, monkeypatch):
+    seen = []
+    decompress = numcodecs.blosc.decompress
+
+    def watched(*args, **kwargs):
+        seen.append(numcodecs.blosc.use_threads)
+        return decompress(*args, **kwargs)
+
+    monkeypatch.setattr(numcodecs.blosc, "decompress", watched)
+    for caller in (None, True):  # numcodecs' adaptive default, and a caller who wants Blosc's threads
+        monkeypatch.setattr(numcodecs.blosc, "use_threads", caller)
+        loader = build_loader(cache, "train", CFG)  # workers=0: this process decodes
+        assert numcodecs.blosc.use_threads is caller
+        seen.clear()  # (opening the cache reads its slice index as the caller would)
+        next(iter(loader))
+        assert numcodecs.blosc.use_threads is caller and seen and set(seen) == {False}  # one thread while reading
+        seen.clear()
+
+
 def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
     import json
 

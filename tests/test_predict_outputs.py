@@ -12,9 +12,9 @@ from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cli import app
 from ctslice.config import EvaluateConfig
 from ctslice.errors import CtsliceError
-from ctslice.evaluate.export import replace_from_temporary
 from ctslice.evaluate.outputs import plan_outputs
 from ctslice.evaluate.predict import run_predict
+from ctslice.files import write_atomic
 from ctslice.preprocess.sources import discover
 
 CFG = EvaluateConfig(batch_size=4, device="cpu")
@@ -94,8 +94,8 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_output(tmp_path):
         tmp.write_text("half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
-        replace_from_temporary(target, tmp_path / ".seg.tmp.nii.gz", fail)
+    with pytest.raises(OSError, match="seg.nii.gz"):
+        write_atomic(target, fail, durable=True, suffix=".nii.gz")
     assert target.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["seg.nii.gz"]
 
 

@@ -11,13 +11,14 @@ from typer.testing import CliRunner
 
 from builders import SHAPE, box_mask, nnunet_dataset, save, ts_subject
 from conftest import REAL_SUBJECT, TINY_SETTINGS, require_real_subject
+from geometry_reference import labels_to_original
 from ctslice import __version__
 from ctslice.cache import store
 from ctslice.cache.manifest import FORMAT_VERSION, read_manifest
 from ctslice.cli import app
 from ctslice.config import PreprocessConfig
 from ctslice.errors import CtsliceError
-from ctslice.imaging.geometry import Geometry, labels_to_original
+from ctslice.imaging.geometry import Geometry
 from ctslice.preprocess.run import run_preprocess
 
 NATIVE = PreprocessConfig(spacing=None, size=16, workers=0)

@@ -17,7 +17,7 @@ writer builds one mask at a time, so memory stays at ~one CT volume plus one mas
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
 import zlib
 from collections.abc import Callable
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from .files import write_atomic
 
 DEFAULT_STRUCTURES: tuple[str, ...] = (
     "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach",
@@ -282,12 +284,7 @@ def _save_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp{os.getpid()}.nii.gz")
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: nib.save(img, tmp), durable=False, suffix=".nii.gz")  # demo data: made again
 
 
 def _splits(spec: DemoSpec) -> list[str]:
@@ -335,10 +332,9 @@ def generate_demo_dataset(out: Path, spec: DemoSpec = DemoSpec(),  # frozen: saf
         if progress is not None:
             progress(index + 1, spec.subjects)
     if spec.meta_csv:
-        tmp = out / f".meta.csv.tmp{os.getpid()}"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter=";")
-            writer.writerow(("image_id", "age", "gender", "split"))
-            writer.writerows(rows)
-        os.replace(tmp, out / "meta.csv")
+        text = io.StringIO(newline="")
+        writer = csv.writer(text, delimiter=";")
+        writer.writerow(("image_id", "age", "gender", "split"))
+        writer.writerows(rows)
+        write_atomic(out / "meta.csv", text.getvalue(), durable=False)
     return ids

@@ -21,8 +21,8 @@ from ..cache.info import RAW_BYTES_PER_PIXEL, folder_size
 from ..cache.manifest import read_manifest
 from ..config import LoaderConfig, PreprocessConfig
 from ..errors import CacheError, CtsliceError
-from ..data.dataset import SliceDataset, batch_items, empty_batch
-from ..data.loader import loader_kwargs, single_threaded_blosc
+from ..data.dataset import SliceDataset, batch_items, empty_batch, single_threaded_blosc
+from ..data.loader import loader_kwargs
 
 Log = Callable[[str], None]
 
@@ -185,7 +185,13 @@ def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker
                          batch_size: int = 16, batches: int = 48, samples: int = 1000, naive_samples: int = 3,
                          context_slices: int = 1, seed: int = 0, log: Log | None = None) -> dict:
     """Measure every way of reading on the same slices of `split`; returns the results as a JSON-able dict."""
-    single_threaded_blosc()  # as in loader workers: one core per reader, for every row alike
+    with single_threaded_blosc():  # as in loader workers: one core per reader, for every row alike
+        return _measure(cache, out, split, worker_counts, batch_size, batches, samples, naive_samples,
+                        context_slices, seed, log)
+
+
+def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...], batch_size: int, batches: int,
+             samples: int, naive_samples: int, context_slices: int, seed: int, log: Log | None) -> dict:
     ds = SliceDataset(cache, split, context_slices)
     manifest = read_manifest(cache)
     if len(ds) == 0:

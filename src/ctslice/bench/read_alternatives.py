@@ -1,5 +1,5 @@
 """The alternatives behind the reader's design (`ctslice bench loader --alternatives`): other ways to read the
-same slices in one process, timed best of 3. The numbers are quoted in cache/reader.py and train/dataset.py."""
+same slices in one process, timed best of 3. The numbers are quoted in cache/reader.py and data/dataset.py."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _rate(fn: Callable[[], int], rounds: int = 3) -> float:
 def measure_alternatives(cache: Path, split: str = "train", samples: int = 400, batch_size: int = 16,
                          seed: int = 0) -> list[dict]:
     """Pairs/s of other ways to read the same slices, one process, for the choices in cache/reader.py and
-    train/dataset.py. Each row: {"name", "pairs_per_s"}."""
+    data/dataset.py. Each row: {"name", "pairs_per_s"}."""
     import numcodecs.blosc
     from torch.utils.data import default_collate
 

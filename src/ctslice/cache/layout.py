@@ -50,7 +50,8 @@ OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
 
 _SUBJECT_NAME = re.compile(SAFE_NAME.pattern + r"-[0-9a-f]{16}")  # <subject id>-<key16>
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
-# Root files are written as .<name>.<pid>.tmp, then renamed: a crash can leave such a temporary name behind.
+# Root files are written as .<name>.<pid>.tmp (files.write_atomic), then renamed: a crash can leave such a
+# temporary name behind.
 _ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR, LOCK_NAME,
                                            MARKER_NAME})
 _TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")

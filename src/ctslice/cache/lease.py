@@ -32,11 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CacheError
+from ..files import write_atomic
 from . import layout
 from .manifest import Manifest
 
 _FILE = re.compile(r"([0-9a-f]{16})\.json")
-_TEMP = re.compile(r"[0-9a-f]{16}\.json\.\d+\.tmp")
+_TEMP = re.compile(r"\.?[0-9a-f]{16}\.json\.\d+\.tmp")  # files.write_atomic's (older: without the dot)
 _LIMIT = 64 << 20  # a lease file lists folder names: far below this for any dataset
 
 
@@ -63,9 +64,8 @@ def record_version(cache: Path, manifest: Manifest) -> None:
         layout.inside(cache, layout.READERS_DIR)  # refuses a link leading out of the cache
     else:
         path.parent.mkdir()
-    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"folders": version_folders(manifest)}))
-    os.replace(temp, path)
+    # durable: the manifest that names this version is, and a reader needs the lease file of what it names
+    write_atomic(path, json.dumps({"folders": version_folders(manifest)}), durable=True)
 
 
 class Lease:

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CacheError, CacheFormatError, CtsliceError
+from ..files import write_atomic
 from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
@@ -232,17 +232,18 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     manifest.updated = time.time()
     data = manifest.to_json()
     data["checksum"] = canonical_checksum(data)
-    _write_atomic(manifest_path(cache), json.dumps(data, indent=1))
+    write_atomic(manifest_path(cache), json.dumps(data, indent=1), durable=True)
     files = root_files(manifest)
     for name in (LABEL_MAP_NAME, SPLITS_NAME):
-        _write_atomic(Path(cache) / name, files[name])
+        write_atomic(Path(cache) / name, files[name], durable=True)
     # The root's zarr.json also keeps the settings, so that `preprocess --force` after a damaged manifest can
     # rebuild with the cache's own settings (recover_settings) instead of the defaults.
     root_group = json.loads(files[ZARR_JSON])
     root_group["attributes"][SETTINGS_COPY] = manifest.settings.values()
     for folder, document in ((Path(cache), json.dumps(root_group)), (Path(cache) / layout.SUBJECTS_DIR, files[ZARR_JSON])):
         folder.mkdir(exist_ok=True)
-        _write_atomic(folder / ZARR_JSON, document, temp_dir=Path(cache))  # subjects/ holds subject folders only
+        # the temporary name in the root: subjects/ holds subject folders only
+        write_atomic(folder / ZARR_JSON, document, durable=True, temp_dir=Path(cache))
 
 
 def root_files(manifest: Manifest) -> dict[str, str]:
@@ -292,26 +293,3 @@ def splits_csv(manifest: Manifest) -> str:
     writer.writerow(["subject", "split"])
     writer.writerows(sorted(manifest.split_of().items()))
     return text.getvalue()
-
-
-def _write_atomic(path: Path, text: str, temp_dir: Path | None = None) -> None:
-    # The temporary name is one layout.is_temp_manifest recognises, so a crash leaves nothing foreign behind.
-    tmp = (temp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -23,8 +23,8 @@ page cache, one process on a shared 2-core VM, so +-20% between runs); pairs/s:
 - Each slice is decompressed straight into the array that is returned (`decode_chunk(..., out=...)`): no extra
   copy of 0.5 MB per image. The checksum is taken over the whole chunk (store.py) for the same reason.
 - No threads: decoding is CPU work and the DataLoader already runs one worker per core. Blosc's own threads were
-  slower for lz4 slices, so the loader turns them off (`train/loader.py`). Two threads decoding a batch's rows in
-  one process gained 5-30% on 2 cores (`--alternatives`), which workers give anyway.
+  slower for lz4 slices, so the dataset turns them off while it reads (`data/dataset.py`). Two threads decoding a
+  batch's rows in one process gained 5-30% on 2 cores (`--alternatives`), which workers give anyway.
 - No file handles are kept: there is one chunk file per slice (millions), and open-read-close is what the numbers
   above include. The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
   with fork, spawn and forkserver DataLoader workers; each process makes its own read buffer on first use.

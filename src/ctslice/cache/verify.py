@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
+from ..text import first_few
 from . import layout, store
 from .cleanup import leftovers
 from .manifest import Manifest, SubjectRecord, read_manifest
@@ -227,9 +228,8 @@ def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, Subjec
         bad = np.flatnonzero((index.foreground[rows] != check.foreground)
                              | np.any(index.present[rows] != check.present, axis=1))
         if bad.size:
-            shown = ", ".join(str(z) for z in bad[:5]) + (" ..." if bad.size > 5 else "")
             problems.append(Problem(f"slice index statistics of subject {sid} differ from its arrays at slice(s) "
-                                    f"{shown}"))
+                                    f"{first_few(bad.tolist())}"))
     return problems
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..text import first_few
 from .app import cache_app, console, out, shown, user_errors
 
 CacheArg = Annotated[Path, typer.Argument(help="Cache folder (the one holding manifest.json).")]
@@ -28,10 +29,6 @@ def _size(n: float) -> str:
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _ids(ids: list[str], limit: int = 20) -> str:
-    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 @cache_app.command()
@@ -98,12 +95,12 @@ def status(
             for name in ("added", "modified", "removed"):
                 ids = getattr(c, name)
                 if ids:
-                    lines.append(f"  {name:<9} {len(ids):>5}: {_ids(ids)}")
+                    lines.append(f"  {name:<9} {len(ids):>5}: {first_few(ids, 20)}")
             if s.split_moves:
-                lines.append(f"  split     {len(s.split_moves):>5}: {_ids(s.split_moves)} (the next preprocess "
-                             "moves them)")
+                lines.append(f"  split     {len(s.split_moves):>5}: {first_few(s.split_moves, 20)} (the next "
+                             "preprocess moves them)")
             if s.retry:
-                lines.append(f"  (failed in the last run, tried again by the next: {_ids(s.retry)})")
+                lines.append(f"  (failed in the last run, tried again by the next: {first_few(s.retry, 20)})")
             lines.append(f"  unchanged {len(c.unchanged):>5}" +
                          (f" ({len(c.touched)} only touched)" if c.touched else ""))
             lines.append("up to date" if s.up_to_date else "stale: run `ctslice preprocess` to update")
@@ -186,7 +183,7 @@ def _print_verify(report) -> None:
         _say(f"leftover (not an error; removed by the next preprocess or `cache clean --leftovers`): {path}")
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
     if report.damaged_subjects:
-        verdict += f", damaged subject(s): {_ids(report.damaged_subjects)}"
+        verdict += f", damaged subject(s): {first_few(report.damaged_subjects, 20)}"
     _say(f"{report.cache}: {report.subjects} subjects, {report.slices} slices, {report.chunks} chunks checked: "
          f"{verdict}")
 

@@ -5,7 +5,8 @@
 
 Items stay int16/uint8 (1.5 bytes a pixel against 4 for float32), so workers pass less through shared memory and the
 host-to-device copy is smaller; intensity windowing and augmentation run later on the batch, on the training
-device (`transforms.normalize_batch`). The split, label map and geometry come from the manifest only.
+device (`transforms.apply_intensity`, `train/augment.py`). The split, label map and geometry come from the manifest
+only.
 
 A DataLoader fetches a whole batch with one `__getitems__` call: the slices are decoded straight into one batch
 buffer (in shared memory inside a worker) and `collate_slices` hands that buffer on without stacking, so every
@@ -17,6 +18,9 @@ indexing and default_collate still work: the items are ordinary tensors (views o
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,37 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ..cache.reader import CacheReader
 from ..errors import CacheError
+
+
+_blosc = threading.Lock()
+_blosc_users = 0
+_blosc_saved: object = None
+
+
+@contextmanager
+def single_threaded_blosc() -> Iterator[None]:
+    """Decode with one Blosc thread inside the block, then give the process its own setting back. numcodecs lets
+    Blosc start its own threads when called from a process's main thread: true in a spawned or forkserver worker
+    and in the training process, false in a forked worker. For lz4 slices those threads cost more than they gain
+    (one process: ~2,800-3,300 against ~3,300-4,200 pairs/s with `ctslice bench loader --alternatives` on 2 cores),
+    and workers are already one per core. numcodecs has one switch for the whole process, so the block sets it and
+    restores it (nested and from several threads: the outermost block restores it), instead of flipping it for a
+    caller that imported the library."""
+    import numcodecs.blosc
+
+    global _blosc_users, _blosc_saved
+    with _blosc:
+        if _blosc_users == 0:
+            _blosc_saved = numcodecs.blosc.use_threads
+            numcodecs.blosc.use_threads = False
+        _blosc_users += 1
+    try:
+        yield
+    finally:
+        with _blosc:
+            _blosc_users -= 1
+            if _blosc_users == 0:
+                numcodecs.blosc.use_threads = _blosc_saved
 
 
 def split_rows(reader: CacheReader, split: str) -> np.ndarray:
@@ -109,7 +144,8 @@ class SliceDataset(Dataset):
         h, w = shapes.pop()
         images = empty_batch((len(indices), self.context_slices, h, w), torch.int16)
         labels = empty_batch((len(indices), h, w), torch.uint8)
-        self._fill(images.numpy(), labels.numpy(), where, range(len(where)))
+        with single_threaded_blosc():  # as in a worker, and the caller's own setting back afterwards
+            self._fill(images.numpy(), labels.numpy(), where, range(len(where)))
         return batch_items(images, labels, where)
 
     def _fill(self, image_out: np.ndarray, label_out: np.ndarray, where: list[tuple[int, int]], rows) -> None:

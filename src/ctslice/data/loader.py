@@ -28,22 +28,15 @@ from .dataset import SliceDataset
 from .sampler import ClassAwareSampler
 
 
-def single_threaded_blosc() -> None:
-    """Decode with one thread per process. numcodecs lets Blosc start its own threads when called from a process's
-    main thread: true in a spawned or forkserver worker and in the training process, false in a forked worker.
-    For lz4 slices those threads cost more than they gain (one process: ~2,800-3,300 against ~3,300-4,200 pairs/s
-    with `ctslice bench loader --alternatives` on 2 cores), and workers are already one per core."""
+def seed_worker(worker_id: int) -> None:
+    """Each worker: numpy/python RNGs seeded from torch's per-worker seed (which the DataLoader derives from its
+    generator, so the same config gives the same streams with fork and spawn), and single-threaded Blosc (see
+    `dataset.single_threaded_blosc`; here for the whole process, which is the loader's own)."""
+    import random
+
     import numcodecs.blosc
 
     numcodecs.blosc.use_threads = False
-
-
-def seed_worker(worker_id: int) -> None:
-    """Each worker: numpy/python RNGs seeded from torch's per-worker seed (which the DataLoader derives from its
-    generator, so the same config gives the same streams with fork and spawn), and single-threaded Blosc."""
-    import random
-
-    single_threaded_blosc()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -95,9 +88,7 @@ def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: b
     (no padding, so shares may differ by one). `dataset`: a prepared SliceDataset (anything with `present`).
     multiprocessing_context: "fork", "spawn" or "forkserver" (None: the platform's default).
     """
-    cfg.validate()
-    if cfg.workers == 0:
-        single_threaded_blosc()  # this process reads: same decoding as in a worker
+    cfg.validate()  # (with workers=0 this process reads: the dataset decodes single-threaded, as a worker does)
     dataset = dataset if dataset is not None else SliceDataset(cache, split, cfg.context_slices)
     if shuffle:
         sampler = ClassAwareSampler(dataset.present, cfg.batch_size, cfg.oversample_fraction, cfg.seed,

@@ -21,7 +21,6 @@ label-map indices, so a prediction reads like the dataset's own label files (spl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ import numpy as np
 from ..colors import label_color
 from ..cache.names import check_name
 from ..errors import CtsliceError
-from .outputs import sidecars, stem
+from ..files import write_atomic
+from .outputs import sidecars
 
 
 def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray, dtype=np.uint8) -> nib.Nifti1Header:
@@ -71,30 +71,11 @@ def check_label_names(label_map: Mapping[int, str], split_masks: bool) -> tuple[
     return tuple(check_name(name, "structure name") for name in names) if split_masks else names
 
 
-def replace_from_temporary(path: Path, tmp: Path, write) -> Path:
-    """write(tmp), then rename it to `path`; on any failure the temporary file is removed, `path` left as it was.
-    An OSError (full disk, no permission) names `path`, the file the user asked for, not the temporary name."""
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_atomic(img: nib.Nifti1Image, path: Path) -> None:
+    """Durable (a prediction is work): see files.write_atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{stem(path)}.{os.getpid()}.tmp{suffix}")  # nibabel picks the format by suffix
-    replace_from_temporary(path, tmp, lambda t: nib.save(img, t))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    replace_from_temporary(path, path.with_name(f".{path.name}.{os.getpid()}.tmp"), lambda t: t.write_text(text))
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"  # nibabel picks the format by the suffix
+    write_atomic(path, lambda tmp: nib.save(img, tmp), durable=True, suffix=suffix)
 
 
 def with_values(labels: np.ndarray, label_map: Mapping[int, str], values: Mapping[int, int] | None
@@ -145,7 +126,7 @@ def write_prediction(labels: np.ndarray, path: Path, affine: np.ndarray, fields:
         files["itksnap"]: itksnap_label_description(by_value, colours),
     }
     for sidecar, text in texts.items():
-        write_text_atomic(sidecar, text)
+        write_atomic(sidecar, text, durable=True)
     return [path, *texts]
 
 

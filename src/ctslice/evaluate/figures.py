@@ -6,6 +6,10 @@
     worst_<subject>.png      CT, reference and prediction on the same slice, for the worst subjects; colours
                              blended as `cache show` blends them (view.overlay.paint_labels), a legend of the
                              structures visible under each panel, unknown reference regions hatched grey
+
+Drawn on matplotlib's Agg canvas through `Figure` (no pyplot): no global backend switched under a caller that uses
+pyplot itself. Written atomically (files.write_atomic), not durably: they are drawn again from evaluation.json's
+numbers by the next run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..colors import color_table, label_color
+from ..files import write_atomic
 from ..view.overlay import UNKNOWN_GREYS, WINDOWS, paint_labels, swatch, window_gray
 
 ROW_INCH = 0.16  # height per structure row: 117 rows at 6 pt labels stay legible
@@ -25,21 +30,16 @@ ROW_INCH = 0.16  # height per structure row: 117 rows at 6 pt labels stay legibl
 
 def write_figures(out: Path, summary: dict, per_class: list[dict], per_subject: list[dict], overlays: list[dict],
                   labels: Mapping[int, str], settings: Mapping) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = [
-        _dice_boxes(plt, out / "dice_per_structure.png", per_class, per_subject),
-        _detection(plt, out / "detection.png", per_class, settings),
-        _dice_vs_volume(plt, out / "dice_vs_volume.png", per_subject),
+        _dice_boxes(out / "dice_per_structure.png", per_class, per_subject),
+        _detection(out / "detection.png", per_class, settings),
+        _dice_vs_volume(out / "dice_vs_volume.png", per_subject),
     ]
     subject_dice = summary["subject_mean_dice"]
     order = sorted(range(len(overlays)), key=lambda i: _nan_last(list(subject_dice.values())[i]))
     for i in order[: settings["worst_subjects"]]:
         sid = list(subject_dice)[i]
-        paths.append(_overlay(plt, out / f"worst_{sid}.png", sid, subject_dice[sid], overlays[i], labels,
+        paths.append(_overlay(out / f"worst_{sid}.png", sid, subject_dice[sid], overlays[i], labels,
                               len(labels)))
     return paths
 
@@ -48,29 +48,35 @@ def _nan_last(v: float) -> float:
     return math.inf if v is None or math.isnan(v) else v
 
 
-def _tall(plt, rows: int, width: float = 8.0):
-    fig, ax = plt.subplots(figsize=(width, max(3.0, 1.2 + ROW_INCH * rows)))
+def _subplots(figsize: tuple[float, float], *args, **kwargs):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _tall(rows: int, width: float = 8.0):
+    fig, ax = _subplots((width, max(3.0, 1.2 + ROW_INCH * rows)))
     ax.tick_params(axis="y", labelsize=6 if rows > 40 else 8)
     return fig, ax
 
 
+def _write(fig, path: Path, **kwargs) -> Path:
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, **kwargs), durable=False)
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    fig.clf()
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return _write(fig, path)
 
 
-def _dice_boxes(plt, path: Path, per_class: list[dict], per_subject: list[dict]) -> Path:
+def _dice_boxes(path: Path, per_class: list[dict], per_subject: list[dict]) -> Path:
     by_structure: dict[str, list[float]] = {}
     for row in per_subject:
         if not math.isnan(row["dice"]):
             by_structure.setdefault(row["structure"], []).append(row["dice"])
     rows = sorted((r for r in per_class if r["structure"] in by_structure), key=lambda r: r["dice"])
-    fig, ax = _tall(plt, len(rows))
+    fig, ax = _tall(len(rows))
     data = [by_structure[r["structure"]] for r in rows]
     if data:
         box = ax.boxplot(data, orientation="horizontal", widths=0.6, patch_artist=True, showfliers=True,
@@ -89,9 +95,9 @@ def _dice_boxes(plt, path: Path, per_class: list[dict], per_subject: list[dict])
     return _save(fig, path)
 
 
-def _detection(plt, path: Path, per_class: list[dict], settings: Mapping) -> Path:
+def _detection(path: Path, per_class: list[dict], settings: Mapping) -> Path:
     rows = sorted(per_class, key=lambda r: (_nan_last(r["f1"]), r["structure"]), reverse=True)
-    fig, ax = _tall(plt, len(rows))
+    fig, ax = _tall(len(rows))
     y = np.arange(len(rows))
     sens = np.nan_to_num([r["sensitivity"] for r in rows], nan=0.0)
     prec = np.nan_to_num([r["precision"] for r in rows], nan=0.0)
@@ -110,9 +116,9 @@ def _detection(plt, path: Path, per_class: list[dict], settings: Mapping) -> Pat
     return _save(fig, path)
 
 
-def _dice_vs_volume(plt, path: Path, per_subject: list[dict]) -> Path:
+def _dice_vs_volume(path: Path, per_subject: list[dict]) -> Path:
     rows = [r for r in per_subject if not math.isnan(r["dice"]) and r["ref_ml"] > 0]
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = _subplots((7, 5))
     if rows:
         colors = np.array([label_color(r["index"]) for r in rows]) / 255
         ax.scatter([r["ref_ml"] for r in rows], [r["dice"] for r in rows], c=colors, s=10, alpha=0.8)
@@ -161,12 +167,12 @@ def overlay_panels(item: Mapping, labels: Mapping[int, str], num_labels: int
     return panels
 
 
-def _overlay(plt, path: Path, sid: str, dice: float, item: dict, labels: Mapping[int, str], num_labels: int
+def _overlay(path: Path, sid: str, dice: float, item: dict, labels: Mapping[int, str], num_labels: int
              ) -> Path:
     from matplotlib.patches import Patch
 
     panels = overlay_panels(item, labels, num_labels)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))  # the legends below grow the saved figure (bbox "tight")
+    fig, axes = _subplots((12, 4.4), 1, 3)  # the legends below grow the saved figure (bbox "tight")
     for ax, (title, rgb, entries) in zip(axes, panels):
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(title)
@@ -178,6 +184,4 @@ def _overlay(plt, path: Path, sid: str, dice: float, item: dict, labels: Mapping
                       frameon=False, handlelength=1.2, columnspacing=0.8)
     fig.suptitle(f"{sid}: slice {item['slice']} (most wrong voxels), mean Dice {dice:.3f}")
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.04)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends below the axes: the saved figure grows to them
-    plt.close(fig)
-    return path
+    return _write(fig, path, bbox_inches="tight")  # legends below the axes: the saved figure grows to them

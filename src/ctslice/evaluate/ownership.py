@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..cache.layout import is_regular, read_regular
 from ..errors import CacheError
+from ..files import write_atomic
 
 LEDGER = ".ctslice-predictions.json"
 CT_NAMES = ("ct.nii.gz", "ct.nii")
@@ -98,12 +99,10 @@ class Ledger:
 
     def record(self, paths: list[Path]) -> None:
         """Add `paths` (just written) and save the ledger atomically."""
-        from .export import write_text_atomic
-
         for path in paths:
             self.files[self._key(path)] = _fingerprint(path)
-        write_text_atomic(self.folder / LEDGER, json.dumps({"written_by": "ctslice predict", "files": self.files},
-                                                           indent=1, sort_keys=True) + "\n")
+        write_atomic(self.folder / LEDGER, json.dumps({"written_by": "ctslice predict", "files": self.files},
+                                                      indent=1, sort_keys=True) + "\n", durable=True)
 
 
 def ledger_of(folder: Path, ledgers: dict[Path, Ledger]) -> Ledger:

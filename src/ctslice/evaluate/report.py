@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..config import EvaluateConfig
+from ..files import write_atomic
 from .detection import OUTCOMES, detection_counts, detection_rates
-from .export import replace_from_temporary
 from .metrics import SURFACE_DICE, nan_mean
 
 METRICS = ("dice", "iou", "surface_dice")
@@ -115,12 +114,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, write) -> Path:
-    """write(open file) under a temporary name, renamed to `path`; removed again if writing fails."""
+def _write_text(path: Path, write) -> Path:
+    """write(open text file), durably and atomically (files.write_atomic): evaluation results are work."""
     def to(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
             write(f)
-    return replace_from_temporary(path, path.with_name(f".{path.name}.{os.getpid()}.tmp"), to)
+    return write_atomic(path, to, durable=True)
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
@@ -129,7 +128,7 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
         w.writeheader()
         for row in rows:
             w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    return _write_atomic(path, write)
+    return _write_text(path, write)
 
 
 def write_reports(out: Path, settings: dict, summary: dict, per_class: list[dict], per_subject: list[dict],
@@ -145,7 +144,7 @@ def write_reports(out: Path, settings: dict, summary: dict, per_class: list[dict
     document = {"settings": settings, "summary": summary, "skipped": skipped, "per_class": per_class,
                 "per_subject": subjects}
     files = [
-        _write_atomic(out / "evaluation.json", lambda f: json.dump(_clean(document), f, indent=1)),
+        _write_text(out / "evaluation.json", lambda f: json.dump(_clean(document), f, indent=1)),
         _write_csv(out / "per_class.csv", CLASS_COLUMNS, per_class),
         _write_csv(out / "per_subject.csv", SUBJECT_COLUMNS, per_subject),
     ]

@@ -35,6 +35,7 @@ from ..errors import CtsliceError
 from ..cache.label_map import label_map_from_json
 from ..imaging.geometry import Geometry
 from ..stopping import stop_signals
+from ..text import first_few
 from ..preprocess.sources import discover
 from ..preprocess.subject import reference_labels
 from ..cache.label_map import parse_label_values
@@ -175,7 +176,7 @@ class EvaluationStopped(CtsliceError):
 
 def _stopped(signal_name: str, done: list[str], counts: dict[int, int], reader, out: Path, saved: bool) -> str:
     left = [reader.subjects[s] for s in counts if reader.subjects[s] not in done]
-    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    shown = first_few(left)
     files = f"; the predictions of those {len(done)} are complete in {out}" if saved else ""
     return (f"stopped by {signal_name} after {len(done)} of {len(counts)} subject(s){files}; not evaluated: "
             f"{shown or 'none'}; no evaluation.json was written (its scores would cover part of the split): run "
@@ -202,7 +203,7 @@ def train_overlap(ckpt: Checkpoint, evaluated: list[str]) -> tuple[list[str] | N
     overlap = sorted(set(evaluated) & {str(s) for s in splits["train"]})
     if not overlap:
         return [], None
-    shown = ", ".join(overlap[:5]) + (f" and {len(overlap) - 5} more" if len(overlap) > 5 else "")
+    shown = first_few(overlap)
     return overlap, (f"{len(overlap)} of {len(evaluated)} evaluated subject(s) were in the model's training split "
                      f"({shown}): their scores are not a measure of generalisation")
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..cache.manifest import SubjectRecord
+from ..files import write_atomic
 from ..imaging.geometry import Geometry
-from .export import label_image, save_atomic, write_prediction, write_split_masks, write_text_atomic
+from .export import label_image, save_atomic, write_prediction, write_split_masks
 
 PREDICTIONS = "predictions"
 SCORED = "scored_cache_space"
@@ -54,6 +55,7 @@ def save_subject(out: Path, sid: str, record: SubjectRecord, geometry: Geometry,
             save_atomic(label_image(np.asarray(array, np.uint8), geometry.cache_affine, None), path)
             files.append(path)
         legend = folder / "labels.json"
-        write_text_atomic(legend, json.dumps({str(k): v for k, v in sorted(labels.items())}, indent=1) + "\n")
+        text = json.dumps({str(k): v for k, v in sorted(labels.items())}, indent=1) + "\n"
+        write_atomic(legend, text, durable=True)
         files.append(legend)
     return files

@@ -148,18 +148,6 @@ def labels_to_cache(volume: np.ndarray, geometry: Geometry) -> tuple[np.ndarray,
     return cached, cropped
 
 
-def labels_to_original(cached: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Inverse mapping: cached label volume -> the original voxel grid (nearest neighbour; exact when the
-    spacing was kept and nothing was cropped). Voxels outside the cached field of view get 0."""
-    original_to_cache = np.linalg.inv(np.asarray(geometry.cache_to_original))
-    # Exact integer coordinates would round to the right voxel anyway; rounding the matrix removes float dust.
-    original_to_cache = np.where(np.abs(original_to_cache - np.rint(original_to_cache)) < 1e-9,
-                                 np.rint(original_to_cache), original_to_cache)
-    return ndimage.affine_transform(
-        cached, original_to_cache, output_shape=geometry.original_shape, order=0, mode="constant", cval=0
-    )
-
-
 def canonical_shape(geometry: Geometry) -> tuple[int, int, int]:
     """Shape (slices, rows, columns) of the original volume in the cache orientation, before in-plane resampling."""
     affine = np.asarray(geometry.original_affine)

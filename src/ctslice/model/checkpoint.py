@@ -33,6 +33,7 @@ import torch
 from ..cache.label_map import label_map_from_json, label_map_problem, parse_label_values
 from ..config import Config, PreprocessConfig, validate_settings
 from ..errors import CtsliceError
+from ..files import write_atomic
 
 FORMAT = "ctslice-checkpoint"
 FORMAT_VERSION = 2
@@ -50,12 +51,6 @@ def epoch_checkpoint_name(epoch: int) -> str:
 def is_checkpoint_name(name: str) -> bool:
     """checkpoint_last.pth, checkpoint_best.pth, checkpoint_epoch{N}.pth (what makes a folder a run's)."""
     return name.startswith("checkpoint_") and name.endswith(".pth")
-
-
-def temporary_path(path: Path) -> Path:
-    """Where `save_checkpoint` writes before renaming into place (matches TEMPORARY_NAME; the pid tells a
-    leftover of a dead writer from a write in progress)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 TRAINING_STATE = ("optimizer", "schedule", "state", "rng", "augment_rng")
@@ -199,26 +194,24 @@ def checksum(ckpt: Mapping[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
-    """torch.save to a temporary name in the same folder, fsync, rename: never a half-written checkpoint. A write
-    that fails (full disk, no permission) is a CtsliceError naming the file; the previous one stays. A plain
-    dict is written as it is (tests write hand-edited ones, for the checks on reading to refuse)."""
+    """torch.save through `files.write_atomic` (durable; its temporary `.<name>.<pid>.tmp` matches TEMPORARY_NAME, the pid telling a dead writer's leftover from a write in progress): never a
+    half-written checkpoint. A write that fails (full disk, no permission) is a CtsliceError naming the file; the
+    previous one stays. A plain dict is written as it is (tests write hand-edited ones, for the checks on reading
+    to refuse)."""
     path = Path(path)
-    tmp = temporary_path(path)
     data = checkpoint.to_dict() if isinstance(checkpoint, Checkpoint) else dict(checkpoint)
-    try:
+    ckpt = {**data, "format": FORMAT, "format_version": FORMAT_VERSION}
+    ckpt["checksum"] = checksum(ckpt)
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            ckpt = {**data, "format": FORMAT, "format_version": FORMAT_VERSION}
-            ckpt["checksum"] = checksum(ckpt)
             torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    try:
+        write_atomic(path, write, durable=True)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0]
         raise CtsliceError(f"{path}: cannot write checkpoint ({reason}); the previous {path.name}, if any, is "
                            f"intact") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint_dict(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

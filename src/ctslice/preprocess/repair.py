@@ -24,6 +24,7 @@ from ..cache.manifest import Manifest, read_manifest
 from ..cache.verify import VerifyReport, verify_cache
 from ..config import PreprocessConfig
 from ..errors import CacheError
+from ..text import first_few
 from .commit import PreprocessReport
 from .execute import ProgressFn
 from .plan import plan_repair
@@ -45,8 +46,8 @@ def repair_refusal(manifest: Manifest, dataset: Dataset) -> str | None:
     present = {s.id for s in dataset.subjects}
     lacking = sorted(set(manifest.subjects) - present)
     if lacking:
-        shown = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
-        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) ({shown}); "
+        return (f"it lacks {len(lacking)} of the cache's {len(manifest.subjects)} subject(s) "
+                f"({first_few(lacking, 10)}); "
                 "pass the dataset the cache was built from")
     labels = label_map_to_json(dataset.label_map)
     if labels != manifest.label_map:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..cache.names import RULE, is_safe_name
 from ..errors import CtsliceError, InputError
+from ..text import first_few
 from .labels import MAX_LABELS, build_label_map
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -65,11 +66,6 @@ def _strip_nifti(name: str) -> str | None:
 
 def _visible(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if not p.name.startswith("."))
-
-
-def first_few(items: list[str], limit: int = 5) -> str:
-    """'a, b, c, d, e and 7 more'."""
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _hidden_warning(root: Path) -> list[str]:

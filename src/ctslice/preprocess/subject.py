@@ -23,6 +23,7 @@ from ..imaging.geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import is_binary, merge_mask, slice_statistics
 from .sources import SubjectSource
 from ..cache.statistics import foreground_histogram
+from ..text import first_few
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,7 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     foreground, present, voxels = slice_statistics(label_cached, len(job.label_map))
     warnings = []
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        warnings.append(f"{len(missing)} mask file(s) missing, unknown in this subject: {shown}")
+        warnings.append(f"{len(missing)} mask file(s) missing, unknown in this subject: {first_few(missing)}")
     if cropped:
         share = cropped / (cropped + int(voxels[1:].sum()))
         warnings.append(f"{cropped} labelled voxels ({share:.1%} of its labels) lie outside the "

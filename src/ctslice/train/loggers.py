@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
 from ..errors import CtsliceError
+from ..files import write_atomic
 
 HISTORY_NAME = "training_history.json"
 WANDB_RECORD = "wandb_run.json"
@@ -26,14 +26,11 @@ WANDB_INIT_TIMEOUT_S = 30
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Durable: the run's history and settings are work a power cut must not lose."""
     try:
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=1, allow_nan=False), durable=True)
     except OSError as e:  # full disk, no permission: one line naming the file, no temporary left behind
         raise CtsliceError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def json_safe(value: Any) -> Any:

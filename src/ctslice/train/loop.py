@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..data.transforms import apply_intensity
+from ..view.overlay import WINDOWS, window_gray
 from .augment import augment_batch
 from .build import Trainer, batches_per_epoch
 from .distributed import broadcast_buffers
@@ -164,7 +165,7 @@ def validate(trainer: Trainer) -> dict[str, Any]:
 
 @torch.no_grad()
 def predict_examples(trainer: Trainer, dataset, indices: list[int], model: bool = True) -> list[dict]:
-    """CT (centre slice, normalised to [0, 1] by the window for display), reference and (with `model`) the
+    """CT (centre slice, in [0, 1] in the soft-tissue window), reference and (with `model`) the
     prediction of some slices of `dataset`, as numpy, for figures and wandb."""
     if not indices:
         return []
@@ -173,8 +174,7 @@ def predict_examples(trainer: Trainer, dataset, indices: list[int], model: bool 
              "subject": torch.tensor([it["subject"] for it in items])}
     images, labels, _ = prepare_batch(trainer, batch)
     centre = batch["image"][:, batch["image"].shape[1] // 2].float()
-    lo, hi = trainer.intensity["clip"]
-    ct = ((centre.clamp(lo, hi) - lo) / (hi - lo)).numpy()
+    ct = window_gray(centre.numpy(), *WINDOWS["soft"])  # the window of `cache show` and the evaluation figures
     pred = None
     if model:
         trainer.model.eval()

@@ -17,6 +17,7 @@ from ..cache.manifest import Manifest
 from ..config import Config
 from ..errors import CtsliceError
 from ..model.checkpoint import BEST, LAST, Checkpoint, read_checkpoint
+from ..text import first_few
 from .loggers import HISTORY_NAME
 from .rundir import CONFIG_NAME
 INTENSITY_KEYS = ("intensity", "window_min", "window_max")  # [train] settings that decide the model's input
@@ -64,8 +65,8 @@ def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_s
     keys = ckpt.subject_keys if isinstance(ckpt.subject_keys, dict) else {}
     changed = sorted(sid for sid, key in keys.items() if sid in manifest.subjects and manifest.subjects[sid].key != key)
     if changed:
-        found.append(f"the content of {len(changed)} subject(s) ({', '.join(changed[:5])}"
-                     f"{', ...' if len(changed) > 5 else ''}: their source files changed and the cache was updated)")
+        found.append(f"the content of {len(changed)} subject(s) ({first_few(changed)}: their source files changed "
+                     f"and the cache was updated)")
     # the weights expect the input normalised as they were trained: another window is another model's input
     was = (ckpt.config or {}).get("train") or {}
     now = {k: getattr(cfg.train, k) for k in INTENSITY_KEYS}
@@ -90,7 +91,7 @@ def _split_changes(was: Any, now: dict[str, list[str]]) -> list[str]:
         before, after = set(was.get(split) or []), set(now.get(split) or [])
         if before != after:
             changes = [f"+{s}" for s in sorted(after - before)] + [f"-{s}" for s in sorted(before - after)]
-            found.append(f"the {split} subjects ({', '.join(changes[:5])}{', ...' if len(changes) > 5 else ''}: "
+            found.append(f"the {split} subjects ({first_few(changes)}: "
                          f"another cache, or this one updated or re-split)")
     return found
 
@@ -142,7 +143,7 @@ def check_resume_files(path: Path, ckpt: Checkpoint, out: Path) -> None:
                            f"resuming would keep only the new epochs. Restore it, or resume into a new --out")
     if records is not None and sorted(set(records) & set(range(1, done + 1))) != list(range(1, done + 1)):
         have = sorted(r for r in records if r <= done)
-        raise CtsliceError(f"{history}: holds epochs {have[:3]}{'...' if len(have) > 3 else ''} but {path} has "
+        raise CtsliceError(f"{history}: holds epochs {first_few(have, 3)} but {path} has "
                            f"trained {done}; resuming would lose the others. Restore it, or resume into a new --out")
 
 

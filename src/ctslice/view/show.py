@@ -14,6 +14,8 @@ import numpy as np
 from ..cache.reader import CacheReader
 from ..colors import label_color
 from ..errors import CacheError, CtsliceError
+from ..files import write_atomic
+from ..text import first_few
 from .overlay import even_positions, overlay_rgb, parse_axis, parse_window, plane_count, swatch, view
 
 MONTAGE = 12  # slices in a montage (3 rows of 4)
@@ -78,8 +80,8 @@ def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int
     manifest = reader.manifest
     record = manifest.subjects.get(subject)
     if record is None:
-        known = ", ".join(sorted(manifest.subjects)[:10])
-        raise CacheError(f"{cache}: no subject {subject!r} in the cache (subjects: {known}...)")
+        known = first_few(sorted(manifest.subjects), 10)
+        raise CacheError(f"{cache}: no subject {subject!r} in the cache (subjects: {known})")
     count = plane_count(tuple(record.shape), axis)
     if slice_ is not None and not 0 <= slice_ < count:
         raise CacheError(f"{subject}: {axis} slice {slice_} out of range (0..{count - 1})")
@@ -111,5 +113,4 @@ def show_subject(cache: Path, subject: str, out: Path | None = None, slice_: int
                    fontsize=7, frameon=False, handlelength=1.2, borderaxespad=0.2)
     else:
         fig.text(right + 0.01, 0.5, "no labels in\nthese slices", fontsize=8)
-    fig.savefig(out, format="png")
-    return out
+    return write_atomic(out, lambda tmp: fig.savefig(tmp, format="png"), durable=False)  # a figure: drawn again

@@ -11,6 +11,7 @@ import numpy as np
 from ..cache.manifest import Manifest, read_manifest
 from ..colors import label_color
 from ..errors import CacheError, CtsliceError
+from ..files import write_atomic
 
 
 def structure_rows(manifest: Manifest) -> list[tuple[int, str, int, int, float]]:
@@ -62,7 +63,7 @@ def write_figures(cache: Path, out: Path) -> list[Path]:
     fig.suptitle(f"{cache}: structures", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (1.2 + 0.16 * len(rows))))
     paths = [out / "structures.png"]
-    fig.savefig(paths[0])
+    write_atomic(paths[0], lambda tmp: fig.savefig(tmp, format="png"), durable=False)  # a figure: drawn again
 
     fig = Figure(figsize=(11, 4), dpi=100)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -87,5 +88,5 @@ def write_figures(cache: Path, out: Path) -> list[Path]:
     fig.suptitle(f"{cache}: foreground intensities and subject lengths", fontsize=10)
     fig.tight_layout()
     paths.append(out / "dataset.png")
-    fig.savefig(paths[1])
+    write_atomic(paths[1], lambda tmp: fig.savefig(tmp, format="png"), durable=False)
     return paths
