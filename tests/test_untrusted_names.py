@@ -4,11 +4,10 @@ what refuses) and a tampered checkpoint; and names from disk are printed escaped
 rich markup."""
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from builders import ct_volume, save, ts_subject
-from checkpoints import make_checkpoint
+from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.cache.names import check_name
 from ctslice.cli import app
@@ -59,10 +58,8 @@ def test_a_tampered_manifest_id_is_refused_by_evaluate_show_and_stats(tiny_cache
     assert not out.exists() and not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "st").exists()
 
 
-def _tamper_label(ckpt, name):
-    data = torch.load(ckpt, weights_only=True)
-    data["label_map"]["1"] = name
-    torch.save(data, ckpt)
+def _tamper_label(ckpt, name):  # with a fresh checksum: the name, not the checksum, is what is refused
+    edit_checkpoint(ckpt, lambda data: data["label_map"].update({"1": name}))
 
 
 @pytest.mark.parametrize("name", BAD.values(), ids=BAD)
