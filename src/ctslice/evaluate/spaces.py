@@ -36,7 +36,7 @@ Scored = tuple[np.ndarray, np.ndarray, tuple[float, ...]]
 
 class Space(Protocol):
     name: str
-    """"cache" or "original" (evaluation.json's `settings.space`)."""
+    """'cache' or 'original' (evaluation.json's `settings.space`)."""
     needs_original: bool
     """Whether scoring needs the prediction on the original grid."""
 
