@@ -67,6 +67,17 @@ def test_a_bad_value_in_a_file_is_one_line_naming_file_key_and_value(tmp_path, t
     assert "\n" not in message
 
 
+def test_evaluates_old_loader_keys_name_their_new_section(tmp_path):
+    toml = tmp_path / "old.toml"
+    for key in ("batch_size", "workers"):
+        toml.write_text(f"[evaluate]\n{key} = 8\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(toml)
+        assert f"{toml} [evaluate]: {key} is now set in [loader] ({key} = 8 under [loader])" in str(caught.value)
+    toml.write_text("[loader]\nbatch_size = 8\nworkers = 0\n")
+    assert (load_config(toml).loader.batch_size, load_config(toml).loader.workers) == (8, 0)
+
+
 def test_a_file_that_is_not_utf8_or_not_a_file_is_named(tmp_path, no_hang):  # noqa: F811
     latin = tmp_path / "latin.toml"
     latin.write_bytes('[train]\nwandb_project = "caf\xe9"\n'.encode("latin-1"))

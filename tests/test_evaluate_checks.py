@@ -16,7 +16,7 @@ from builders import box_mask, nnunet_dataset
 from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cache.manifest import read_manifest
 from ctslice.cli import app
-from ctslice.config import EvaluateConfig, PreprocessConfig
+from ctslice.config import EvaluateConfig, LoaderConfig, PreprocessConfig
 from ctslice.data.loader import original_worker_error
 from ctslice.errors import CacheError, CtsliceError, InputError
 from ctslice.evaluate import run as evaluate_run
@@ -27,7 +27,8 @@ from ctslice.evaluate.report import SUBJECT_COLUMNS, _write_csv, aggregate, rank
 from ctslice.evaluate.run import run_evaluation
 from ctslice.preprocess.run import run_preprocess
 
-CFG = EvaluateConfig(workers=0, batch_size=8, device="cpu", worst_subjects=1)
+CFG = EvaluateConfig(device="cpu", worst_subjects=1)
+LOADER = LoaderConfig(workers=0, batch_size=8)
 
 
 def _edit(path, change):
@@ -39,18 +40,18 @@ def test_an_output_folder_that_is_a_file_fails_before_any_inference(tiny_cache, 
     (tmp_path / "evfile").write_text("x")
     monkeypatch.setattr(evaluate_run, "predict_volumes", lambda *a, **k: pytest.fail("inference ran"))
     with pytest.raises(CtsliceError, match="not a folder"):
-        run_evaluation(ckpt, CFG, split="train", out=tmp_path / "evfile")
+        run_evaluation(ckpt, CFG, LOADER, split="train", out=tmp_path / "evfile")
     with pytest.raises(CtsliceError, match="cannot create"):
-        run_evaluation(ckpt, CFG, split="train", out=tmp_path / "evfile" / "sub")
+        run_evaluation(ckpt, CFG, LOADER, split="train", out=tmp_path / "evfile" / "sub")
 
 
 def test_subjects_the_model_was_trained_on_are_named(tiny_cache, tmp_path):
     train = read_manifest(tiny_cache).splits["train"]
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
-    old = run_evaluation(ckpt, CFG, split="train", out=tmp_path / "old")
+    old = run_evaluation(ckpt, CFG, LOADER, split="train", out=tmp_path / "old")
     assert old.warnings == [] and "cannot be checked" in old.notes[0]
     _edit(ckpt, lambda c: c.update(splits={"train": train[:2], "val": train[2:]}))
-    result = run_evaluation(ckpt, CFG, split="train", out=tmp_path / "ev")
+    result = run_evaluation(ckpt, CFG, LOADER, split="train", out=tmp_path / "ev")
     assert result.notes == [] and f"2 of {len(train)}" in result.warnings[0] and train[0] in result.warnings[0]
     doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert doc["settings"]["train_overlap"] == sorted(train[:2]) and doc["settings"]["warnings"] == result.warnings
@@ -144,7 +145,7 @@ def test_nnunet_predictions_carry_the_datasets_label_values(tmp_path):
     assert "\n5 spleen " in files[2].read_text() and '"spleen"' in files[3].read_text().splitlines()[-1]
     # evaluate --save-predictions writes values, not indices
     ckpt = make_checkpoint(tmp_path / "c", tmp_path / "run" / "ckpt.pth")
-    run_evaluation(ckpt, CFG, split="train", save_predictions=True, out=tmp_path / "ev")
+    run_evaluation(ckpt, CFG, LOADER, split="train", save_predictions=True, out=tmp_path / "ev")
     sidecar = next((tmp_path / "ev" / "predictions").glob("*.labels.json"))
     assert json.loads(sidecar.read_text()) == {"0": "background", "1": "liver", "3": "kidney_left", "5": "spleen"}
     for pred in (tmp_path / "ev" / "predictions").glob("*.nii.gz"):

@@ -2,6 +2,7 @@
 viewers' formats, original-space scoring with changed sources reported; and on a 2-epoch demo training run."""
 
 import json
+from functools import partial
 import re
 
 import nibabel as nib
@@ -12,15 +13,17 @@ from typer.testing import CliRunner
 from checkpoints import make_checkpoint
 from ctslice.cache.manifest import read_manifest
 from ctslice.cli import app
-from ctslice.config import EvaluateConfig
+from ctslice.config import EvaluateConfig, LoaderConfig
 from ctslice.evaluate.run import run_evaluation
+from ctslice.preprocess.reference import open_reference
 
-CFG = EvaluateConfig(workers=0, batch_size=8, device="cpu", worst_subjects=2)
+CFG = EvaluateConfig(device="cpu", worst_subjects=2)
+LOADER = LoaderConfig(workers=0, batch_size=8)
 
 
 def test_reports_figures_and_predictions_are_written(tiny_cache, tiny_dataset, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "checkpoint_best.pth")
-    result = run_evaluation(ckpt, CFG, split="train", save_predictions=True, split_masks=True)
+    result = run_evaluation(ckpt, CFG, LOADER, split="train", save_predictions=True, split_masks=True)
     out = tmp_path / "run" / "eval-train"
     assert result.out == out
     manifest = read_manifest(tiny_cache)
@@ -58,7 +61,8 @@ def test_original_space_scores_and_reports_changed_subjects(tiny_cache, tiny_dat
     ct = tiny_dataset / changed / "ct.nii.gz"
     img = nib.load(ct)
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj) + 1, img.affine, img.header), ct)
-    result = run_evaluation(ckpt, CFG, split="train", data=tiny_dataset, out=tmp_path / "ev")
+    result = run_evaluation(ckpt, CFG, LOADER, split="train", reference=partial(open_reference, tiny_dataset),
+                            out=tmp_path / "ev")
     assert list(result.skipped) == [changed] and "changed" in result.skipped[changed]
     assert sorted(result.subjects) == sorted(subjects[1:])
     doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
@@ -68,9 +72,14 @@ def test_original_space_scores_and_reports_changed_subjects(tiny_cache, tiny_dat
 def test_cli_prints_the_summary_table_and_needs_data_for_original_space(tiny_cache, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "checkpoint_best.pth")
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--workers", "0", "--device", "cpu"])
+    toml = tmp_path / "e.toml"
+    toml.write_text("[loader]\nbatch_size = 3\nworkers = 2\n")  # evaluate reads the loader section; flags win
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--workers", "0", "--device", "cpu",
+                                 "--config", str(toml)])
     assert result.exit_code == 0, result.output
     assert "mean over structures" in result.output and "worst:" in result.output
+    settings = json.loads((tmp_path / "run" / "eval-val" / "evaluation.json").read_text())["settings"]
+    assert settings["loader"]["batch_size"] == 3 and settings["loader"]["workers"] == 0
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--original-space"])
     assert result.exit_code == 2 and "error: --original-space needs --data" in result.output
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "nothing.pth")])

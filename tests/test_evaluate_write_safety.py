@@ -7,12 +7,13 @@ from typer.testing import CliRunner
 
 from checkpoints import make_checkpoint
 from ctslice.cli import app
-from ctslice.config import EvaluateConfig
+from ctslice.config import EvaluateConfig, LoaderConfig
 from ctslice.errors import CtsliceError
 from ctslice.evaluate.run import run_evaluation
 from ctslice.preprocess.sources import discover
 
-CFG = EvaluateConfig(workers=0, batch_size=8, device="cpu", worst_subjects=1)
+CFG = EvaluateConfig(device="cpu", worst_subjects=1)
+LOADER = LoaderConfig(workers=0, batch_size=8)
 
 
 @pytest.mark.parametrize("where", ["cache", "inside the cache", "dataset root", "a dataset subject"])
@@ -41,7 +42,7 @@ def test_the_shared_check_is_the_one_train_uses(tiny_cache, tmp_path):
     with pytest.raises(CtsliceError, match="the run folder and the cache"):
         check_run_folder(tiny_cache / "x", tiny_cache, read_manifest(tiny_cache))
     with pytest.raises(CtsliceError, match="the evaluation folder and the cache"):
-        run_evaluation(make_checkpoint(tiny_cache, tmp_path / "r" / "c.pth"), CFG, split="train",
+        run_evaluation(make_checkpoint(tiny_cache, tmp_path / "r" / "c.pth"), CFG, LOADER, split="train",
                        out=tiny_cache / "x")
 
 
@@ -86,7 +87,7 @@ def test_cache_space_scores_can_be_recomputed_from_the_saved_files(tiny_cache, t
     from ctslice.cache.manifest import read_manifest
 
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "checkpoint_best.pth", seed=3)
-    result = run_evaluation(ckpt, CFG, split="train", out=tmp_path / "ev", save_predictions=True)
+    result = run_evaluation(ckpt, CFG, LOADER, split="train", out=tmp_path / "ev", save_predictions=True)
     doc = json.loads((result.out / "evaluation.json").read_text())
     assert doc["settings"]["saved_predictions"] == {"predictions": "predictions", "grid": "original",
                                                     "scored": "scored_cache_space"}

@@ -7,10 +7,11 @@ from typer.testing import CliRunner
 from builders import save
 from checkpoints import make_checkpoint
 from ctslice.cli import app
-from ctslice.config import EvaluateConfig
+from ctslice.config import EvaluateConfig, LoaderConfig
 from ctslice.evaluate.predict import run_predict
 
-CFG = EvaluateConfig(batch_size=4, device="cpu")
+CFG = EvaluateConfig(device="cpu")
+LOADER = LoaderConfig(batch_size=4)
 
 
 def _ct_with_header(path, shape=(30, 26, 7)):
@@ -28,7 +29,7 @@ def _ct_with_header(path, shape=(30, 26, 7)):
 def test_predict_gives_the_cts_shape_affine_and_header(tiny_cache, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
     ct = _ct_with_header(tmp_path / "in" / "patient.nii.gz")
-    [outcome] = run_predict(ckpt, tmp_path / "in" / "patient.nii.gz", None, CFG)
+    [outcome] = run_predict(ckpt, tmp_path / "in" / "patient.nii.gz", None, CFG, LOADER)
     assert outcome.error is None and outcome.output == tmp_path / "in" / "patient_seg.nii.gz"
     seg = nib.load(outcome.output)
     assert seg.shape == ct.shape and np.array_equal(seg.affine, ct.affine) and seg.get_data_dtype() == np.uint8
@@ -44,7 +45,7 @@ def test_a_folder_with_bad_files_predicts_the_others_and_exits_1(tiny_cache, tmp
     _ct_with_header(folder / "c.nii", shape=(20, 20, 3))
     (folder / "b.nii.gz").write_text("not a NIfTI file")
     save(folder / "flat.nii.gz", np.zeros((8, 8), np.int16), np.eye(4))
-    outcomes = {o.input.name: o for o in run_predict(ckpt, folder, None, CFG)}
+    outcomes = {o.input.name: o for o in run_predict(ckpt, folder, None, CFG, LOADER)}
     assert outcomes["a.nii.gz"].output == folder / "predictions" / "a_seg.nii.gz"  # never where preprocess looks
     assert nib.load(outcomes["c.nii"].output).shape == (20, 20, 3)
     assert "b.nii.gz" in outcomes["b.nii.gz"].error and "corrupt" in outcomes["b.nii.gz"].error

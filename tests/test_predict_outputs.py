@@ -10,14 +10,15 @@ from typer.testing import CliRunner
 from builders import ct_volume, save
 from checkpoints import edit_checkpoint, make_checkpoint
 from ctslice.cli import app
-from ctslice.config import EvaluateConfig
+from ctslice.config import EvaluateConfig, LoaderConfig
 from ctslice.errors import CtsliceError
 from ctslice.evaluate.outputs import plan_outputs
 from ctslice.evaluate.predict import run_predict
 from ctslice.files import write_atomic
 from ctslice.preprocess.sources import discover
 
-CFG = EvaluateConfig(batch_size=4, device="cpu")
+CFG = EvaluateConfig(device="cpu")
+LOADER = LoaderConfig(batch_size=4)
 
 
 def _cts(folder, *names):
@@ -102,13 +103,13 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_output(tmp_path):
 def test_a_ct_wider_than_the_models_input_is_predicted_with_a_warning(tiny_cache, tmp_path):
     ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")  # native spacing, 40 px slices
     ct = save(tmp_path / "wide.nii.gz", ct_volume((60, 20, 4)), np.diag([1.0, 1.0, 3.0, 1.0]))
-    [outcome] = run_predict(ckpt, ct, None, CFG)
+    [outcome] = run_predict(ckpt, ct, None, CFG, LOADER)
     assert outcome.error is None and len(outcome.warnings) == 1, outcome
     warning = outcome.warnings[0]
     assert "wide.nii.gz" in warning and "cropped" in warning and "20 column(s)" in warning and "33.3%" in warning
     seg = np.asarray(nib.load(outcome.output).dataobj)
     assert seg.shape == (60, 20, 4) and not seg[:10].any() and not seg[-10:].any()  # outside: background
-    [fits] = run_predict(ckpt, save(tmp_path / "fits.nii.gz", ct_volume((30, 20, 4))), None, CFG)
+    [fits] = run_predict(ckpt, save(tmp_path / "fits.nii.gz", ct_volume((30, 20, 4))), None, CFG, LOADER)
     assert fits.warnings == []
 
 

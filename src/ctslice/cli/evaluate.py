@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..config import EvaluateConfig
+from ..config import EvaluateConfig, LoaderConfig
 from .app import app, console, out, shown, user_errors
 
-_D = EvaluateConfig()
+_D, _L = EvaluateConfig(), LoaderConfig()
 
 
-def evaluate_config(config: Optional[Path], **values) -> EvaluateConfig:
-    """[evaluate] settings: flags (None = not given) > the TOML file > defaults."""
+def evaluate_config(config: Optional[Path], evaluate: dict, loader: dict) -> tuple[EvaluateConfig, LoaderConfig]:
+    """The [evaluate] and [loader] settings: flags (None = not given) > the TOML file > defaults."""
     from ..config import load_config
 
-    return load_config(config, {"evaluate": values}).evaluate
+    resolved = load_config(config, {"evaluate": evaluate, "loader": loader})
+    return resolved.evaluate, resolved.loader
 
 
 @app.command()
@@ -38,12 +40,14 @@ def evaluate(
     )] = False,
     split_masks: Annotated[bool, typer.Option(
         "--split-masks", help="With --save-predictions: one mask per structure (TotalSegmentator layout).")] = False,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help=f"Loader workers. [default: {_D.workers}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Slices per batch ([loader] batch_size). [default: {_L.batch_size}]")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help=f"Loader workers ([loader] workers). [default: {_L.workers}]")] = None,
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
              f"[default: {_D.device}]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with [evaluate] and [loader] sections.")] = None,
 ) -> None:
     """Score a trained model on every subject of a cache split, in 3D, per structure: Dice, IoU, surface Dice,
     volumes and detection; writes evaluation.json, per_class.csv, per_subject.csv and figures. Subjects the model
@@ -57,6 +61,7 @@ def evaluate(
         from ..errors import CtsliceError
         from ..evaluate.report import summary_table
         from ..evaluate.run import run_evaluation
+        from ..preprocess.reference import open_reference
 
         if original_space and data is None:
             raise CtsliceError("--original-space needs --data DATA, the dataset folder the cache was built from")
@@ -65,13 +70,14 @@ def evaluate(
                                "leave --data out")
         if split_masks and not save_predictions:
             raise CtsliceError("--split-masks goes with --save-predictions")
-        cfg = evaluate_config(config, surface_tolerance_mm=surface_tolerance, batch_size=batch_size, workers=workers,
-                      device=device)
+        cfg, loader = evaluate_config(config, {"surface_tolerance_mm": surface_tolerance, "device": device},
+                                      {"batch_size": batch_size, "workers": workers})
         with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.description}"), console=console) as bar:
             task = bar.add_task("", total=None)
             result = run_evaluation(
-                checkpoint, cfg, cache=cache, split=split, out=out_dir, data=data if original_space else None,
+                checkpoint, cfg, loader, cache=cache, split=split, out=out_dir,
+                reference=partial(open_reference, data) if original_space else None,
                 save_predictions=save_predictions, split_masks=split_masks,
                 progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=shown(sid)))
         for note in result.notes:

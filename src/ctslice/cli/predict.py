@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import EvaluateConfig
+from ..config import EvaluateConfig, LoaderConfig
 from .app import app, console, out, shown, user_errors
 from .evaluate import evaluate_config
 
-_D = EvaluateConfig()
+_D, _L = EvaluateConfig(), LoaderConfig()
 
 
 @app.command()
@@ -35,11 +35,12 @@ def predict(
         "--overwrite", help="Replace earlier predictions of ctslice predict (those its ledger "
                             ".ctslice-predictions.json lists, unchanged since). Other files are never replaced.")
     ] = False,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch. [default: {_D.batch_size}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Slices per batch ([loader] batch_size). [default: {_L.batch_size}]")] = None,
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
              f"[default: {_D.device}]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with an [evaluate] section.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with [evaluate] and [loader] sections.")] = None,
 ) -> None:
     """Segment CTs that are in no cache: preprocessed as the checkpoint's training data was, predicted, and written
     as a uint8 label NIfTI on the CT's own grid with its header, plus label map JSON, Slicer .ctbl and ITK-SNAP
@@ -53,7 +54,7 @@ def predict(
 
         from ..evaluate.predict import run_predict
 
-        cfg = evaluate_config(config, batch_size=batch_size, device=device)
+        cfg, loader = evaluate_config(config, {"device": device}, {"batch_size": batch_size})
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                       console=console) as bar:
             task = bar.add_task("", total=None)
@@ -65,8 +66,8 @@ def predict(
                 if outcome.error:
                     bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
-            outcomes = run_predict(checkpoint, source, out_path, cfg, split_masks=split_masks, overwrite=overwrite,
-                                   progress=advance)
+            outcomes = run_predict(checkpoint, source, out_path, cfg, loader, split_masks=split_masks,
+                                   overwrite=overwrite, progress=advance)
         for o in outcomes:
             if o.output:
                 out.print(f"{shown(o.input)} -> {shown(o.output)}", highlight=False)

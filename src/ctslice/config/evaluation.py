@@ -9,7 +9,8 @@ from .checks import DEVICE, Limit, check_section
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Scoring a trained model on whole 3D subjects (`ctslice evaluate`) and predicting new CTs (`ctslice predict`)."""
+    """Scoring a trained model on whole 3D subjects (`ctslice evaluate`) and predicting new CTs (`ctslice predict`).
+    They read the cache (or a CT) as the [loader] section says: batch size, workers, pinned memory, prefetch."""
 
     surface_tolerance_mm: float = 2.0
     """Tolerance of the normalised surface Dice in mm (Nikolov et al. 2021): the share of both surfaces lying within
@@ -22,12 +23,6 @@ class EvaluateConfig:
     detection_dice: float = 0.1
     """A structure present in both reference and prediction is a hit from this Dice on, else a miss."""
 
-    batch_size: int = 16
-    """Slices per forward pass."""
-
-    workers: int = 2
-    """DataLoader worker processes reading the cache (0 reads in this process)."""
-
     device: str = "auto"
     """'auto' (the GPU when there is one, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
 
@@ -39,11 +34,11 @@ class EvaluateConfig:
         "surface_tolerance_mm": Limit(0, 1000, unit="mm"),
         "detection_min_ml": Limit(0, 1e6, unit="ml"),
         "detection_dice": Limit(0, 1),
-        "batch_size": Limit(1, 4096),
-        "workers": Limit(0, 1024),
         "device": DEVICE,
         "worst_subjects": Limit(0, 1000),
     }
+    MOVED = {"batch_size": "loader", "workers": "loader"}
+    """Settings that were once here: a file that still sets one is told its new section."""
 
     def validate(self) -> None:
         """Every field against its rule in LIMITS; raises ConfigError."""

@@ -112,6 +112,11 @@ def _merge(section: Any, values: Mapping[str, Any], where: str, origins: dict[st
     cls = type(section)
     known = {f.name for f in dataclasses.fields(section)}
     unknown = sorted(set(values) - known, key=str)
+    moved = [name for name in unknown if name in getattr(cls, "MOVED", {})]
+    if moved:
+        name, home = moved[0], cls.MOVED[moved[0]]
+        raise ConfigError(f"{where} [{cls.SECTION}]: {name} is now set in [{home}] ({name} = {show(values[name])} "
+                          f"under [{home}]), shared with training")
     if unknown:
         raise ConfigError(f"{where} [{cls.SECTION}]: unknown setting(s) {', '.join(map(_name, unknown))}; known: "
                           f"{', '.join(sorted(known))}")

@@ -1,6 +1,6 @@
 """Slices in, label volumes out: batched inference whose results are stacked back into one volume per subject.
 
-    loader = evaluation_loader(cache, "val", context_slices=3, batch_size=16, workers=2)
+    loader = evaluation_loader(cache, "val", context_slices=3, loader=LoaderConfig(batch_size=16, workers=2))
     for subject, (volume,) in predict_volumes(model, loader, slice_counts, intensity, device, argmax_labels):
         ...   # volume: uint8 (slices, rows, cols), complete, in the order the loader finishes subjects
 
@@ -10,6 +10,7 @@ its last slice has passed and only the subjects of the current batch are held in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -32,10 +33,15 @@ def argmax_labels(subject: int, logits: torch.Tensor) -> tuple[torch.Tensor]:
     return (logits.argmax(1).to(torch.uint8),)
 
 
-def evaluation_loader(cache: Path | str, split: str, context_slices: int, batch_size: int, workers: int) -> DataLoader:
-    """Every slice of `split` once, in order (subjects sorted, then slices)."""
-    cfg = LoaderConfig(batch_size=batch_size, workers=workers, context_slices=context_slices,
-                       persistent_workers=False, prefetch_factor=2)
+LOADER_FIELDS = ("batch_size", "workers", "pin_memory", "prefetch_factor")
+"""What evaluation reads of the [loader] section; sampling settings do not apply (every slice once, in order) and
+the context slices are the checkpoint's."""
+
+
+def evaluation_loader(cache: Path | str, split: str, context_slices: int, loader: LoaderConfig) -> DataLoader:
+    """Every slice of `split` once, in order (subjects sorted, then slices), with `loader`'s LOADER_FIELDS; workers
+    are not kept alive (there is one pass)."""
+    cfg = dataclasses.replace(loader, context_slices=context_slices, persistent_workers=False)
     return build_loader(cache, split, cfg, shuffle=False)
 
 

@@ -8,15 +8,37 @@ Preprocessing resamples in-plane only, so this works slice by slice and memory s
     to_plane = PlaneMapper(geometry, device)
     planes = to_plane(probabilities)               # (B, C, H, W) cached slices -> (B, rows, cols) uint8 labels
     volume = to_original(stacked_planes, geometry)  # (slices, rows, cols) -> the original (i, j, k) grid
+
+What it scores against comes from the dataset folder the cache was built from, an `OriginalReference`: evaluation
+never reads a dataset itself (the CLI opens one with `ctslice.preprocess.reference.open_reference`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..imaging.geometry import Geometry, from_cache_orientation, in_plane_cache_coordinates
+
+
+class OriginalReference(Protocol):
+    """The original masks of the subjects a cache was built from, merged as preprocessing merges them."""
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder (recorded in evaluation.json)."""
+
+    def skip_reason(self, subject: str) -> str | None:
+        """Why `subject` cannot be scored against the dataset (its files changed since the cache was built, or it
+        is gone), or None."""
+
+    def labels(self, subject: str) -> tuple[np.ndarray, Any]:
+        """(label volume in label-map indices on the original grid, the CT's nibabel image: header and affine)."""
 
 
 class PlaneMapper:
@@ -58,3 +80,18 @@ def _integral_inside(coords: np.ndarray, n: int) -> bool:
 def to_original(planes: np.ndarray, geometry: Geometry) -> np.ndarray:
     """(slices, ny, nx) labels in the cache orientation -> a C-contiguous volume on the original (i, j, k) grid."""
     return np.ascontiguousarray(from_cache_orientation(planes, geometry))
+
+
+class OriginalPlanes:
+    """A `LabelFn` for `predict_volumes`: each batch's labels in the cache's space and on the original plane.
+    Subjects come one after another, so the sampling grid of only the current subject is kept."""
+
+    def __init__(self, geometries: Mapping[int, Geometry]):
+        self.geometries = geometries
+        self.subject: int | None = None
+        self.mapper: PlaneMapper | None = None
+
+    def __call__(self, subject: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if subject != self.subject:
+            self.subject, self.mapper = subject, PlaneMapper(self.geometries[subject], logits.device)
+        return logits.argmax(1).to(torch.uint8), self.mapper(logits.softmax(1))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import EvaluateConfig
+from ..config import EvaluateConfig, LoaderConfig
 from ..errors import CtsliceError
 from ..imaging import memory, volume
 from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
@@ -113,12 +113,15 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
             f"({outside:.1%} of the voxels)")
 
 
-def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig, *,
+def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig,
+                loader: LoaderConfig = LoaderConfig(), *,
                 split_masks: bool = False, overwrite: bool = False,
                 progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
     """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on.
-    `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`)."""
+    `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`); of `loader`, only
+    the batch size applies (the CT is in memory)."""
     cfg.validate()
+    loader.validate()
     device = resolve_device(cfg.device)
     model, ckpt = load_model(checkpoint, device)
     labels = ckpt.labels
@@ -131,7 +134,7 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
         outcome = PredictOutcome(path, error=problem)
         try:
             if problem is None:
-                pred, img = predict_volume(model, ckpt, path, device, cfg.batch_size, outcome.warnings.append)
+                pred, img = predict_volume(model, ckpt, path, device, loader.batch_size, outcome.warnings.append)
                 fields = volume.header_fields(img.header)
                 outcome.files = write_owned(target, overwrite, lambda: write_prediction(
                     pred, target, img.affine, fields, labels, values), ledger_of(target.parent, ledgers))

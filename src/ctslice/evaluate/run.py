@@ -3,10 +3,13 @@
     result = run_evaluation("runs/x/checkpoint_best.pth", EvaluateConfig(), split="val")
     result.summary["mean_dice"], result.out / "evaluation.json"
 
-By default the scores are in the cache's space against the cached reference. With `data` (the dataset folder the
-cache was built from) each prediction goes back to the subject's original grid (`original_space`) and is scored
-against the original masks merged as preprocessing merges them, as nnU-Net evaluates; subjects whose source files
-changed since the cache was built are reported in `skipped`, not scored.
+Three steps: everything is resolved and checked once (`context.open_evaluation`: checkpoint, cache, output folder,
+split), each subject is predicted and scored in one of two spaces (`spaces.py`), then the reports are written.
+By default the scores are in the cache's space against the cached reference. With `reference` (what the CLI opens
+from the dataset folder the cache was built from: `ctslice.preprocess.reference.open_reference`) each prediction
+goes back to the subject's original grid (`original_space`) and is scored against the original masks merged as
+preprocessing merges them, as nnU-Net evaluates; subjects whose source files changed since the cache was built are
+reported in `skipped`, not scored.
 
 Subjects the model was trained on are named in a warning (and in evaluation.json's `settings.train_overlap`) when
 the checkpoint records its training split (`Checkpoint.splits`); checkpoints without it get a note that this could not
@@ -23,34 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..preprocess.fingerprint import compare
-from ..cache.manifest import read_manifest
-from ..cache.names import check_name
-from ..cache.owner import check_output_apart
-from ..config import EvaluateConfig
+from ..cache.manifest import Manifest
+from ..config import EvaluateConfig, LoaderConfig
 from ..data.loader import worker_errors
 from ..errors import CtsliceError
-from ..cache.label_map import label_map_from_json
-from ..imaging.geometry import Geometry
 from ..stopping import stop_signals
 from ..text import first_few
-from ..preprocess.sources import discover
-from ..preprocess.subject import reference_labels
-from ..cache.label_map import parse_label_values
-from ..model.checkpoint import Checkpoint
-from ..model.device import resolve_device
-from ..model.load import load_model
-from .export import check_label_names
-from .inference import evaluation_loader, predict_volumes
+from .context import EvaluationContext, open_evaluation
+from .inference import argmax_labels, predict_volumes
 from .metrics import score_subject
-from .original_space import PlaneMapper, to_original
-from .outputs import output_folder
+from .original_space import OriginalPlanes, OriginalReference, to_original
 from .report import aggregate, write_reports
 from .saved import describe, save_subject
+from .spaces import CacheSpace, OriginalSpace, Predicted, Space
 
 Progress = Callable[[int, int, str], None]
+ReferenceOpener = Callable[[Manifest], OriginalReference]
+"""The cache's manifest -> the original masks to score against (`open_reference(data, manifest)`, partially
+applied): opened once the checkpoint has named the cache."""
 
 
 @dataclass
@@ -65,120 +59,83 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, *, cache: Path | str | None = None,
-                   split: str = "val", out: Path | str | None = None, data: Path | str | None = None,
-                   save_predictions: bool = False, split_masks: bool = False,
-                   progress: Progress | None = None) -> EvaluationResult:
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    model, ckpt = load_model(checkpoint, device)
-    if cache is None and not ckpt.cache:
-        raise CtsliceError(f"{checkpoint}: the checkpoint names no cache; give one with --cache")
-    cache = Path(cache if cache is not None else ckpt.cache)
-    manifest = read_manifest(cache)
-    if manifest.label_map != ckpt.label_map:
-        raise CtsliceError(f"{cache}: its label map differs from the one checkpoint {checkpoint} was trained with")
-    labels = label_map_from_json(manifest.label_map)
-    if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
-        check_label_names(labels, split_masks)
-    warnings = []
-    if ckpt.cache_hash and ckpt.cache_hash != manifest.settings.hash:
-        warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
-                        f"{manifest.settings.hash} against {ckpt.cache_hash}): the model sees other input")
-    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
-    check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
-    out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
-    loader = evaluation_loader(cache, split, ckpt.context_slices, cfg.batch_size, cfg.workers)
-    reader = loader.dataset.reader
-    wanted = set(manifest.splits.get(split, []))
-    counts = {s: int(reader.shapes[s, 0]) for s, sid in enumerate(reader.subjects)
-              if sid in wanted and check_name(sid, "subject id")}  # ids name output files
-    if not counts:
-        raise CtsliceError(f"{cache}: split {split!r} has no subjects")
-    overlap, said = train_overlap(ckpt, [reader.subjects[s] for s in counts])
-    notes = [said] if said and overlap is None else []
-    warnings += [said] if said and overlap else []
-    values = parse_label_values(manifest.dataset.get("label_values"), manifest.label_map)
-
-    original = data is not None
-    sources, label_values, skipped = {}, None, {}
-    if original:
-        dataset = discover(Path(data))
-        sources, label_values = {s.id: s for s in dataset.subjects}, dataset.label_values
-        changes = compare(dataset, manifest, manifest.settings.hash)
-        for sid in (reader.subjects[s] for s in counts):
-            if sid in changes.modified or sid not in sources:
-                skipped[sid] = "source files changed since the cache was built" if sid in sources else \
-                    "not found in the dataset folder"
-    geometries = {s: Geometry.from_json(manifest.subjects[reader.subjects[s]].geometry) for s in counts}
-    mappers: dict[int, PlaneMapper] = {}
-
-    def to_labels(s: int, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cached = logits.argmax(1).to(torch.uint8)
-        if not (original or save_predictions):
-            return (cached,)
-        if s not in mappers:
-            mappers.clear()  # subjects come one after another: keep one subject's sampling grid
-            mappers[s] = PlaneMapper(geometries[s], logits.device)
-        return cached, mappers[s](logits.softmax(1))
-
+def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderConfig = LoaderConfig(), *,
+                   cache: Path | str | None = None, split: str = "val", out: Path | str | None = None,
+                   reference: ReferenceOpener | None = None, save_predictions: bool = False,
+                   split_masks: bool = False, progress: Progress | None = None) -> EvaluationResult:
+    """Score `checkpoint` on `split` of `cache` (default: the checkpoint's); `loader`: the [loader] settings it
+    reads with (batch size, workers, pinned memory, prefetch); `reference`: score on the original grid."""
+    ctx = open_evaluation(checkpoint, cfg, loader, cache=cache, split=split, out=out,
+                          save_predictions=save_predictions, split_masks=split_masks)
+    space = CacheSpace() if reference is None else OriginalSpace(reference(ctx.manifest))
+    skipped = {sid: why for sid in ctx.subject_ids() if (why := space.skip_reason(sid))}
+    notes = ctx.notes + ([describe(isinstance(space, OriginalSpace))["note"]] if save_predictions else [])
+    to_labels = OriginalPlanes(ctx.geometries) if space.needs_original or save_predictions else argmax_labels
     names, rows, worst, files = [], [], [], []
-    if save_predictions:
-        notes.append(describe(original)["note"])
-    with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:  # a damaged chunk read in a worker: its one-line CacheError, not torch's traceback
-        for done, (s, volumes) in enumerate(predict_volumes(model, loader, counts, ckpt.intensity, device,
-                                                            to_labels)):
-            sid, record = reader.subjects[s], manifest.subjects[reader.subjects[s]]
+    # worker_errors: a damaged chunk read in a worker ends with its one-line CacheError, not torch's traceback
+    with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:
+        for done, (s, volumes) in enumerate(predict_volumes(ctx.model, ctx.loader, ctx.counts, ctx.ckpt.intensity,
+                                                            ctx.device, to_labels)):
+            sid = ctx.subject_id(s)
             if progress:
-                progress(done + 1, len(counts), sid)
+                progress(done + 1, len(ctx.counts), sid)
             if sid in skipped:
                 continue
-            geometry = geometries[s]
-            cached_pred = volumes[0]
-            cached_ref = np.stack([reader.read_label(s, z) for z in range(counts[s])])
-            pred_original = to_original(volumes[1], geometry) if len(volumes) > 1 else None
-            if original:
-                ref, ct_img = reference_labels(sources[sid], data, labels, label_values)
-                pred, spacing = pred_original, tuple(float(v) for v in np.linalg.norm(ct_img.affine[:3, :3], axis=0))
-            else:
-                pred, ref, spacing = cached_pred, cached_ref, tuple(record.spacing)
-            skip = [i for i, name in labels.items() if name in set(record.missing_structures or [])]
-            scores = score_subject(pred, ref, spacing, len(labels), cfg.surface_tolerance_mm, skip)
+            predicted, scores, overlay = _score(ctx, cfg, space, s, volumes)
             names.append(sid)
             rows.append(scores)
-            worst.append(_overlay_slice(reader, s, cached_pred, cached_ref, skip))
+            worst.append(overlay)
             if save_predictions:
-                with output_errors(out):
-                    files += save_subject(out, sid, record, geometry, labels, values, pred_original,
-                                          None if original else (cached_pred, cached_ref), split_masks)
+                with output_errors(ctx.out):
+                    files += save_subject(ctx.out, sid, predicted.record, ctx.geometries[s], ctx.labels,
+                                          ctx.label_values, predicted.original, space.scored_files(predicted),
+                                          split_masks)
             if stop.requested:  # this subject is complete; the ones after it are not started
-                raise EvaluationStopped(_stopped(stop.requested, names, counts, reader, out, save_predictions))
+                raise EvaluationStopped(_stopped(stop.requested, names, ctx, save_predictions))
     if not rows:
         raise CtsliceError(f"no subject of split {split!r} could be scored ({len(skipped)} skipped: "
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
-    summary, per_class, per_subject = aggregate(names, rows, labels, cfg)
-    settings = {
-        "checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.epoch, "cache": str(cache.resolve()),
-        "cache_hash": manifest.settings.hash, "checkpoint_cache_hash": ckpt.cache_hash,
-        "split": split, "space": "original" if original else "cache", "data": str(data) if original else None,
-        "device": str(device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "warnings": warnings, "notes": notes, "train_overlap": overlap,
-        "saved_predictions": {k: v for k, v in describe(original).items() if k != "note"} if save_predictions else None,
+    summary, per_class, per_subject = aggregate(names, rows, ctx.labels, cfg)
+    with output_errors(ctx.out):
+        files += write_reports(ctx.out, _settings(ctx, cfg, space, save_predictions, notes), summary, per_class,
+                               per_subject, skipped, worst, ctx.labels)
+    return EvaluationResult(ctx.out, summary, per_class, names, skipped, files, ctx.warnings, notes)
+
+
+def _score(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, s: int, volumes: tuple[np.ndarray, ...]
+           ) -> tuple[Predicted, dict[str, np.ndarray], dict[str, Any]]:
+    """One subject's predictions (`volumes` from `predict_volumes`), its scores in `space` and its worst slice."""
+    original = to_original(volumes[1], ctx.geometries[s]) if len(volumes) > 1 else None
+    predicted = Predicted(ctx.subject_id(s), ctx.record(s), volumes[0], ctx.cached_reference(s), original)
+    skip = ctx.missing_indices(s)
+    scores = score_subject(*space.scored(predicted), len(ctx.labels), cfg.surface_tolerance_mm, skip)
+    return predicted, scores, _overlay_slice(ctx.loader.dataset.reader, s, predicted.cached,
+                                             predicted.cached_reference, skip)
+
+
+def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: bool,
+              notes: list[str]) -> dict[str, Any]:
+    """evaluation.json's `settings`: what was evaluated, how, and what the user was told."""
+    original = isinstance(space, OriginalSpace)
+    return {
+        "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch, "cache": str(ctx.cache.resolve()),
+        "cache_hash": ctx.manifest.settings.hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
+        "split": ctx.split, "space": space.name, "data": str(space.reference.root) if original else None,
+        "device": str(ctx.device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "loader": ctx.loader_settings(), "warnings": ctx.warnings, "notes": notes, "train_overlap": ctx.overlap,
+        "saved_predictions": {k: v for k, v in describe(original).items() if k != "note"} if saved else None,
     }
-    with output_errors(out):
-        files += write_reports(out, settings, summary, per_class, per_subject, skipped, worst, labels)
-    return EvaluationResult(out, summary, per_class, names, skipped, files, warnings, notes)
 
 
 class EvaluationStopped(CtsliceError):
     """A stop signal ended the evaluation after a complete subject; the message says what was not evaluated."""
 
 
-def _stopped(signal_name: str, done: list[str], counts: dict[int, int], reader, out: Path, saved: bool) -> str:
-    left = [reader.subjects[s] for s in counts if reader.subjects[s] not in done]
+def _stopped(signal_name: str, done: list[str], ctx: EvaluationContext, saved: bool) -> str:
+    left = [sid for sid in ctx.subject_ids() if sid not in done]
     shown = first_few(left)
-    files = f"; the predictions of those {len(done)} are complete in {out}" if saved else ""
-    return (f"stopped by {signal_name} after {len(done)} of {len(counts)} subject(s){files}; not evaluated: "
+    files = f"; the predictions of those {len(done)} are complete in {ctx.out}" if saved else ""
+    return (f"stopped by {signal_name} after {len(done)} of {len(ctx.counts)} subject(s){files}; not evaluated: "
             f"{shown or 'none'}; no evaluation.json was written (its scores would cover part of the split): run "
             "the command again")
 
@@ -191,21 +148,6 @@ def output_errors(out: Path) -> Iterator[None]:
     except OSError as e:
         raise CtsliceError(f"{e.filename or out}: cannot write ({e.strerror or e}); the evaluation output in {out} "
                            "is incomplete") from None
-
-
-def train_overlap(ckpt: Checkpoint, evaluated: list[str]) -> tuple[list[str] | None, str | None]:
-    """(evaluated subjects that were in the checkpoint's train split, a warning or note to print), from the
-    training-time splits the trainer records (`Checkpoint.splits`); (None, note) when the checkpoint has none."""
-    splits = ckpt.splits
-    if not isinstance(splits, dict) or not isinstance(splits.get("train"), list):
-        return None, ("the checkpoint does not record its training split (written before splits were recorded): "
-                      "whether evaluated subjects were trained on cannot be checked")
-    overlap = sorted(set(evaluated) & {str(s) for s in splits["train"]})
-    if not overlap:
-        return [], None
-    shown = first_few(overlap)
-    return overlap, (f"{len(overlap)} of {len(evaluated)} evaluated subject(s) were in the model's training split "
-                     f"({shown}): their scores are not a measure of generalisation")
 
 
 def _overlay_slice(reader, s: int, pred: np.ndarray, ref: np.ndarray, missing: list[int]) -> dict[str, Any]:

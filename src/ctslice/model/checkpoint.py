@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import pickle
 import re
 import sys
@@ -194,8 +193,8 @@ def checksum(ckpt: Mapping[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
-    """torch.save through `files.write_atomic` (durable; its temporary `.<name>.<pid>.tmp` matches TEMPORARY_NAME, the pid telling a dead writer's leftover from a write in progress): never a
-    half-written checkpoint. A write that fails (full disk, no permission) is a CtsliceError naming the file; the
+    """torch.save through `files.write_atomic` (durable; its temporary `.<name>.<pid>.tmp` matches TEMPORARY_NAME,
+    the pid telling a dead writer's leftover from a write in progress): never a half-written checkpoint. A write that fails (full disk, no permission) is a CtsliceError naming the file; the
     previous one stays. A plain dict is written as it is (tests write hand-edited ones, for the checks on reading
     to refuse)."""
     path = Path(path)

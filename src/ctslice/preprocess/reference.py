@@ -3,7 +3,7 @@ volume on its original grid, merged exactly as preprocessing merges it, and whic
 that way (their files changed since the cache was built, or they left the dataset).
 
 Evaluation never imports this stage: the CLI opens the reference here and hands it over (evaluate/ sees only the
-`OriginalReference` protocol's two methods)."""
+`OriginalReference` protocol in evaluate/original_space.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def open_reference(data: Path | str, manifest: Manifest) -> DatasetReference:
     """The dataset folder `data` as the reference of a cache (its manifest): subjects compared by file content,
     with the cache's label map (so that a structure keeps its index)."""
     dataset = discover(Path(data))
+    sources = {s.id: s for s in dataset.subjects}
     changes = compare(dataset, manifest, manifest.settings.hash)
-    unusable = {sid: "source files changed since the cache was built" for sid in changes.modified}
-    return DatasetReference(dataset.root, {s.id: s for s in dataset.subjects}, manifest.labels,
-                            dataset.label_values, unusable)
+    # `modified` also names recorded subjects that discovery could not read (e.g. their CT was deleted): those are
+    # not in `sources`, and skip_reason says they are not found
+    unusable = {sid: "source files changed since the cache was built" for sid in changes.modified if sid in sources}
+    return DatasetReference(dataset.root, sources, manifest.labels, dataset.label_values, unusable)

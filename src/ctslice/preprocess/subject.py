@@ -112,17 +112,6 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     return SubjectOutcome(src.id, record=record)
 
 
-def reference_labels(source: SubjectSource, data_root: Path | str, label_map: dict[int, str],
-                     label_values: dict[int, int] | None = None):
-    """A subject's label volume on its original grid, merged exactly as preprocessing merges it, and its CT image
-    (header only): what evaluation in the original space scores against."""
-    job = SubjectJob(source, str(data_root), "", {}, "", label_map, label_values)
-    root = Path(data_root)
-    ct_img = volume.load_header(root / source.image, source.id, source.image)
-    label = _merge_masks(job, ct_img, root)[0] if label_values is None else _read_label_file(job, ct_img, root)
-    return label, ct_img
-
-
 def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, list[str]]:
     """TotalSegmentator layout: merge the binary masks in label-map order (later index wins).
     Returns the label volume, the overlapping voxels and the label-map names without a mask file."""
