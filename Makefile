@@ -45,7 +45,7 @@ help:
 	@echo "                  without CACHE: builds the demo cache first (if ./cache is missing), demo settings"
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
-	@echo "make test         run the test suite"
+	@echo "make test         run the test suite (and print its ten slowest tests)"
 	@echo "make bench        preprocessing, incremental-rebuild, loader, training and metrics benchmarks"
 	@echo "make bench-gpu     on a CUDA machine: training speed of the real model at 512x512 (one table, < 5 min)"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 $(DEMO)/meta.csv: | $(STAMP)
 	$(BIN)/ctslice demo-data $(DEMO) --subjects $(DEMO_SUBJECTS)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from ctslice.cache.manifest import read_manifest, write_manifest
 from ctslice.config import PreprocessConfig
 from ctslice.preprocess.run import run_preprocess
 from ctslice.synthetic import DemoSpec, generate_demo_dataset
+
+# The tests' models are tiny (a few thousand weights on 32 px slices): a second intra-op thread only adds
+# synchronisation, and on a shared 2-core machine OpenMP threads that spin-wait for each other make a step many
+# times slower. The same for the processes the tests start (train children, torchrun ranks), which inherit this.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_SUBJECT = SHARED_DATA / "totalseg_example"

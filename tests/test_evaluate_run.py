@@ -92,7 +92,7 @@ def test_evaluate_on_a_two_epoch_demo_run_ends_with_the_summary_table(tiny_cache
     from ctslice.config import load_config
 
     cfg = load_config(None, {"loader": {"workers": 0, "batch_size": 4}, "model": {"base_width": 4, "depth": 3},
-                             "train": {"epochs": 2}})
+                             "train": {"epochs": 2, "wandb": "disabled"}})  # (wandb is not what is tested)
     trained = run.run_training(tiny_cache, tmp_path / "run", cfg)
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(trained.best_checkpoint), "--workers", "0"])
     assert result.exit_code == 0, result.output
