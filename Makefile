@@ -45,7 +45,7 @@ help:
 	@echo "                  without CACHE: builds the demo cache first (if ./cache is missing), demo settings"
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
-	@echo "make test         run the test suite (and print its ten slowest tests)"
+	@echo "make test [TEST_WORKERS=2]  run the test suite in 2 processes (and print its ten slowest tests)"
 	@echo "make bench        preprocessing, incremental-rebuild, loader, training and metrics benchmarks"
 	@echo "make bench-gpu     on a CUDA machine: training speed of the real model at 512x512 (one table, < 5 min)"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
@@ -58,8 +58,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# Two pytest processes (pytest-xdist; a file's tests stay together, so its module fixtures are built once): the
+# suite is mostly single-threaded, so on 2 cores this halves it. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 $(DEMO)/meta.csv: | $(STAMP)
 	$(BIN)/ctslice demo-data $(DEMO) --subjects $(DEMO_SUBJECTS)
