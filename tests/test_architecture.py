@@ -15,7 +15,7 @@ PACKAGE = Path(ctslice.__file__).parent
 LEAVES = {"errors", "colors", "metrics", "files", "text", "stopping", "__init__"}
 _BASE = {"config", "errors", "files", "text"}  # what every part below the stages may use
 ALLOWED = {
-    "config": {"errors", "text"},
+    "config": {"errors", "files", "text"},
     "imaging": _BASE,
     "cache": _BASE | {"imaging", "__init__"},
     "model": _BASE | {"cache"},

@@ -1,4 +1,6 @@
-"""`write_atomic`: the one way ctslice writes a file that must never be seen half-written.
+"""Files ctslice must handle with care. `write_atomic`: the one way ctslice writes a file that must never be seen
+half-written; `read_bounded`: the one way it reads a small file it does not trust (no FIFO hang, no endless
+device); `acquire_lock`: one writer at a time (the cache's and a run folder's lock).
 
     write_atomic(cache / "manifest.json", text, durable=True)                 # str (UTF-8) or bytes
     write_atomic(run / "checkpoint_last.pth", lambda tmp: torch.save(ckpt, tmp), durable=True)
@@ -19,7 +21,12 @@ are. A leaf module: it imports nothing from ctslice.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
+import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,3 +69,72 @@ def _fsync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class NotRegularFile(OSError):
+    """The path is a FIFO, a device, a folder (or, where links are not followed, a symbolic link)."""
+
+
+class FileTooLarge(OSError):
+    """The file holds more than the reader's limit."""
+
+
+def read_bounded(path: Path | str, limit: int, *, follow_links: bool = True) -> bytes:
+    """A whole regular file of at most `limit` bytes: never blocks on a FIFO (O_NONBLOCK), never reads more than
+    limit + 1 bytes from anything (a link to /dev/zero ends). NotRegularFile or FileTooLarge for such a file, the
+    OSError of open/read otherwise (FileNotFoundError included): callers word it for their file."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path} is not a regular file (a FIFO, device or folder)")
+        if st.st_size > limit:
+            raise FileTooLarge(f"{path} is {st.st_size} bytes, more than the {limit} expected")
+        chunks, n = [], 0
+        while n <= limit:
+            block = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not block:
+                break
+            chunks.append(block)
+            n += len(block)
+        if n > limit:
+            raise FileTooLarge(f"{path} grew past {limit} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; str() says which: 'pid P on HOST, since T'."""
+
+
+def acquire_lock(path: Path) -> int:
+    """Take the exclusive lock of `path` (an flock; the file is created with its folder, never through a link) and
+    write this process (pid, host, time) into it, for the message of whoever is refused next. Returns the open
+    descriptor: closing it releases the lock, and so does the process ending in any way (kill -9 too). LockHeld at
+    once when another process holds it; the OSError of creating or writing the file otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(lock_holder(path)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def lock_holder(path: Path) -> str:
+    """'pid P on HOST, since T' from a lock file `acquire_lock` wrote, or 'process unknown'."""
+    try:
+        info = json.loads(Path(path).read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        return f"pid {info['pid']} on {info['host']}, since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "process unknown"

@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 
 from ..errors import CacheError
+from ..files import FileTooLarge, NotRegularFile, read_bounded
 from .names import SAFE_NAME
 
 MARKER_NAME = ".ctslice-cache"
@@ -185,29 +186,13 @@ def check_regular_tree(folder: Path, what: str) -> None:
 
 
 def read_regular(path: Path | str, limit: int, what: str) -> bytes:
-    """A whole regular file of at most `limit` bytes. Never blocks on a FIFO (O_NONBLOCK), never follows a final
-    symbolic link, never reads more than limit + 1 bytes from a device."""
+    """A whole regular file of at most `limit` bytes (files.read_bounded), never through a final symbolic link;
+    a CacheError naming `what` otherwise (FileNotFoundError passes as it is)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        return read_bounded(path, limit, follow_links=False)
     except FileNotFoundError:
         raise
+    except (NotRegularFile, FileTooLarge) as e:
+        raise CacheError(f"{what}: {e}") from None
     except OSError as e:
         raise CacheError(f"{what}: cannot open {path} ({e.strerror or e}; a symbolic link?)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CacheError(f"{what}: {path} is not a regular file")
-        if st.st_size > limit:
-            raise CacheError(f"{what}: {path} is {st.st_size} bytes, more than the {limit} expected")
-        chunks, n = [], 0
-        while n <= limit:
-            block = os.read(fd, min(1 << 20, limit + 1 - n))
-            if not block:
-                break
-            chunks.append(block)
-            n += len(block)
-        if n > limit:
-            raise CacheError(f"{what}: {path} grew past {limit} bytes while read")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)

@@ -4,14 +4,13 @@ run's own settings < a TOML file < command-line flags, unknown keys and wrong ty
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import FileTooLarge, NotRegularFile, read_bounded
 from .checks import ConfigError, check_section, check_value, kind, show
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
@@ -54,20 +53,13 @@ def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's tables. Only a regular file is read (a FIFO would wait for a writer forever, a device never
     end), UTF-8 only; every problem is one ConfigError naming the file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait
+        raw = read_bounded(path, MAX_CONFIG_BYTES)
+    except NotRegularFile:
+        raise ConfigError(f"config {path} is not a regular file (a FIFO, device or folder); give a TOML file") from None
+    except FileTooLarge:
+        raise ConfigError(f"config {path} is over {MAX_CONFIG_BYTES} bytes; a TOML config is a few hundred") from None
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"config {path} is not a regular file (a FIFO, device or folder); give a TOML file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config {path} is {st.st_size} bytes; a TOML config is at most {MAX_CONFIG_BYTES}")
-        raw = os.read(fd, MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
