@@ -106,7 +106,7 @@ class CacheReader:
         if self._manifest is None:
             manifest = read_manifest(self.cache)
             if _version(manifest) != self._version:  # another version than the one this reader serves
-                raise CacheError(_updated(self.cache, "the manifest was replaced"))
+                raise CacheError(updated_message(self.cache, "the manifest was replaced"))
             self._manifest = manifest
         return self._manifest
 
@@ -182,7 +182,7 @@ class CacheReader:
             raw = _read_file(path, self._buffer(out.nbytes + _READ_SLACK), where)
         except FileNotFoundError:
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
-                raise CacheError(_updated(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
+                raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
             raise CacheError(f"{where}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
         store.decode_chunk(raw, out.dtype, out.shape, where, out=out)
@@ -213,10 +213,6 @@ def _version(manifest: Manifest) -> tuple:
     return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.values()))
 
 
-def _updated(cache: Path, what: str) -> str:
-    return updated_message(cache, what)
-
-
 def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
     """The cache's manifest with a lease on its version (None for a cache without lease files). Read again once
     the lease is held: if it changed meanwhile the version may already be going, so start over."""
@@ -229,7 +225,7 @@ def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
         if lease is None or _version(read_manifest(cache)) == _version(manifest):
             return manifest, lease
         lease.close()
-    raise CacheError(_updated(cache, f"it changed {_OPEN_TRIES} times while being opened"))
+    raise CacheError(updated_message(cache, f"it changed {_OPEN_TRIES} times while being opened"))
 
 
 def _read_file(path: str, buf: bytearray, where: str) -> np.ndarray:
