@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
+from . import formats
 
 # Real datasets carry sform differences of ~1e-5 mm between a CT and its masks (float32 round-trips);
 # anything beyond this is a different grid.
@@ -28,7 +29,10 @@ _SCALAR_KINDS = "iufb"  # ints, unsigned, floats, bool: not RGB (structured) or 
 
 def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
     """Open a NIfTI file (header only; data stays on disk) and check it is one 3D scalar volume whose header is
-    consistent with the file's size (a tiny file declaring gigabytes is refused before anything is decoded)."""
+    consistent with the file's size (a tiny file declaring gigabytes is refused before anything is decoded).
+    NRRD, MetaImage and DICOM series folders go to their readers (`formats`), which return the same kind of image."""
+    if formats.kind(path) not in (None, "nifti"):
+        return formats.load_image(path, subject, name)
     try:
         st = os.stat(path)
     except FileNotFoundError:

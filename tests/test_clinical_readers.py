@@ -1,0 +1,158 @@
+"""DICOM series, NRRD and MetaImage read back to the HU values and world coordinates of the NIfTI volume they were
+written from, voxel by voxel; malformed series give one error line naming the series and the file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from clinical_builders import AXIAL, OBLIQUE, REVERSED, assert_same_voxels, write_dicom_series, write_itk
+from ctslice.errors import InputError
+from ctslice.imaging import formats, volume
+
+SHAPE = (6, 5, 4)
+AFFINES = {"axial": AXIAL, "oblique": OBLIQUE, "reversed": REVERSED}
+
+
+def hu_volume(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-1024, 2000, size=SHAPE).astype(np.int16)
+
+
+def read(path, series=None):
+    img = formats.load_image(path, "s1", path.name, series)
+    return volume.read_ct(img, "s1", path.name, -32768, 32767), img.affine
+
+
+@pytest.mark.parametrize("affine", AFFINES.values(), ids=AFFINES.keys())
+def test_dicom_series_reads_back_every_voxel_in_place(tmp_path, affine):
+    hu = hu_volume()
+    write_dicom_series(tmp_path / "series", hu, affine)
+    data, read_affine = read(tmp_path / "series")
+    assert_same_voxels(data, read_affine, hu, affine)
+
+
+def test_reverse_slice_order_is_sorted_by_position_not_by_file(tmp_path):
+    """Slice k of REVERSED lies below slice k - 1: read back, slices go from feet to head."""
+    write_dicom_series(tmp_path / "series", hu_volume(), REVERSED)
+    _, read_affine = read(tmp_path / "series")
+    flip_k = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, SHAPE[2] - 1], [0, 0, 0, 1.0]])
+    np.testing.assert_allclose(read_affine, REVERSED @ flip_k, atol=1e-6)  # k = 0 is now the lowest slice
+    assert read_affine[2, 2] > 0
+
+
+def test_rescale_slope_gives_hounsfield_units(tmp_path):
+    hu = (hu_volume() // 2 * 2).astype(np.int16)  # even: exact with slope 2
+    write_dicom_series(tmp_path / "series", hu, AXIAL, slope=2.0, intercept=-1000.0)
+    data, read_affine = read(tmp_path / "series")
+    assert_same_voxels(data, read_affine, hu, AXIAL)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".seg.nrrd", ".mha", ".mhd"])
+@pytest.mark.parametrize("affine", AFFINES.values(), ids=AFFINES.keys())
+def test_itk_files_read_back_every_voxel_in_place(tmp_path, suffix, affine):
+    hu = hu_volume()
+    path = write_itk(tmp_path / f"ct{suffix}", hu, affine)
+    data, read_affine = read(path)
+    np.testing.assert_allclose(read_affine, affine, atol=1e-9)
+    assert_same_voxels(data, read_affine, hu, affine)
+
+
+def test_header_only_until_the_data_is_asked_for(tmp_path):
+    """The checks (memory, geometry) run on the header: a damaged data section fails only at read_data."""
+    path = write_itk(tmp_path / "ct.mhd", hu_volume(), AXIAL)
+    os.truncate(path.with_suffix(".raw"), 10)
+    img = formats.load_image(path, "s1", "ct.mhd")
+    assert img.shape == SHAPE
+    with pytest.raises(InputError, match="s1: ct.mhd: unreadable or truncated data"):
+        volume.read_data(img, np.int16, "s1", "ct.mhd")
+
+
+def test_volume_load_header_dispatches(tmp_path):
+    path = write_itk(tmp_path / "ct.nrrd", hu_volume(), OBLIQUE)
+    np.testing.assert_allclose(volume.load_header(path, "s1", "ct.nrrd").affine, OBLIQUE, atol=1e-9)
+
+
+def test_not_a_volume_file(tmp_path):
+    (tmp_path / "ct.nrrd").write_text("garbage")
+    with pytest.raises(InputError, match=r"^s1: ct.nrrd: not a readable NRRD file"):
+        formats.load_image(tmp_path / "ct.nrrd", "s1", "ct.nrrd")
+
+
+# --- malformed series: one line naming the series and the file ---
+
+def one_line(error: InputError) -> str:
+    text = str(error)
+    assert "\n" not in text
+    return text
+
+
+def test_several_series_are_listed_unless_one_is_chosen(tmp_path):
+    hu = hu_volume()
+    write_dicom_series(tmp_path / "mixed", hu, AXIAL, series_uid="1.2.3.1", description="abdomen")
+    write_dicom_series(tmp_path / "other", hu[:, :, :3], OBLIQUE, series_uid="1.2.3.2", description="lung")
+    for p in (tmp_path / "other").iterdir():
+        p.rename(tmp_path / "mixed" / f"b_{p.name}")
+    with pytest.raises(InputError) as e:
+        read(tmp_path / "mixed")
+    assert "2 series" in one_line(e.value) and "1.2.3.1 (abdomen, 4 files)" in str(e.value)
+    assert "1.2.3.2 (lung, 3 files)" in str(e.value)
+    data, affine = read(tmp_path / "mixed", series="1.2.3.2")
+    assert_same_voxels(data, affine, hu[:, :, :3], OBLIQUE)
+
+
+def test_missing_slice(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    paths[2].unlink()
+    with pytest.raises(InputError) as e:
+        read(tmp_path / "s")
+    assert f"s1: s/{paths[3].name}: series 1.2.9 (test series, 3 files): 1 missing slice(s)" in one_line(e.value)
+
+
+def test_varying_spacing(tmp_path):
+    import pydicom
+
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    ds = pydicom.dcmread(paths[3])
+    ds.ImagePositionPatient[2] += 0.7
+    ds.save_as(paths[3])
+    with pytest.raises(InputError, match=rf"s/{paths[3].name}: series 1.2.9 .*slice spacing varies") as e:
+        read(tmp_path / "s")
+    one_line(e.value)
+
+
+def test_gantry_tilt(tmp_path):
+    import pydicom
+
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    for k, p in enumerate(paths):  # each slice shifted 1 mm further along y: a tilted stack
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient[1] += k
+        ds.save_as(p)
+    with pytest.raises(InputError, match=r"series 1.2.9 .*gantry tilt") as e:
+        read(tmp_path / "s")
+    assert f"s/{paths[-1].name}" in one_line(e.value)
+
+
+def test_not_ct(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9", modality="MR")
+    with pytest.raises(InputError, match=r"series 1.2.9 .*modality MR, not CT") as e:
+        read(tmp_path / "s")
+    assert one_line(e.value).split(": ")[1] in {f"s/{p.name}" for p in paths}
+
+
+def test_truncated_file(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    os.truncate(paths[1], paths[1].stat().st_size - 7)
+    with pytest.raises(InputError, match=rf"s1: s/{paths[1].name}: series 1.2.9 .*truncated file") as e:
+        read(tmp_path / "s")
+    one_line(e.value)
+
+
+def test_damaged_header(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    os.truncate(paths[2], 140)
+    with pytest.raises(InputError, match=rf"^s1: s/{paths[2].name}: damaged DICOM header") as e:
+        read(tmp_path / "s")
+    one_line(e.value)
