@@ -25,16 +25,18 @@ from pathlib import Path
 from ..cache.layout import is_regular, read_regular
 from ..errors import CacheError
 from ..files import write_atomic
+from ..imaging.formats import FILE_SUFFIXES
 
 LEDGER = ".ctslice-predictions.json"
-CT_NAMES = ("ct.nii.gz", "ct.nii")
+CT_NAMES = tuple(f"ct{suffix}" for suffix in FILE_SUFFIXES)  # ct.nii.gz, ct.nii, ct.nrrd, ct.mha, ...
 DATASET_FOLDERS = ("segmentations", "imagesTr", "labelsTr", "imagesTs", "labelsTs")
 _LEDGER_LIMIT = 16 << 20
 
 
 def is_subject_folder(folder: Path) -> bool:
     """A TotalSegmentator subject: a CT and a segmentations/ folder (what `preprocess` reads)."""
-    return any(is_regular(folder / n) for n in CT_NAMES) and (folder / "segmentations").is_dir()
+    has_ct = any(is_regular(folder / n) for n in CT_NAMES) or (folder / "ct").is_dir()  # ct/: a DICOM series
+    return has_ct and (folder / "segmentations").is_dir()
 
 
 def is_dataset_root(folder: Path) -> bool:

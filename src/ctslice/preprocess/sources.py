@@ -5,6 +5,9 @@
 2. nnU-Net / Medical Segmentation Decathlon: DATA/imagesTr/<case>_0000.nii.gz, DATA/labelsTr/<case>.nii.gz
    (one multi-label volume) and DATA/dataset.json whose "labels" maps names to values.
 
+Every volume file may also be NRRD (.nrrd, .seg.nrrd) or MetaImage (.mha, .mhd with its data file), and a
+TotalSegmentator subject's CT may be a DICOM series folder, DATA/<subject>/ct/ (`imaging.formats` reads them all).
+
 Discovery only lists files; nothing is decoded here. Problems that concern one subject are collected per subject
 (the rest of the dataset goes on); problems with the whole folder raise.
 """
@@ -21,10 +24,13 @@ from pathlib import Path
 
 from ..cache.names import RULE, is_safe_name
 from ..errors import CtsliceError, InputError
+from ..imaging.formats import FILE_SUFFIXES
+from ..imaging.itk_files import mhd_data_files
 from ..text import first_few
 from .labels import MAX_LABELS, build_label_map
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_SUFFIXES = FILE_SUFFIXES
+DICOM_CT_FOLDER = "ct"
 SPLITS = ("train", "val", "test")
 
 
@@ -38,10 +44,15 @@ class SubjectSource:
     """TotalSegmentator layout: (structure name, file) for each mask file present."""
     label: str | None = None
     """nnU-Net layout: the multi-label file."""
+    image_files: tuple[str, ...] = ()
+    """When `image` is a DICOM series folder: the files in it (what is fingerprinted in its place)."""
+    data_files: tuple[str, ...] = ()
+    """The data files that .mhd headers among the image and masks name: read with them, so fingerprinted too."""
 
     @property
     def files(self) -> tuple[str, ...]:
-        return (self.image, *(f for _, f in self.masks), *((self.label,) if self.label else ()))
+        return (*(self.image_files or (self.image,)), *(f for _, f in self.masks),
+                *((self.label,) if self.label else ()), *self.data_files)
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,36 @@ class Dataset:
     warnings: tuple[str, ...] = ()
 
 
-def _strip_nifti(name: str) -> str | None:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
+def _strip_suffix(name: str) -> str | None:
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
+
+
+def _data_files(root: Path, files: list[str]) -> tuple[str, ...]:
+    """The data files of the .mhd headers among `files` (relative to root), those that exist."""
+    found = (d for f in files if f.lower().endswith(".mhd") for d in mhd_data_files(root / f))
+    return tuple(sorted({d.relative_to(root).as_posix() for d in found if d.is_file()}))
+
+
+def _ct_of(folder: Path, sid: str) -> tuple[str, tuple[str, ...]] | InputError:
+    """The subject's CT (relative to the dataset root) and, for a DICOM folder, the files in it."""
+    names = [f"ct{s}" for s in VOLUME_SUFFIXES if (folder / f"ct{s}").is_file()]
+    dicom = folder / DICOM_CT_FOLDER
+    if dicom.is_dir():
+        names.append(f"{DICOM_CT_FOLDER}/")
+    if not names:
+        return InputError(sid, f"{sid}/ct.nii.gz", "subject folder has no CT (ct.nii.gz, ct.nrrd, ct.mha or a ct/ "
+                                                   "DICOM series folder)")
+    if len(names) > 1:
+        return InputError(sid, f"{sid}/ct.nii.gz", f"several CTs ({' and '.join(names)}); keep one")
+    if names[0] != f"{DICOM_CT_FOLDER}/":
+        return f"{sid}/{names[0]}", ()
+    files = tuple(f"{sid}/{DICOM_CT_FOLDER}/{p.name}" for p in _visible(dicom) if p.is_file())
+    if not files:
+        return InputError(sid, f"{sid}/{DICOM_CT_FOLDER}/", "the DICOM series folder ct/ holds no files")
+    return f"{sid}/{DICOM_CT_FOLDER}", files
 
 
 def _visible(path: Path) -> list[Path]:
@@ -119,17 +155,14 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
     unmasked: set[str] = set()
     for folder in (p for p in _visible(root) if p.is_dir()):
         sid = folder.name
-        cts = [folder / f"ct{s}" for s in NIFTI_SUFFIXES if (folder / f"ct{s}").is_file()]
-        if not cts:
-            candidates[sid] = InputError(sid, f"{sid}/ct.nii.gz", "subject folder has no CT (ct.nii.gz)")
-            continue
-        if len(cts) > 1:
-            candidates[sid] = InputError(sid, f"{sid}/ct.nii.gz", "both ct.nii.gz and ct.nii present")
+        ct = _ct_of(folder, sid)
+        if isinstance(ct, InputError):
+            candidates[sid] = ct
             continue
         masks: dict[str, str] = {}
         seg = folder / "segmentations"
         for f in _visible(seg) if seg.is_dir() else []:
-            name = _strip_nifti(f.name)
+            name = _strip_suffix(f.name)
             if name is None:
                 continue
             if name in masks:
@@ -142,7 +175,8 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
                 candidates[sid] = InputError(sid, f"{sid}/segmentations/", "no mask file (segmentations/*.nii.gz): "
                                              "every structure would be unknown")
                 continue
-            candidates[sid] = SubjectSource(sid, cts[0].relative_to(root).as_posix(), tuple(sorted(masks.items())))
+            candidates[sid] = SubjectSource(sid, ct[0], tuple(sorted(masks.items())), image_files=ct[1],
+                                            data_files=_data_files(root, [ct[0], *masks.values()]))
     subjects, problems = _check_ids(candidates)
     if unmasked and not subjects and not [p for p in problems if p.subject not in unmasked]:
         raise CtsliceError(f"{root}: no subject has any mask in segmentations/*.nii.gz")
@@ -261,7 +295,7 @@ def _discover_nnunet(root: Path) -> Dataset:
         raise CtsliceError(f"{root}: {len(label_map) - 1} labels do not fit in uint8 (at most {MAX_LABELS})")
     images: dict[str, list[str]] = defaultdict(list)
     for f in _visible(root / "imagesTr"):
-        stem = _strip_nifti(f.name)
+        stem = _strip_suffix(f.name)
         if stem is not None:
             images[stem].append(f.relative_to(root).as_posix())
     labels_dir = root / "labelsTr"
@@ -275,12 +309,13 @@ def _discover_nnunet(root: Path) -> Dataset:
         elif len(files) > 1:
             candidates[case] = InputError(case, files[0], f"duplicate subject id ({' and '.join(files)})")
         else:
-            found = [f"labelsTr/{case}{s}" for s in NIFTI_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
+            found = [f"labelsTr/{case}{s}" for s in VOLUME_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
             if len(found) != 1:
-                reason = "no label file" if not found else "both .nii.gz and .nii label files"
+                reason = "no label file" if not found else f"several label files ({' and '.join(found)})"
                 candidates[case] = InputError(case, f"labelsTr/{case}.nii.gz", reason)
             elif not isinstance(candidates.get(case), InputError):
-                candidates[case] = SubjectSource(case, files[0], label=found[0])
+                candidates[case] = SubjectSource(case, files[0], label=found[0],
+                                                 data_files=_data_files(root, [files[0], found[0]]))
     if not candidates:
         raise CtsliceError(f"no subjects found in {root / 'imagesTr'}")
     subjects, problems = _check_ids(candidates)
