@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import EvaluateConfig, LoaderConfig
+from ..errors import CtsliceError
 from .app import app, console, out, shown, user_errors
 from .evaluate import evaluate_config
 
@@ -17,12 +18,13 @@ _D, _L = EvaluateConfig(), LoaderConfig()
 @app.command()
 def predict(
     source: Annotated[Path, typer.Argument(
-        help="A CT (.nii.gz / .nii) or a folder of them (files ending in .nii or .nii.gz in any case, e.g. .NII.GZ; "
-             "subfolders and hidden files are not read).")],
+        help="A CT (.nii.gz / .nii, .nrrd, .mha / .mhd), a folder holding one DICOM CT series, or a folder of CT "
+             "files (suffixes in any case, e.g. .NII.GZ; subfolders and hidden files are not read).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
     out_path: Annotated[Optional[Path], typer.Option(
-        "--out", help="Where predictions go. A name ending in .nii or .nii.gz is the output file (one CT only); "
-                      "any other name is a folder (created if needed) that gets <name>_seg.nii.gz per CT. Never an "
+        "--out", help="Where predictions go. A name ending in .nii, .nii.gz, .nrrd, .mha or .dcm is the output file "
+                      "(one CT only); any other name is a folder (created if needed) that gets <name>_seg.nii.gz "
+                      "(or .nrrd, .mha, .dcm: see --format) per CT. Never an "
                       "input or the input folder, never a dataset's subject folder, segmentations/ or dataset "
                       "folder, never over a file predict did not write (see --overwrite). [default: CT_seg.nii.gz "
                       "beside a CT; FOLDER/predictions/ for a folder]",
@@ -35,6 +37,13 @@ def predict(
         "--overwrite", help="Replace earlier predictions of ctslice predict (those its ledger "
                             ".ctslice-predictions.json lists, unchanged since). Other files are never replaced.")
     ] = False,
+    output_format: Annotated[Optional[str], typer.Option(
+        "--format", help="nifti, nrrd, mha or dicom-seg (DICOM SEG referencing the series; DICOM input only). "
+                         "[default: the input's kind: .nrrd -> .nrrd, .mha/.mhd -> .mha, NIfTI and DICOM -> NIfTI, "
+                         "or the --out file's suffix]")] = None,
+    series: Annotated[Optional[str], typer.Option(
+        "--series", help="SeriesInstanceUID to read from a DICOM folder holding several series (without it, such "
+                         "a folder is an error that lists them).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         help=f"Slices per batch ([loader] batch_size). [default: {_L.batch_size}]")] = None,
     device: Annotated[Optional[str], typer.Option(
@@ -48,12 +57,18 @@ def predict(
     than the model's input (the checkpoint's slice size) gets a warning: the part outside is labelled background.
 
     Example: ctslice predict --checkpoint runs/demo/checkpoint_best.pth data/new_cts/ --out data/new_cts_seg/
+
+    Example: ctslice predict --checkpoint runs/demo/checkpoint_best.pth dicom/series1/ --format dicom-seg
     """
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         from ..evaluate.predict import run_predict
 
+        from ..evaluate.outputs import OUTPUT_SUFFIXES
+
+        if output_format is not None and output_format not in OUTPUT_SUFFIXES:
+            raise CtsliceError(f"--format {output_format}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
         cfg, loader = evaluate_config(config, {"device": device}, {"batch_size": batch_size})
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                       console=console) as bar:
@@ -67,7 +82,7 @@ def predict(
                     bar.console.print(f"[red]failed[/] {shown(outcome.error)}", highlight=False, soft_wrap=True)
 
             outcomes = run_predict(checkpoint, source, out_path, cfg, loader, split_masks=split_masks,
-                                   overwrite=overwrite, progress=advance)
+                                   overwrite=overwrite, fmt=output_format, series=series, progress=advance)
         for o in outcomes:
             if o.output:
                 out.print(f"{shown(o.input)} -> {shown(o.output)}", highlight=False)

@@ -9,6 +9,9 @@
     write_split_masks(labels, out / "s0001", header, label_map)
     -> s0001/segmentations/<name>.nii.gz, one binary mask per structure: TotalSegmentator's layout
 
+A name ending in .nrrd or .mha writes that format instead (SimpleITK, LPS geometry equal to the CT's affine):
+`predict` answers a NRRD or MetaImage CT in its own kind. DICOM SEG for a DICOM series: `dicom_seg`.
+
 Colours come from `ctslice.colors`, the same as every figure. Each file is written under a temporary name and
 renamed, so a crash never leaves a half-written file under the final name, and a failed write removes its
 temporary file.
@@ -32,7 +35,7 @@ from ..colors import label_color
 from ..cache.names import check_name
 from ..errors import CtsliceError
 from ..files import write_atomic
-from .outputs import sidecars
+from .outputs import output_format, sidecars
 
 
 def label_header(fields: Mapping[str, Any] | None, affine: np.ndarray, dtype=np.uint8) -> nib.Nifti1Header:
@@ -78,6 +81,22 @@ def save_atomic(img: nib.Nifti1Image, path: Path) -> None:
     write_atomic(path, lambda tmp: nib.save(img, tmp), durable=True, suffix=suffix)
 
 
+def save_volume(labels: np.ndarray, path: Path, affine: np.ndarray, fields: Mapping[str, Any] | None) -> None:
+    """A label volume in the format its name says: NIfTI with the CT's header fields, or .nrrd / .mha."""
+    if output_format(path.name) in ("nrrd", "mha"):
+        from ..imaging.itk_image import label_itk_image
+
+        def write(tmp: Path) -> None:
+            import SimpleITK as sitk
+
+            sitk.WriteImage(label_itk_image(labels, affine), str(tmp), useCompression=True)
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, write, durable=True, suffix=Path(path.name.lower()).suffix)
+    else:
+        save_atomic(label_image(labels, affine, fields), path)
+
+
 def with_values(labels: np.ndarray, label_map: Mapping[int, str], values: Mapping[int, int] | None
                 ) -> tuple[np.ndarray, dict[int, str]]:
     """(volume, {value: name}) with the dataset's label values in place of indices; unchanged without `values`."""
@@ -113,12 +132,13 @@ def itksnap_label_description(label_map: Mapping[int, str], colours: Mapping[int
 
 def write_prediction(labels: np.ndarray, path: Path, affine: np.ndarray, fields: Mapping[str, Any] | None,
                      label_map: Mapping[int, str], values: Mapping[int, int] | None = None) -> list[Path]:
-    """The label NIfTI and its three sidecars (label map JSON, Slicer .ctbl, ITK-SNAP .txt); returns the paths.
+    """The label volume (NIfTI, or .nrrd / .mha by its name) and its three sidecars (label map JSON, Slicer .ctbl,
+    ITK-SNAP .txt); returns the paths.
     `values`: index -> the dataset's label value, written instead of the index (voxels and sidecars agree)."""
     path = Path(path)
     volume, by_value = with_values(labels, label_map, values)
     colours = {value: index for index, value in (values or {i: i for i in label_map}).items()}
-    save_atomic(label_image(volume, affine, fields), path)
+    save_volume(volume, path, affine, fields)
     files = sidecars(path)
     texts = {
         files["json"]: json.dumps({str(k): v for k, v in sorted(by_value.items())}, indent=1) + "\n",

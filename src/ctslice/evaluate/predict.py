@@ -2,6 +2,10 @@
 
     outcomes = run_predict("runs/x/checkpoint_best.pth", Path("ct.nii.gz"), None, EvaluateConfig())  # ct_seg.nii.gz
     outcomes = run_predict(ckpt, Path("cts/"), None, cfg)  # cts/predictions/<name>_seg.nii.gz; failures reported
+    outcomes = run_predict(ckpt, Path("series/"), None, cfg, fmt="dicom-seg")  # series_seg.dcm (DICOM SEG)
+
+Inputs may be NIfTI, NRRD, MetaImage or a DICOM series folder (`imaging.formats`); the output is in the input's
+kind (NRRD for NRRD, .mha for MetaImage, NIfTI otherwise) unless `fmt` asks for nifti, nrrd, mha or dicom-seg.
 
 The CT is transformed exactly as preprocessing transformed the training data, by the same functions with the
 settings stored in the checkpoint (`preprocess`: spacing, size, HU clip; the orientation is the cache's fixed
@@ -25,15 +29,16 @@ from torch.utils.data import DataLoader
 
 from ..config import EvaluateConfig, LoaderConfig
 from ..errors import CtsliceError
-from ..imaging import memory, volume
+from ..imaging import formats, memory, volume
 from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..model.checkpoint import Checkpoint
 from ..model.device import resolve_device
 from ..model.load import load_model
+from .dicom_seg import write_dicom_seg
 from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
-from .outputs import plan_outputs, sidecars, split_folder, split_masks_problem
+from .outputs import output_format, plan_outputs, sidecars, split_folder, split_masks_problem
 from .ownership import Ledger, ledger_of, name_problem, replace_problem
 
 
@@ -47,11 +52,12 @@ class PredictOutcome:
 
 
 def predict_volume(model: torch.nn.Module, ckpt: Checkpoint, path: Path, device: torch.device, batch_size: int,
-                   warn: Callable[[str], None] = lambda _: None):
-    """(uint8 labels on the CT's grid, the CT image) for one NIfTI file; InputError naming the file if unusable.
-    `warn` gets a line when part of the CT lies outside the model's input (labelled background)."""
+                   warn: Callable[[str], None] = lambda _: None, series: str | None = None):
+    """(uint8 labels on the CT's grid, the CT image) for one CT (any `formats` kind; `series`: the series UID to
+    read from a DICOM folder holding several); InputError naming the file if unusable. `warn` gets a line when part
+    of the CT lies outside the model's input (labelled background)."""
     s = ckpt.preprocess
-    img = volume.load_header(path, str(path), None)  # errors read "<path>: <reason>"
+    img = formats.load_image(path, str(path), None, series)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, img.header.get_zooms()[:3], str(path), None)
     cropped = field_of_view_cropped(geometry)
@@ -115,11 +121,12 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
 
 def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig,
                 loader: LoaderConfig = LoaderConfig(), *,
-                split_masks: bool = False, overwrite: bool = False,
+                split_masks: bool = False, overwrite: bool = False, fmt: str | None = None, series: str | None = None,
                 progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
-    """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on.
+    """Predict every input; a file that fails (not a volume, not 3D, unreadable) is reported and the others go on.
     `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`); of `loader`, only
-    the batch size applies (the CT is in memory)."""
+    the batch size applies (the CT is in memory). `fmt`: nifti, nrrd, mha or dicom-seg (default: the input's kind,
+    `outputs.resolve_format`); `series`: which series of a DICOM folder holding several."""
     cfg.validate()
     loader.validate()
     device = resolve_device(cfg.device)
@@ -128,16 +135,20 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = ckpt.dataset_label_values
     pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
-                         split_masks=names if split_masks else ())
+                         split_masks=names if split_masks else (), fmt=fmt)
     outcomes, ledgers = [], {}
     for done, (path, target, problem) in enumerate(pairs, start=1):
         outcome = PredictOutcome(path, error=problem)
         try:
             if problem is None:
-                pred, img = predict_volume(model, ckpt, path, device, loader.batch_size, outcome.warnings.append)
+                pred, img = predict_volume(model, ckpt, path, device, loader.batch_size, outcome.warnings.append,
+                                           series)
                 fields = volume.header_fields(img.header)
-                outcome.files = write_owned(target, overwrite, lambda: write_prediction(
-                    pred, target, img.affine, fields, labels, values), ledger_of(target.parent, ledgers))
+                if output_format(target.name) == "dicom-seg":
+                    write = lambda: [write_dicom_seg(pred, target, path, series, labels)]  # noqa: E731
+                else:
+                    write = lambda: write_prediction(pred, target, img.affine, fields, labels, values)  # noqa: E731
+                outcome.files = write_owned(target, overwrite, write, ledger_of(target.parent, ledgers))
                 if split_masks:
                     outcome.files.append(write_split_owned(pred, split_folder(target), img.affine, fields, labels,
                                                            overwrite))
