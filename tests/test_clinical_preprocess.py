@@ -135,3 +135,38 @@ def test_real_subject_as_a_dicom_series_caches_like_its_nifti(tmp_path):
     for root in ("nifti", "dicom"):
         assert run_preprocess(tmp_path / root, tmp_path / f"cache_{root}", settings).ok
     assert_same_caches(tmp_path / "cache_nifti", tmp_path / "cache_dicom")
+
+
+def test_original_space_evaluation_reads_the_same_formats(tiny_dataset, tiny_cache, tmp_path):
+    """evaluate --original-space against a copy of the dataset with DICOM CTs and NRRD masks scores exactly as
+    against the NIfTI dataset (same files' content, so the cache's fingerprints are not compared here)."""
+    from functools import partial
+
+    from checkpoints import make_checkpoint
+    from ctslice.config import EvaluateConfig, LoaderConfig
+    from ctslice.evaluate.run import run_evaluation
+    from ctslice.preprocess.reference import open_reference
+
+    ckpt = make_checkpoint(tiny_cache, tmp_path / "run" / "ckpt.pth")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_dataset, mixed)
+    for i, folder in enumerate(sorted(p for p in mixed.iterdir() if p.is_dir())):
+        convert_subject(folder, "dicom" if i % 2 else ".mha", ".nrrd")
+    cfg, loader = EvaluateConfig(device="cpu"), LoaderConfig(workers=0, batch_size=8)
+    docs = []
+    for data, cache in ((tiny_dataset, tiny_cache), (mixed, tmp_path / "cache_mixed")):
+        if data is mixed:  # a cache of the converted dataset, so that its files are the reference's
+            assert run_preprocess(mixed, cache, PreprocessConfig(spacing=None, size=40, workers=0)).ok
+            ckpt = make_checkpoint(cache, tmp_path / "run2" / "ckpt.pth")
+        run_evaluation(ckpt, cfg, loader, split="train", reference=partial(open_reference, data),
+                       out=tmp_path / f"ev_{data.name}")
+        docs.append(json.loads((tmp_path / f"ev_{data.name}" / "evaluation.json").read_text()))
+    assert not docs[1]["skipped"] and docs[0]["settings"]["space"] == docs[1]["settings"]["space"] == "original"
+    nifti, converted = docs[0]["per_subject"], docs[1]["per_subject"]
+    assert nifti and nifti.keys() == converted.keys()
+    for sid, classes in nifti.items():  # same counts; mm-based numbers differ by the DICOM decimal strings (1e-9)
+        for name, scores in classes.items():
+            assert scores.keys() == converted[sid][name].keys()
+            for key, value in scores.items():
+                assert converted[sid][name][key] == (pytest.approx(value, rel=1e-6, nan_ok=True)
+                                                     if isinstance(value, float) else value), (sid, name, key)
