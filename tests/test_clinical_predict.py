@@ -107,6 +107,8 @@ def test_dicom_seg_references_the_series_and_reads_back_equal(ckpt, tmp_path):
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID in series_uids
     referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == {s.SOPInstanceUID for s in sources}
+    for same in ("StudyInstanceUID", "PatientID", "FrameOfReferenceUID"):
+        assert getattr(seg, same) == getattr(sources[0], same), same
     labels = dict(enumerate(__import__("json").loads((tmp_path / "ref" / "out.labels.json").read_text()).values()))
     present = [int(i) for i in np.unique(expected) if i]
     assert present, "the test model predicts no structure: the SEG test needs one"
@@ -118,3 +120,23 @@ def test_dicom_seg_references_the_series_and_reads_back_equal(ckpt, tmp_path):
         np.testing.assert_array_equal(masks[..., n - 1].transpose(2, 1, 0), expected == index, err_msg=labels[index])
     frames = sum(int((expected == i).any(axis=(0, 1)).sum()) for i in present)
     assert seg.NumberOfFrames == frames  # frames only where a structure is present
+
+
+def test_no_structure_predicted_writes_no_seg(tmp_path):
+    from ctslice.errors import CtsliceError
+    from ctslice.evaluate.dicom_seg import write_dicom_seg
+
+    write_dicom_series(tmp_path / "series", hu()[:4, :4, :3], AXIAL)
+    with pytest.raises(CtsliceError, match="no structure predicted"):
+        write_dicom_seg(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.dcm", tmp_path / "series", None,
+                        {0: "background", 1: "liver"})
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_property_codes():
+    from ctslice.evaluate.dicom_seg import property_code
+
+    assert [str(c.value) for c in property_code("liver")] == ["91723000", "10200004"]
+    assert property_code("kidney_left")[1].meaning == "Kidney"
+    assert property_code("rib_left_3")[1].meaning == "Rib"
+    assert [c.meaning for c in property_code("autochthon_left")] == ["Tissue", "Tissue"]

@@ -41,6 +41,20 @@ def assert_same_caches(a, b) -> None:
         np.testing.assert_allclose(ca[sid][2], cb[sid][2], atol=1e-5, err_msg=f"{sid} affine")
 
 
+def to_itk(path, suffix: str) -> None:
+    """Replace the NIfTI file `path` by the same volume as NRRD or MetaImage (`suffix`)."""
+    img = nib.load(path)
+    write_itk(path.with_name(path.name.replace(".nii.gz", suffix)), np.asarray(img.dataobj), img.affine)
+    path.unlink()
+
+
+def preprocess_both(tmp_path) -> None:
+    """Preprocess tmp_path/nifti and tmp_path/mixed alike; their caches must be the same."""
+    for root in ("nifti", "mixed"):
+        assert run_preprocess(tmp_path / root, tmp_path / f"cache_{root}", SETTINGS).ok
+    assert_same_caches(tmp_path / "cache_nifti", tmp_path / "cache_mixed")
+
+
 def convert_subject(folder, ct_kind: str, mask_suffix: str) -> None:
     """Rewrite a TotalSegmentator subject (NIfTI) with its CT as `ct_kind` and its masks as `mask_suffix`."""
     img = nib.load(folder / "ct.nii.gz")
@@ -51,9 +65,7 @@ def convert_subject(folder, ct_kind: str, mask_suffix: str) -> None:
     else:
         write_itk(folder / f"ct{ct_kind}", data, affine)
     for mask in sorted((folder / "segmentations").glob("*.nii.gz")) if mask_suffix != ".nii.gz" else ():
-        m = nib.load(mask)
-        write_itk(mask.with_name(mask.name.replace(".nii.gz", mask_suffix)), np.asarray(m.dataobj), m.affine)
-        mask.unlink()
+        to_itk(mask, mask_suffix)
 
 
 def test_totalsegmentator_layout_in_every_format(tmp_path):
@@ -68,9 +80,7 @@ def test_totalsegmentator_layout_in_every_format(tmp_path):
     s1, s3 = (next(s for s in dataset.subjects if s.id == sid) for sid in ("s1", "s3"))
     assert s1.image == "s1/ct" and len(s1.image_files) == 5 and "s1/ct" not in s1.files
     assert "s3/ct.raw" in s3.files and "s3/segmentations/liver.raw" in s3.files  # the .mhd data is fingerprinted
-    for root in ("nifti", "mixed"):
-        assert run_preprocess(tmp_path / root, tmp_path / f"cache_{root}", SETTINGS).ok
-    assert_same_caches(tmp_path / "cache_nifti", tmp_path / "cache_mixed")
+    preprocess_both(tmp_path)
 
 
 def test_changed_dicom_slice_or_mhd_data_rebuilds_the_subject(tmp_path):
@@ -97,12 +107,8 @@ def test_nnunet_layout_in_nrrd_and_metaimage(tmp_path):
     mixed = nnunet_dataset(tmp_path / "mixed", cases, labels)
     for sub, suffix in (("imagesTr", ".nrrd"), ("labelsTr", ".mha")):
         for f in sorted((mixed / sub).glob("*.nii.gz")):
-            img = nib.load(f)
-            write_itk(f.with_name(f.name.replace(".nii.gz", suffix)), np.asarray(img.dataobj), img.affine)
-            f.unlink()
-    for root in ("nifti", "mixed"):
-        assert run_preprocess(tmp_path / root, tmp_path / f"cache_{root}", SETTINGS).ok
-    assert_same_caches(tmp_path / "cache_nifti", tmp_path / "cache_mixed")
+            to_itk(f, suffix)
+    preprocess_both(tmp_path)
 
 
 def test_a_bad_series_fails_its_subject_alone(tmp_path):

@@ -114,25 +114,48 @@ def test_varying_spacing(tmp_path):
     import pydicom
 
     paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
-    ds = pydicom.dcmread(paths[3])
-    ds.ImagePositionPatient[2] += 0.7
-    ds.save_as(paths[3])
+    position = pydicom.dcmread(paths[3]).ImagePositionPatient
+    edit(paths[3], ImagePositionPatient=[position[0], position[1], position[2] + 0.7])
     with pytest.raises(InputError, match=rf"s/{paths[3].name}: series 1.2.9 .*slice spacing varies") as e:
         read(tmp_path / "s")
     one_line(e.value)
 
 
 def test_gantry_tilt(tmp_path):
-    import pydicom
-
     paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
     for k, p in enumerate(paths):  # each slice shifted 1 mm further along y: a tilted stack
-        ds = pydicom.dcmread(p)
-        ds.ImagePositionPatient[1] += k
-        ds.save_as(p)
+        x, y, z = (AXIAL @ [0, 0, k, 1])[:3] * [-1, -1, 1]  # LPS
+        edit(p, ImagePositionPatient=[f"{x:g}", f"{y + k:g}", f"{z:g}"])
     with pytest.raises(InputError, match=r"series 1.2.9 .*gantry tilt") as e:
         read(tmp_path / "s")
     assert f"s/{paths[-1].name}" in one_line(e.value)
+
+
+def edit(path, **tags) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for tag, value in tags.items():
+        setattr(ds, tag, value)
+    ds.save_as(path)
+
+
+def test_gantry_tilt_tag(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    edit(paths[1], GantryDetectorTilt=12)
+    with pytest.raises(InputError, match=rf"s/{paths[1].name}: series 1.2.9 .*gantry tilt of 12 degrees") as e:
+        read(tmp_path / "s")
+    one_line(e.value)
+
+
+def test_two_slices_at_one_position(tmp_path):
+    import pydicom
+
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    edit(paths[1], ImagePositionPatient=pydicom.dcmread(paths[2]).ImagePositionPatient)
+    with pytest.raises(InputError, match=r"series 1.2.9 .*two slices at one position") as e:
+        read(tmp_path / "s")
+    one_line(e.value)
 
 
 def test_not_ct(tmp_path):

@@ -80,9 +80,13 @@ def dicom_files(folder: Path) -> list[Path]:
 
 
 def is_dicom_folder(folder: Path) -> bool:
+    """A folder with a DICOM file in it; files named like other volumes (x.nii.gz) are not opened to find out."""
+    from .formats import split_suffix
+
     try:
         return folder.is_dir() and any(is_dicom_file(p) for p in folder.iterdir()
-                                       if not p.name.startswith(".") and p.is_file())
+                                       if not p.name.startswith(".") and split_suffix(p.name) is None
+                                       and p.is_file())
     except OSError:
         return False
 

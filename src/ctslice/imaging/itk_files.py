@@ -7,8 +7,6 @@ reads the header alone (`ReadImageInformation`) so that the checks run before th
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from .itk_image import itk_affine, lazy_image, to_ijk
+from .volume import regular_file
 
 
 def itk_message(error: Exception, path: Path | None = None) -> str:
@@ -23,18 +22,6 @@ def itk_message(error: Exception, path: Path | None = None) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = (lines[-1] if lines else type(error).__name__).split("ERROR:")[-1].strip()
     return text.replace(str(path), path.name) if path is not None else text
-
-
-def check_regular(path: Path, subject: str, name: str | None) -> os.stat_result:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(subject, name, "file not found") from None
-    except OSError as e:
-        raise InputError(subject, name, f"cannot read file ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would hang the read, a device never end
-        raise InputError(subject, name, "not a regular file (a FIFO, device or folder)")
-    return st
 
 
 def numpy_dtype(pixel_id: int) -> np.dtype:
@@ -49,7 +36,7 @@ def load_itk_file(path: Path, subject: str, name: str | None, kind: str) -> nib.
     InputErrors for what is not one 3D scalar volume."""
     import SimpleITK as sitk
 
-    check_regular(path, subject, name)
+    regular_file(path, subject, name)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -82,7 +69,10 @@ def load_itk_file(path: Path, subject: str, name: str | None, kind: str) -> nib.
 
 def mhd_data_files(path: Path) -> list[Path]:
     """The data file a .mhd header names (ElementDataFile), when it is one file beside it: read with the header,
-    so it is fingerprinted with it. Empty for LOCAL (data inside), lists and patterns."""
+    so it is fingerprinted with it. Empty for LOCAL (data inside), lists, patterns and paths into other folders
+    (those are read by ITK but not fingerprinted)."""
+    if not path.is_file():  # never open a FIFO: it would wait for a writer
+        return []
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16).decode("latin-1")
@@ -92,6 +82,6 @@ def mhd_data_files(path: Path) -> list[Path]:
         key, _, value = line.partition("=")
         if key.strip() == "ElementDataFile":
             value = value.strip()
-            if value and value != "LOCAL" and " " not in value and "%" not in value and value != "LIST":
-                return [path.parent / value]
+            plain = value and not any(c in value for c in " %/\\") and value not in ("LOCAL", "LIST")
+            return [path.parent / value] if plain else []  # a file beside the header, nothing outside its folder
     return []

@@ -33,14 +33,7 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
     NRRD, MetaImage and DICOM series folders go to their readers (`formats`), which return the same kind of image."""
     if formats.kind(path) not in (None, "nifti"):
         return formats.load_image(path, subject, name)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(subject, name, "file not found") from None
-    except OSError as e:
-        raise InputError(subject, name, f"cannot read file ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would hang the read, a device never end
-        raise InputError(subject, name, "not a regular file (a FIFO, device or folder)")
+    st = regular_file(path, subject, name)
     try:
         img = nib.load(path)
     except FileNotFoundError:
@@ -67,6 +60,20 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
                                         f"({declared / 1e9:.2f} GB), more than this {st.st_size}-byte file can hold: "
                                         "truncated or damaged")
     return img
+
+
+def regular_file(path: Path, subject: str, name: str | None) -> os.stat_result:
+    """The file's stat, or InputError: missing, unreadable, or not a regular file (a FIFO would hang the read, a
+    device never end)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(subject, name, "file not found") from None
+    except OSError as e:
+        raise InputError(subject, name, f"cannot read file ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(subject, name, "not a regular file (a FIFO, device or folder)")
+    return st
 
 
 def drop_singleton_time(img: nib.Nifti1Image) -> nib.Nifti1Image:
