@@ -36,9 +36,10 @@ from ..text import first_few
 from .context import EvaluationContext, open_evaluation
 from .inference import argmax_labels, predict_volumes
 from .metrics import score_subject
+from .nnunet_summary import build_summary, case_counts, summary_keys, write_summary
 from .original_space import OriginalPlanes, OriginalReference, to_original
 from .report import aggregate, write_reports
-from .saved import describe, save_subject
+from .saved import PREDICTIONS, describe, save_subject
 from .spaces import CacheSpace, OriginalSpace, Predicted, Space
 
 Progress = Callable[[int, int, str], None]
@@ -71,7 +72,7 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
     skipped = {sid: why for sid in ctx.subject_ids() if (why := space.skip_reason(sid))}
     notes = ctx.notes + ([describe(isinstance(space, OriginalSpace))["note"]] if save_predictions else [])
     to_labels = OriginalPlanes(ctx.geometries) if space.needs_original or save_predictions else argmax_labels
-    names, rows, worst, files = [], [], [], []
+    names, rows, worst, files, cases = [], [], [], [], []
     # worker_errors: a damaged chunk read in a worker ends with its one-line CacheError, not torch's traceback
     with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:
         for done, (s, volumes) in enumerate(predict_volumes(ctx.model, ctx.loader, ctx.counts, ctx.ckpt.intensity,
@@ -81,10 +82,11 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
                 progress(done + 1, len(ctx.counts), sid)
             if sid in skipped:
                 continue
-            predicted, scores, overlay = _score(ctx, cfg, space, s, volumes)
+            predicted, scores, overlay, counts = _score(ctx, cfg, space, s, volumes)
             names.append(sid)
             rows.append(scores)
             worst.append(overlay)
+            cases.append((sid, str(ctx.out / PREDICTIONS / f"{sid}.nii.gz") if save_predictions else sid, counts))
             if save_predictions:
                 with output_errors(ctx.out):
                     files += save_subject(ctx.out, sid, predicted.record, ctx.geometries[s], ctx.labels,
@@ -99,18 +101,21 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
     with output_errors(ctx.out):
         files += write_reports(ctx.out, _settings(ctx, cfg, space, save_predictions, notes), summary, per_class,
                                per_subject, skipped, worst, ctx.labels)
+        files.append(write_summary(ctx.out, build_summary(cases, summary_keys(ctx.labels, ctx.label_values))))
     return EvaluationResult(ctx.out, summary, per_class, names, skipped, files, ctx.warnings, notes)
 
 
 def _score(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, s: int, volumes: tuple[np.ndarray, ...]
-           ) -> tuple[Predicted, dict[str, np.ndarray], dict[str, Any]]:
-    """One subject's predictions (`volumes` from `predict_volumes`), its scores in `space` and its worst slice."""
+           ) -> tuple[Predicted, dict[str, np.ndarray], dict[str, Any], np.ndarray]:
+    """One subject's predictions (`volumes` from `predict_volumes`), its scores in `space`, its worst slice and
+    its counts as nnU-Net counts them (`nnunet_summary.case_counts`)."""
     original = to_original(volumes[1], ctx.geometries[s]) if len(volumes) > 1 else None
     predicted = Predicted(ctx.subject_id(s), ctx.record(s), volumes[0], ctx.cached_reference(s), original)
     skip = ctx.missing_indices(s)
-    scores = score_subject(*space.scored(predicted), len(ctx.labels), cfg.surface_tolerance_mm, skip)
+    pred, ref, spacing = space.scored(predicted)
+    scores = score_subject(pred, ref, spacing, len(ctx.labels), cfg.surface_tolerance_mm, skip)
     return predicted, scores, _overlay_slice(ctx.loader.dataset.reader, s, predicted.cached,
-                                             predicted.cached_reference, skip)
+                                             predicted.cached_reference, skip), case_counts(scores, pred, skip)
 
 
 def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: bool,
