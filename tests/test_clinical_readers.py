@@ -42,6 +42,19 @@ def test_reverse_slice_order_is_sorted_by_position_not_by_file(tmp_path):
     assert read_affine[2, 2] > 0
 
 
+def test_positions_rounded_to_a_hundredth_are_one_spacing(tmp_path):
+    """0.625 mm slices whose positions the scanner wrote with 2 decimals: steps of 0.62 and 0.63 mm are one
+    spacing, and the slice step is their average (no drift along the stack)."""
+    thin = AXIAL @ np.diag([1, 1, 0.3125, 1])  # 2 mm -> 0.625 mm
+    hu = np.random.default_rng(1).integers(-1000, 1000, size=(4, 3, 9)).astype(np.int16)
+    paths = write_dicom_series(tmp_path / "s", hu, thin)
+    for k, p in enumerate(paths):
+        x, y, z = (thin @ [0, 0, k, 1])[:3] * [-1, -1, 1]
+        edit(p, ImagePositionPatient=[f"{x:.2f}", f"{y:.2f}", f"{z:.2f}"])
+    data, affine = read(tmp_path / "s")
+    assert_same_voxels(data, affine, hu, thin, tolerance_mm=0.006)
+
+
 def test_rescale_slope_gives_hounsfield_units(tmp_path):
     hu = (hu_volume() // 2 * 2).astype(np.int16)  # even: exact with slope 2
     write_dicom_series(tmp_path / "series", hu, AXIAL, slope=2.0, intercept=-1000.0)

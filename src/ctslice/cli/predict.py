@@ -63,9 +63,8 @@ def predict(
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from ..evaluate.predict import run_predict
-
         from ..evaluate.outputs import OUTPUT_SUFFIXES
+        from ..evaluate.predict import run_predict
 
         if output_format is not None and output_format not in OUTPUT_SUFFIXES:
             raise CtsliceError(f"--format {output_format}: expected one of {', '.join(OUTPUT_SUFFIXES)}")

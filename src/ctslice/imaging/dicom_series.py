@@ -26,8 +26,10 @@ from .itk_files import itk_message
 from .itk_image import LPS_TO_RAS, itk_affine, lazy_image, to_ijk
 
 DICM_OFFSET = 128
-SPACING_TOLERANCE_MM = 0.01
-"""Positions are decimal strings of at most 16 characters: steps that differ by less are the same spacing."""
+SPACING_TOLERANCE_MM = 0.02
+SPACING_TOLERANCE_SHARE = 0.01
+"""Steps between slices that differ by less than 0.02 mm or 1 % are the same spacing: scanners round positions
+(some to 0.01 mm), which makes 0.625 mm steps read as 0.62 and 0.63."""
 TILT_TOLERANCE_MM = 0.01
 PIXEL_DATA = 0x7FE00010
 
@@ -195,15 +197,17 @@ def check_and_order(series: Series, headers: list, subject: str, name: str | Non
         k = int(np.argmin(steps))
         raise InputError(subject, _name(name, slices[k + 1].path),
                          f"{series.describe()}: two slices at one position ({slices[k].path.name} too)")
-    step = float(steps.min())  # the spacing: a missing slice only makes gaps larger
+    unit = float(steps.min())  # the spacing: a missing slice only makes gaps larger
+    tolerance = max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_SHARE * unit)
     for k, gap in enumerate(steps):
-        if abs(gap - step) > max(SPACING_TOLERANCE_MM, 1e-3 * step):
-            missing = round(gap / step) - 1
-            what = (f"{missing} missing slice(s): a gap of {gap:g} mm where the spacing is {step:g} mm"
-                    if missing >= 1 and abs(gap - (missing + 1) * step) <= max(SPACING_TOLERANCE_MM, 1e-3 * step)
+        if gap - unit > tolerance:
+            missing = round(gap / unit) - 1
+            what = (f"{missing} missing slice(s): a gap of {gap:g} mm where the spacing is {unit:g} mm"
+                    if missing >= 1 and abs(gap - (missing + 1) * unit) <= tolerance
                     else f"slice spacing varies ({steps.min():g} to {steps.max():g} mm)")
             raise InputError(subject, _name(name, slices[k + 1].path),
                              f"{series.describe()}: {what}, between {slices[k].path.name} and here")
+    step = float(along[-1] - along[0]) / (len(slices) - 1)  # as ITK: positions rounded in the headers average out
     return slices, step
 
 

@@ -29,7 +29,6 @@ from ..imaging.itk_files import mhd_data_files
 from ..text import first_few
 from .labels import MAX_LABELS, build_label_map
 
-VOLUME_SUFFIXES = FILE_SUFFIXES
 DICOM_CT_FOLDER = "ct"
 SPLITS = ("train", "val", "test")
 
@@ -69,7 +68,7 @@ class Dataset:
 
 
 def _strip_suffix(name: str) -> str | None:
-    for suffix in VOLUME_SUFFIXES:
+    for suffix in FILE_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
@@ -83,7 +82,7 @@ def _data_files(root: Path, files: list[str]) -> tuple[str, ...]:
 
 def _ct_of(folder: Path, sid: str) -> tuple[str, tuple[str, ...]] | InputError:
     """The subject's CT (relative to the dataset root) and, for a DICOM folder, the files in it."""
-    names = [f"ct{s}" for s in VOLUME_SUFFIXES if (folder / f"ct{s}").is_file()]
+    names = [f"ct{s}" for s in FILE_SUFFIXES if (folder / f"ct{s}").is_file()]
     dicom = folder / DICOM_CT_FOLDER
     if dicom.is_dir():
         names.append(f"{DICOM_CT_FOLDER}/")
@@ -309,7 +308,7 @@ def _discover_nnunet(root: Path) -> Dataset:
         elif len(files) > 1:
             candidates[case] = InputError(case, files[0], f"duplicate subject id ({' and '.join(files)})")
         else:
-            found = [f"labelsTr/{case}{s}" for s in VOLUME_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
+            found = [f"labelsTr/{case}{s}" for s in FILE_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
             if len(found) != 1:
                 reason = "no label file" if not found else f"several label files ({' and '.join(found)})"
                 candidates[case] = InputError(case, f"labelsTr/{case}.nii.gz", reason)
