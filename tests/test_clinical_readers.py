@@ -192,3 +192,28 @@ def test_damaged_header(tmp_path):
     with pytest.raises(InputError, match=rf"^s1: s/{paths[2].name}: damaged DICOM header") as e:
         read(tmp_path / "s")
     one_line(e.value)
+
+
+def test_a_dicomdir_index_is_skipped(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    hu = hu_volume()
+    write_dicom_series(tmp_path / "s", hu, AXIAL)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.FileSetID = "EXPORT"
+    ds.save_as(tmp_path / "s" / "DICOMDIR", enforce_file_format=True)
+    data, affine = read(tmp_path / "s")
+    assert_same_voxels(data, affine, hu, AXIAL)
+
+
+def test_multi_frame_is_refused(tmp_path):
+    paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
+    edit(paths[0], NumberOfFrames=4)
+    with pytest.raises(InputError, match=r"series 1.2.9 .*multi-frame") as e:
+        read(tmp_path / "s")
+    one_line(e.value)

@@ -32,6 +32,7 @@ SPACING_TOLERANCE_SHARE = 0.01
 (some to 0.01 mm), which makes 0.625 mm steps read as 0.62 and 0.63."""
 TILT_TOLERANCE_MM = 0.01
 PIXEL_DATA = 0x7FE00010
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,14 @@ def find_series(folder: Path, subject: str, name: str | None) -> dict[str, tuple
             ds = pydicom.dcmread(path, defer_size=1024)  # large values (the pixels) are not read, only located
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
             raise InputError(subject, _name(name, path), f"unreadable DICOM header ({type(e).__name__}: {e})") from None
+        if str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+            continue  # the index of a CD or export, not an image
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
             raise InputError(subject, _name(name, path), "damaged DICOM header (no SeriesInstanceUID; truncated?)")
         grouped[uid].append((path, ds))
+    if not grouped:
+        raise InputError(subject, name, "no DICOM images in this folder (only a DICOMDIR index)")
     return {uid: (Series(uid, str(items[0][1].get("SeriesDescription", "") or ""), tuple(p for p, _ in items)),
                   items) for uid, items in sorted(grouped.items())}
 
@@ -165,6 +170,9 @@ def check_and_order(series: Series, headers: list, subject: str, name: str | Non
         where, what = _name(name, s.path), series.describe()
         if s.modality != "CT":
             raise InputError(subject, where, f"{what}: modality {s.modality or 'missing'}, not CT")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError(subject, where, f"{what}: a multi-frame (enhanced) image; only one slice per file is "
+                                             "read")
         if s.size != first.size or not np.allclose(s.spacing, first.spacing, atol=1e-4):
             raise InputError(subject, where, f"{what}: slice size or pixel spacing {s.size} {s.spacing} differs "
                                              f"from {first.path.name}'s {first.size} {first.spacing}")
