@@ -73,6 +73,8 @@ def test_format_option_and_its_conflicts(ckpt, tmp_path):
     assert result.exit_code == 2 and "needs a DICOM series folder" in result.output
     result = runner.invoke(app, [*base, "--format", "mha", "--out", str(tmp_path / "x.nrrd")])
     assert result.exit_code == 2 and "--format is mha" in result.output
+    result = runner.invoke(app, [*base, "--series", "1.2.3"])
+    assert result.exit_code == 2 and "is not a DICOM series folder" in result.output
     result = runner.invoke(app, [*base, "--format", "png"])
     assert result.exit_code == 2 and "expected one of nifti, nrrd, mha, dicom-seg" in result.output
 

@@ -134,6 +134,8 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     labels = ckpt.labels
     names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = ckpt.dataset_label_values
+    if series is not None and formats.kind(Path(source)) != "dicom":
+        raise CtsliceError(f"--series {series}: {source} is not a DICOM series folder")
     pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
                          split_masks=names if split_masks else (), fmt=fmt)
     outcomes, ledgers = [], {}
