@@ -72,6 +72,32 @@ def test_itk_files_read_back_every_voxel_in_place(tmp_path, suffix, affine):
     assert_same_voxels(data, read_affine, hu, affine)
 
 
+def test_nrrd_in_ras_space_keeps_its_world_coordinates(tmp_path):
+    """A NRRD written in 'right-anterior-superior' space (hand-written header, raw data): ITK turns it into LPS,
+    and the affine read back is the RAS one the header states."""
+    hu = hu_volume()
+    vectors = " ".join("(" + ",".join(f"{v:.17g}" for v in OBLIQUE[:3, a]) + ")" for a in range(3))
+    header = (f"NRRD0004\ntype: short\ndimension: 3\nspace: right-anterior-superior\nsizes: 6 5 4\n"
+              f"space directions: {vectors}\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+              f"space origin: ({','.join(f'{v:.17g}' for v in OBLIQUE[:3, 3])})\n\n")
+    path = tmp_path / "ras.nrrd"
+    path.write_bytes(header.encode() + hu.astype("<i2").tobytes(order="F"))
+    data, affine = read(path)
+    np.testing.assert_allclose(affine, OBLIQUE, atol=1e-9)
+    assert_same_voxels(data, affine, hu, OBLIQUE)
+
+
+@pytest.mark.parametrize("shape, reason", [((6, 5), "expected a 3D volume"), ((6, 5, 4, 3), "3 values per voxel")],
+                         ids=["2d", "vector"])
+def test_itk_file_that_is_not_one_3d_scalar_volume(tmp_path, shape, reason):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.zeros(shape, np.int16), isVector=len(shape) == 4)
+    sitk.WriteImage(image, str(tmp_path / "x.mha"))
+    with pytest.raises(InputError, match=f"^s1: x.mha: {reason}"):
+        formats.load_image(tmp_path / "x.mha", "s1", "x.mha")
+
+
 def test_header_only_until_the_data_is_asked_for(tmp_path):
     """The checks (memory, geometry) run on the header: a damaged data section fails only at read_data."""
     path = write_itk(tmp_path / "ct.mhd", hu_volume(), AXIAL)
