@@ -179,8 +179,10 @@ def edit(path, **tags) -> None:
     ds.save_as(path)
 
 
-@pytest.mark.parametrize("tags, reason", [({"GantryDetectorTilt": 12}, "gantry tilt of 12 degrees"),
-                                         ({"NumberOfFrames": 4}, "a multi-frame")], ids=["tilt_tag", "multi_frame"])
+@pytest.mark.parametrize("tags, reason", [
+    ({"GantryDetectorTilt": 12}, "gantry tilt of 12 degrees"), ({"NumberOfFrames": 4}, "a multi-frame"),
+    ({"Rows": 4}, "slice size or pixel spacing"), ({"ImageOrientationPatient": [0, 1, 0, 1, 0, 0]}, "orientation"),
+], ids=["tilt_tag", "multi_frame", "size", "orientation"])
 def test_a_tag_that_refuses_the_series(tmp_path, tags, reason):
     paths = write_dicom_series(tmp_path / "s", hu_volume(), AXIAL, series_uid="1.2.9")
     edit(paths[1], **tags)
