@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..cache.info import RAW_BYTES_PER_PIXEL, folder_size
 from ..cache.manifest import read_manifest
 from ..config import LoaderConfig, PreprocessConfig
 from ..errors import CacheError, CtsliceError
-from ..data.dataset import SliceDataset, batch_items, empty_batch, single_threaded_blosc
-from ..data.loader import loader_kwargs
+from ..data.dataset import SliceBatch, SliceDataset, batch_buffers, single_threaded_blosc
+from ..data.loader import RingLoader, loader_kwargs
+from ..data.ring import BatchRing
 
 Log = Callable[[str], None]
 
@@ -85,7 +86,7 @@ class NpySliceDataset(Dataset):
         self._len = len(np.load(image_path, mmap_mode="r"))
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": None}
+        return {**self.__dict__, "_arrays": None}  # (the ring, when set, goes along: workers decode into it)
 
     def __len__(self) -> int:
         return self._len
@@ -93,17 +94,25 @@ class NpySliceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[dict]:
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
         if self._arrays is None:
             self._arrays = tuple(np.load(p, mmap_mode="r") for p in self.paths)
-        images_in, labels_in = self._arrays
-        images = empty_batch((len(indices), *images_in.shape[1:]), torch.int16)
-        labels = empty_batch((len(indices), *labels_in.shape[1:]), torch.uint8)
+        return self._arrays
+
+    def __getitems__(self, indices: list[int]) -> SliceBatch:
+        images_in, labels_in = self._open()
+        images, labels, token = batch_buffers(self.ring, len(indices), images_in.shape[1:], labels_in.shape[1:])
         image_out, label_out = images.numpy(), labels.numpy()
         for j, i in enumerate(indices):
             image_out[j] = images_in[i]
             label_out[j] = labels_in[i]
-        return batch_items(images, labels, [(0, int(i)) for i in indices])
+        return SliceBatch(images, labels, [0] * len(indices), [int(i) for i in indices], token)
+
+    ring: BatchRing | None = None
+
+    def make_ring(self, workers: int, slots: int, batch_size: int) -> BatchRing:
+        images_in, labels_in = self._open()
+        return BatchRing(workers, slots, batch_size, images_in.shape[1:], labels_in.shape[1:])
 
 
 # --- The naive way ------------------------------------------------------------------------------------------------
@@ -160,7 +169,7 @@ def _time_loader(ds: Dataset, order: list[int], cfg: LoaderConfig, batches: int)
     need = (warmup + batches) * cfg.batch_size
     sampler = (order * (need // len(order) + 1))[:need]
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    loader = DataLoader(ds, sampler=sampler, **loader_kwargs(cfg))
+    loader = RingLoader(ds, sampler=sampler, **loader_kwargs(cfg))
     it = iter(loader)
     for _ in range(warmup):
         next(it)

@@ -172,6 +172,31 @@ class CacheReader:
         self._read_chunk(s, "label", int(z), out)
         return out
 
+    def read_batch(self, subjects: np.ndarray, zs: np.ndarray, context: int, images: np.ndarray,
+                   labels: np.ndarray) -> None:
+        """A batch in one call: row j gets the `context` image slices centred on slice zs[j] of subject number
+        subjects[j] (clamped at the volume's ends, as `data.dataset.context_window`) into images[j] (context, H, W)
+        and its label into labels[j]. The windows are computed for the whole batch at once, a repeated edge slice
+        is decoded once, and each chunk is decoded straight into its row."""
+        subjects = np.asarray(subjects, dtype=np.int64)
+        zs = np.asarray(zs, dtype=np.int64)
+        counts = self.shapes[subjects, 0]
+        outside = np.flatnonzero((zs < 0) | (zs >= counts))
+        if len(outside):
+            j = outside[0]
+            raise IndexError(f"{self.subjects[subjects[j]]}: slice {zs[j]} out of range (subject has {counts[j]})")
+        half = context // 2
+        windows = np.clip(zs[:, None] + np.arange(-half, half + 1), 0, (counts - 1)[:, None]).tolist()
+        for j, (s, z, window) in enumerate(zip(subjects.tolist(), zs.tolist(), windows)):
+            rows, previous = images[j], -1
+            for c, zc in enumerate(window):
+                if zc == previous:  # clamped context repeats the edge slice (always next to itself)
+                    rows[c] = rows[c - 1]
+                else:
+                    self._read_chunk(s, "image", zc, rows[c])
+                    previous = zc
+            self._read_chunk(s, "label", z, labels[j])
+
     def _read_chunk(self, s: int, array: str, z: int, out: np.ndarray) -> None:
         if not 0 <= z < self.shapes[s, 0]:
             raise IndexError(f"{self.subjects[s]}: slice {z} out of range (subject has {self.shapes[s, 0]})")
