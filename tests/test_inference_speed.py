@@ -115,3 +115,19 @@ def test_evaluate_reports_slices_per_second(tiny_cache, tmp_path):
     speed = result.summary["inference"]
     assert speed["slices"] == len(SliceDataset(tiny_cache, "val")) and speed["slices_per_s"] > 0
     assert speed["batch_size"] == 4 and speed["device"] == "cpu"
+
+
+def test_bench_predict_command_prints_both_ways_and_equal_labels(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ctslice.cli import app
+
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["bench", "predict", "--device", "cpu", "--size", "32", "--classes", "3",
+                                      "--slices", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["device"] == "cpu" and row["labels_equal"] and row["plain"]["slices_per_s"] > 0 and row["ratio"] > 0
+    assert "channels-last" in result.output
