@@ -8,9 +8,9 @@ host-to-device copy is smaller; intensity windowing and augmentation run later o
 device (`transforms.apply_intensity`, `train/augment.py`). The split, label map and geometry come from the manifest
 only.
 
-A DataLoader fetches a whole batch with one `__getitems__` call: the slices are decoded straight into one batch
-buffer (in shared memory inside a worker) and `collate_slices` hands that buffer on without stacking, so every
-pixel is written once. Against per-item arrays stacked by default_collate this measured 1.6-1.9x faster in one
+A DataLoader fetches a whole batch with one `__getitems__` call (`CacheReader.read_batch`): the slices are decoded
+straight into one batch buffer (inside a worker, a reused shared-memory slot of the loader's ring, `ring.py`) and
+`collate_slices` hands that buffer on without stacking, so every pixel is written once. Against per-item arrays stacked by default_collate this measured 1.6-1.9x faster in one
 process (`ctslice bench loader --alternatives`) and ~1.2x with 1-2 workers (2-core VM, 512x512 slices). Plain
 indexing and default_collate still work: the items are ordinary tensors (views of the batch).
 """

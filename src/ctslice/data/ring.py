@@ -70,7 +70,13 @@ class BatchRing:
 
     def __getstate__(self) -> dict:
         # To a spawned worker: the shared tensors (sent once) and sizes; no process-local state.
-        return {**self.__dict__, "_uses": None, "_held": {}, "_lock": None}
+        return {**self.__dict__, "_uses": None, "_held": {}, "_lock": None, "_released_np": None}
+
+    def _released(self) -> np.ndarray:
+        """`released` as numpy in this process (cheap to index; item stores of int64 are atomic)."""
+        if self.__dict__.get("_released_np") is None:
+            self._released_np = self.released.numpy()
+        return self._released_np
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -87,7 +93,7 @@ class BatchRing:
         w = info.id
         if self._uses is None:
             self._uses = np.zeros(self.slots, np.int64)
-        released = self.released[w].numpy()
+        released = self._released()[w]
         for k in range(self.slots):
             if released[k] == self._uses[k]:
                 self._uses[k] += 1
@@ -105,14 +111,17 @@ class BatchRing:
         """The tensors of slot (w, k), each with a storage of its own; the slot is released (use number `use`)
         once both are gone, with everything made from them."""
         images, labels = self.images[w, k, :batch].numpy(), self.labels[w, k, :batch].numpy()
-        left = [2]
+        left, ring = [2], weakref.ref(self)  # weakly: no cycle through the callbacks keeps a ring's memory
 
         def gone(_ref) -> None:
+            self = ring()
+            if self is None:  # the ring's workers are gone: nobody waits for the slot
+                return
             with self._lock:
                 left[0] -= 1
                 if left[0] == 0:
                     self._held.pop((w, k), None)
-                    self.released[w, k] = use
+                    self._released()[w, k] = use
 
         with self._lock:
             self._held[(w, k)] = (weakref.ref(images, gone), weakref.ref(labels, gone))
