@@ -8,8 +8,9 @@ The loader runs in evaluation order (every slice once, subject after subject), s
 its last slice has passed and only the subjects of the current batch are held in memory.
 
 Speed. The model runs in inference mode, in channels-last memory format (the convolutions' fast layout on CPU and
-on GPUs alike: 1.5-2x on the 2-core VM's CPU, `ctslice bench predict`), on batches of the most slices whose
-activations and outputs fit `[evaluate] inference_memory_gib` (`inference_batch_size`). The logits are made
+on GPUs alike: 1.6-1.8x on the 2-core VM's CPU, `ctslice bench predict`), on batches of `[loader] batch_size`
+slices, fewer when their activations and outputs would not fit `[evaluate] inference_memory_gib`
+(`inference_batch_size`; evaluate and predict take the smaller). The logits are made
 contiguous again before anything reads them, so what follows (softmax, argmax, resampling) runs as before; the
 labels are equal to those of the plain layout (tests/test_inference_speed.py), the logits differ by float rounding
 (~1e-7). `Throughput` counts the slices and the seconds spent in inference, for the slices/s that evaluate and
