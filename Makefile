@@ -46,7 +46,7 @@ help:
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
 	@echo "make test [TEST_WORKERS=2]  run the test suite in 2 processes (and print its ten slowest tests)"
-	@echo "make bench        preprocessing, incremental-rebuild, loader, training and metrics benchmarks"
+	@echo "make bench        preprocessing, incremental-rebuild, loader, training, metrics and predict benchmarks"
 	@echo "make bench-gpu     on a CUDA machine: training speed of the real model at 512x512 (one table, < 5 min)"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
 
@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(BIN)/ctslice bench loader
 	$(BIN)/ctslice bench train
 	$(BIN)/ctslice bench metrics
+	$(BIN)/ctslice bench predict
 
 # The GPU speed check: the real model (1 input, 118 outputs) at 512x512, batch 16, bf16, channels_last (the
 # trainer's CUDA defaults), fed by 4 (the default), 8 and 16 loader workers and from GPU memory, compiled too.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numcodecs.blosc
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_SETTINGS
@@ -131,3 +132,77 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
     assert set(data["loader_vs_npy_loader"]) == {"0", "1"} and data["dataset_vs_npy"] > 0
     assert data["dataset_vs_naive"] > 1
     assert "dataset / naive" in result.output
+
+
+# --- Reused batch buffers (data/ring.py) ----------------------------------------------------------------------
+
+def _expected(ds: SliceDataset, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch as the per-slice reader API gives it (one chunk at a time, stacked): the old path's values."""
+    from ctslice.data.dataset import context_window
+
+    reader = ds.reader
+    images = [reader.read_image(s, context_window(z, ds.context_slices, int(reader.shapes[s, 0])))
+              for s, z in zip(batch["subject"].tolist(), batch["slice"].tolist())]
+    labels = [reader.read_label(s, z) for s, z in zip(batch["subject"].tolist(), batch["slice"].tolist())]
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_hold_the_same_slices_and_values_as_the_per_slice_reader(cache, workers):
+    cfg = LoaderConfig(**{**CFG.__dict__, "workers": workers, "persistent_workers": True})
+    loader = build_loader(cache, "train", cfg)
+    expected_order = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        expected_order += [loader.dataset.locate(i) for i in loader.sampler]
+        for batch in loader:  # each batch dropped before the next: workers keep reusing their ring slots
+            assert batch.keys() == {"image", "label", "subject", "slice"}
+            assert batch["subject"].dtype == batch["slice"].dtype == torch.int64
+            images, labels = _expected(loader.dataset, batch)
+            assert torch.equal(batch["image"], images) and torch.equal(batch["label"], labels)
+            expected_order = expected_order[len(batch["slice"]):] if list(zip(
+                batch["subject"].tolist(), batch["slice"].tolist())) == expected_order[:len(batch["slice"])] else None
+            assert expected_order is not None, "batches out of the sampler's order"
+    assert expected_order == []
+
+
+def test_workers_never_overwrite_a_batch_the_caller_still_holds(cache, monkeypatch):
+    """Batches kept for a while (the previous two, and every fifth for good) stay intact while the workers go on
+    filling ring slots; with one slot per worker beyond what is in flight, reuse is frequent."""
+    import ctslice.data.loader as loader_module
+    import ctslice.data.ring as ring
+
+    monkeypatch.setattr(loader_module, "RING_SPARE_SLOTS", 1)
+    unpacked = []
+    monkeypatch.setattr(ring.BatchRing, "unpack", lambda self, *a, _f=ring.BatchRing.unpack: unpacked.append(a)
+                        or _f(self, *a))
+    cfg = LoaderConfig(**{**CFG.__dict__, "workers": 2, "batch_size": 2, "prefetch_factor": 1,
+                          "persistent_workers": True})
+    loader = build_loader(cache, "train", cfg)
+    held = []  # (batch, copy of it)
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        for n, batch in enumerate(loader):
+            held.append((batch, {k: v.clone() for k, v in batch.items()}))
+            for kept, copy in held:
+                assert all(torch.equal(kept[k], copy[k]) for k in copy)
+            held = [h for i, h in enumerate(held) if i >= len(held) - 2 or i % 5 == 0]
+    assert len({a[:2] for a in unpacked}) == 4 and len(unpacked) > 8  # 2 workers x 2 slots, each used again
+
+
+def test_a_held_view_or_storage_keeps_its_slot(cache):
+    """A slot is released only when nothing made from the batch is left: a view, a detached tensor or the bare
+    storage each keep it."""
+    cfg = LoaderConfig(**{**CFG.__dict__, "workers": 1, "batch_size": 2, "prefetch_factor": 1,
+                          "persistent_workers": True})
+    loader = build_loader(cache, "train", cfg)
+    keeps = {"view": lambda b: b["image"][1], "detached": lambda b: b["label"].detach(),
+             "storage": lambda b: torch.empty(0, dtype=torch.int16).set_(b["image"].untyped_storage())}
+    for name, keep in keeps.items():
+        it = iter(loader)
+        first = next(it)
+        kept = keep(first)
+        copy = kept.clone()
+        del first
+        assert len(list(it)) > 2, name  # the rest of the epoch, read while only `kept` holds the first batch's slot
+        assert torch.equal(kept, copy), name

@@ -135,3 +135,26 @@ def test_pickles_as_plain_paths_and_reads_the_same(cache):
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     assert clone.index.present.shape == reader.index.present.shape  # reloaded on demand
+
+
+def test_a_batch_read_reports_each_damage_as_the_slice_read_does(tiny_cache):
+    """read_batch builds the error context only on failure: the messages are those of `read`, word for word."""
+    reader = CacheReader(tiny_cache)
+    sid = reader.subjects[0]
+    s = reader.subject_number(sid)
+    _chunk(tiny_cache, sid, "label", 4).unlink()
+    _chunk(tiny_cache, sid, "image", 5).write_bytes(b"\x01\x02")
+    _chunk(tiny_cache, sid, "image", 1).write_bytes(_chunk(tiny_cache, sid, "label", 1).read_bytes())
+    raw = bytearray(_chunk(tiny_cache, sid, "image", 3).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    _chunk(tiny_cache, sid, "image", 3).write_bytes(bytes(raw))
+    _, h, w = reader.shapes[s]
+    images, labels = np.empty((1, 1, h, w), np.int16), np.empty((1, h, w), np.uint8)
+    for z in (4, 5, 1, 3):
+        with pytest.raises(CacheError) as single:
+            reader.read(sid, z)
+        with pytest.raises(CacheError) as batch:
+            reader.read_batch(np.array([s]), np.array([z]), 1, images, labels)
+        assert str(batch.value) == str(single.value) and str(tiny_cache) in str(batch.value), z
+    reader.read_batch(np.array([s, s]), np.array([0, 2]), 1, np.empty((2, 1, h, w), np.int16),
+                      np.empty((2, h, w), np.uint8))  # the others are fine

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
-from ..data.dataset import SliceDataset
+from ..data.dataset import SliceBatch, SliceDataset, single_threaded_blosc
+
 
 class _ThreadedSliceDataset(SliceDataset):
     """Alternative: the rows of a batch decoded by a thread pool inside the process (one pool per process;
@@ -22,15 +24,21 @@ class _ThreadedSliceDataset(SliceDataset):
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_pool"}
 
-    def _fill(self, image_out, label_out, where, rows) -> None:
+    def __getitems__(self, indices: list[int]) -> SliceBatch:
         from concurrent.futures import ThreadPoolExecutor
 
         if "_pool" not in self.__dict__:
             self._pool = ThreadPoolExecutor(self.threads)
-        rows = list(rows)
-        parts = [rows[j::self.threads] for j in range(self.threads)]
-        list(self._pool.map(lambda part: super(_ThreadedSliceDataset, self)._fill(image_out, label_out, where, part),
-                            parts))
+        subjects, zs = self.locate_many(indices)
+        h, w = self.reader.shapes[subjects[0], 1:].tolist()
+        images = torch.empty((len(indices), self.context_slices, h, w), dtype=torch.int16)
+        labels = torch.empty((len(indices), h, w), dtype=torch.uint8)
+        image_out, label_out = images.numpy(), labels.numpy()
+        bounds = np.linspace(0, len(indices), self.threads + 1).astype(int)  # consecutive rows: views, not copies
+        with single_threaded_blosc():
+            list(self._pool.map(lambda a, b: self.reader.read_batch(
+                subjects[a:b], zs[a:b], self.context_slices, image_out[a:b], label_out[a:b]), bounds[:-1], bounds[1:]))
+        return SliceBatch(images, labels, subjects.tolist(), zs.tolist())
 
 
 def _rate(fn: Callable[[], int], rounds: int = 3) -> float:

@@ -172,20 +172,56 @@ class CacheReader:
         self._read_chunk(s, "label", int(z), out)
         return out
 
+    def read_batch(self, subjects: np.ndarray, zs: np.ndarray, context: int, images: np.ndarray,
+                   labels: np.ndarray) -> None:
+        """A batch in one call: row j gets the `context` image slices centred on slice zs[j] of subject number
+        subjects[j] (clamped at the volume's ends, as `data.dataset.context_window`) into images[j] (context, H, W)
+        and its label into labels[j]. The windows are computed for the whole batch at once, a repeated edge slice
+        is decoded once, and each chunk is decoded straight into its row."""
+        subjects = np.asarray(subjects, dtype=np.int64)
+        zs = np.asarray(zs, dtype=np.int64)
+        counts = self.shapes[subjects, 0]
+        outside = np.flatnonzero((zs < 0) | (zs >= counts))
+        if len(outside):
+            j = outside[0]
+            raise IndexError(f"{self.subjects[subjects[j]]}: slice {zs[j]} out of range (subject has {counts[j]})")
+        half = context // 2
+        windows = np.clip(zs[:, None] + np.arange(-half, half + 1), 0, (counts - 1)[:, None]).tolist()
+        buf = self._buffer(images[0, 0].nbytes + _READ_SLACK)  # (an image row is larger than a label)
+        image_key, label_key = (layout.chunk_key(array, "{}", 0, 0) for array in ("image", "label"))
+        for j, (s, z, window) in enumerate(zip(subjects.tolist(), zs.tolist(), windows)):
+            folder, rows, previous = self._folders[s], images[j], -1
+            for c, zc in enumerate(window):
+                if zc == previous:  # clamped context repeats the edge slice (always next to itself)
+                    rows[c] = rows[c - 1]
+                else:
+                    self._chunk_into(f"{folder}/{image_key.format(zc)}", s, "image", zc, rows[c], buf)
+                    previous = zc
+            self._chunk_into(f"{folder}/{label_key.format(z)}", s, "label", z, labels[j], buf)
+
     def _read_chunk(self, s: int, array: str, z: int, out: np.ndarray) -> None:
         if not 0 <= z < self.shapes[s, 0]:
             raise IndexError(f"{self.subjects[s]}: slice {z} out of range (subject has {self.shapes[s, 0]})")
-        where = f"{self.cache}: subject {self.subjects[s]} slice {z} ({array})"
         # Same path as store.chunk_path, built as a string: Path joins cost ~5 us, a tenth of reading the file.
         path = f"{self._folders[s]}/{layout.chunk_key(array, z, 0, 0)}"
+        self._chunk_into(path, s, array, z, out, self._buffer(out.nbytes + _READ_SLACK))
+
+    def _chunk_into(self, path: str, s: int, array: str, z: int, out: np.ndarray, buf: bytearray) -> None:
+        """Read chunk file `path` (slice z of `array` of subject number s) into `buf`, check and decode it into
+        `out`. The error context is only put together when something is wrong: read and decode report with an
+        empty `where`, and their message gets it in front (the same text as if it had been passed)."""
         try:
-            raw = _read_file(path, self._buffer(out.nbytes + _READ_SLACK), where)
+            store.decode_chunk(_read_file(path, buf, ""), out.dtype, out.shape, "", out=out)
         except FileNotFoundError:
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
-            raise CacheError(f"{where}: chunk file {path} is missing, the cache is damaged "
+            raise CacheError(f"{self._where(s, array, z)}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
-        store.decode_chunk(raw, out.dtype, out.shape, where, out=out)
+        except CacheError as e:
+            raise CacheError(f"{self._where(s, array, z)}{e}") from None
+
+    def _where(self, s: int, array: str, z: int) -> str:
+        return f"{self.cache}: subject {self.subjects[s]} slice {z} ({array})"
 
     def _superseded(self, s: int) -> bool:
         """Is this reader's version no longer the cache's (or its subject folder gone)? Asked only when a chunk

@@ -55,7 +55,9 @@ def bench_codecs(
     with user_errors():
         from ..bench.codecs import measure_codecs
 
-        out.print(f"{'codec':30s} {'image ratio':>11s} {'decode MB/s':>11s} {'label ratio':>11s} {'decode MB/s':>11s}")
+        out.print(f"{'codec':30s} {'image ratio':>11s} {'decode MB/s':>11s} {'us/image':>9s} {'label ratio':>11s} "
+                  f"{'decode MB/s':>11s} {'us/label':>9s}")
         for row in measure_codecs(cache, slices):
             out.print(f"{row['codec']:30s} {row['image_ratio']:11.2f} {row['image_decode_MBps']:11.0f} "
-                      f"{row['label_ratio']:11.1f} {row['label_decode_MBps']:11.0f}")
+                      f"{row['image_decode_us']:9.0f} {row['label_ratio']:11.1f} {row['label_decode_MBps']:11.0f} "
+                      f"{row['label_decode_us']:9.0f}")

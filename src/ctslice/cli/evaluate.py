@@ -41,7 +41,8 @@ def evaluate(
     split_masks: Annotated[bool, typer.Option(
         "--split-masks", help="With --save-predictions: one mask per structure (TotalSegmentator layout).")] = False,
     batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Slices per batch ([loader] batch_size). [default: {_L.batch_size}]")] = None,
+        help=f"Slices per batch at most ([loader] batch_size; fewer when they would not fit [evaluate] "
+             f"inference_memory_gib). [default: {_L.batch_size}]")] = None,
     workers: Annotated[Optional[int], typer.Option(
         help=f"Loader workers ([loader] workers). [default: {_L.workers}]")] = None,
     device: Annotated[Optional[str], typer.Option(

@@ -45,7 +45,8 @@ def predict(
         "--series", help="SeriesInstanceUID to read from a DICOM folder holding several series (without it, such "
                          "a folder is an error that lists them).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Slices per batch ([loader] batch_size). [default: {_L.batch_size}]")] = None,
+        help=f"Slices per batch at most ([loader] batch_size; fewer when they would not fit [evaluate] "
+             f"inference_memory_gib). [default: {_L.batch_size}]")] = None,
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
              f"[default: {_D.device}]")] = None,
@@ -84,7 +85,8 @@ def predict(
                                    overwrite=overwrite, fmt=output_format, series=series, progress=advance)
         for o in outcomes:
             if o.output:
-                out.print(f"{shown(o.input)} -> {shown(o.output)}", highlight=False)
+                speed = f" ({o.slices} slices, {o.slices_per_s:,.1f} slices/s)" if o.slices_per_s else ""
+                out.print(f"{shown(o.input)} -> {shown(o.output)}{speed}", highlight=False)
         failed = [o for o in outcomes if o.error]
         if failed:
             console.print(f"[bold red]{len(failed)} of {len(outcomes)} file(s) failed[/]")

@@ -29,6 +29,11 @@ class EvaluateConfig:
     worst_subjects: int = 3
     """Overlay figures of this many worst subjects (lowest mean Dice)."""
 
+    inference_memory_gib: float = 4.0
+    """Memory one inference batch may take on the device (activations and class scores): evaluate and predict run
+    [loader] batch_size slices at once, or fewer when those would not fit (at 512 x 512 with 118 classes about
+    0.5 GiB a slice: 8). Raise it on a large GPU, with a larger --batch-size."""
+
     SECTION = "evaluate"
     LIMITS = {
         "surface_tolerance_mm": Limit(0, 1000, unit="mm"),
@@ -36,6 +41,7 @@ class EvaluateConfig:
         "detection_dice": Limit(0, 1),
         "device": DEVICE,
         "worst_subjects": Limit(0, 1000),
+        "inference_memory_gib": Limit(0.001, 1e5, unit="GiB"),
     }
     MOVED = {"batch_size": "loader", "workers": "loader"}
     """Settings that were once here: a file that still sets one is told its new section."""

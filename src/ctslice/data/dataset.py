@@ -8,18 +8,17 @@ host-to-device copy is smaller; intensity windowing and augmentation run later o
 device (`transforms.apply_intensity`, `train/augment.py`). The split, label map and geometry come from the manifest
 only.
 
-A DataLoader fetches a whole batch with one `__getitems__` call: the slices are decoded straight into one batch
-buffer (in shared memory inside a worker) and `collate_slices` hands that buffer on without stacking, so every
-pixel is written once. Against per-item arrays stacked by default_collate this measured 1.6-1.9x faster in one
+A DataLoader fetches a whole batch with one `__getitems__` call (`CacheReader.read_batch`): the slices are decoded
+straight into one batch buffer (inside a worker, a reused shared-memory slot of the loader's ring, `ring.py`) and
+`collate_slices` hands that buffer on without stacking, so every pixel is written once. Against per-item arrays stacked by default_collate this measured 1.6-1.9x faster in one
 process (`ctslice bench loader --alternatives`) and ~1.2x with 1-2 workers (2-core VM, 512x512 slices). Plain
 indexing and default_collate still work: the items are ordinary tensors (views of the batch).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ..cache.reader import CacheReader
 from ..errors import CacheError
+from .ring import BatchRing, RingBatch, shared_empty
 
 
 _blosc = threading.Lock()
@@ -85,20 +85,46 @@ def context_window(z: int, k: int, slices: int) -> list[int]:
 
 def empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor for a batch; in a DataLoader worker it lives in shared memory from the start, as
-    default_collate does it, so sending it to the main process copies nothing (`share_memory_()` would copy)."""
+    default_collate does it, so sending it to the main process copies nothing (`share_memory_()` would copy).
+    Workers of a `RingLoader` use this only when no ring slot is free (`ring.BatchRing.take`)."""
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    proto = torch.empty(0, dtype=dtype)
-    try:
-        storage = proto._typed_storage()._new_shared(math.prod(shape))  # torch's own route (default_collate)
-    except AttributeError:  # a torch without it: correct, one copy more
-        return torch.empty(shape, dtype=dtype).share_memory_()
-    return proto.new(storage).view(shape)
+    return shared_empty(shape, dtype)
 
 
-def batch_items(images: torch.Tensor, labels: torch.Tensor, where: list[tuple[int, int]]) -> list[dict]:
-    """Per-item views of a filled batch: what `__getitems__` returns (see `loader.collate_slices`)."""
-    return [{"image": images[j], "label": labels[j], "subject": s, "slice": z} for j, (s, z) in enumerate(where)]
+class SliceBatch(Sequence):
+    """The items of one `__getitems__` call: a sequence of item dicts, made only when asked for, over one filled
+    batch buffer. `collate_slices` takes the buffer itself (`collated`), so a batch costs no per-item work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, subjects: list[int], slices: list[int],
+                 token: tuple | None = None):
+        self.images, self.labels, self.subjects, self.slices, self.token = images, labels, subjects, slices, token
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        return {"image": self.images[j], "label": self.labels[j], "subject": self.subjects[j], "slice": self.slices[j]}
+
+    def collated(self) -> dict | RingBatch:
+        """The batch: {"image", "label", "subject", "slice"} as default_collate would make it from the items (int64
+        subject and slice tensors); in a ring slot, the token that stands for it (`ring.RingBatch`)."""
+        if self.token is not None:
+            return RingBatch(self.token, self.subjects, self.slices)
+        return {"image": self.images, "label": self.labels, "subject": torch.tensor(self.subjects),
+                "slice": torch.tensor(self.slices)}
+
+
+def batch_buffers(ring: BatchRing | None, batch: int, image_shape: tuple[int, ...], label_shape: tuple[int, ...]
+                  ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    """(images int16, labels uint8, ring token or None) to decode a batch into: a free slot of the worker's ring
+    when there is one, else new buffers (`empty_batch`)."""
+    slot = ring.take(batch) if ring is not None else None
+    if slot is not None:
+        return slot
+    return empty_batch((batch, *image_shape), torch.int16), empty_batch((batch, *label_shape), torch.uint8), None
 
 
 class SliceDataset(Dataset):
@@ -112,6 +138,9 @@ class SliceDataset(Dataset):
         self.context_slices = context_slices
         self.rows = split_rows(self.reader, split)
         """Slice-index row of each item."""
+
+    ring: BatchRing | None = None
+    """Set by `loader.RingLoader` before its workers start: the buffers they decode batches into."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -131,27 +160,42 @@ class SliceDataset(Dataset):
             raise IndexError(f"item {i} out of range ({self.split} has {len(self)} slices)")
         return self.reader.locate(int(self.rows[i]))
 
+    def locate_many(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(subject numbers, slices) of many items at once."""
+        items = np.asarray(indices, dtype=np.int64)
+        outside = np.flatnonzero((items < -len(self)) | (items >= len(self)))
+        if len(outside):
+            raise IndexError(f"item {items[outside[0]]} out of range ({self.split} has {len(self)} slices)")
+        rows = self.rows[items]
+        subjects = np.searchsorted(self.reader.offsets, rows, side="right") - 1
+        return subjects, rows - self.reader.offsets[subjects]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor | int]]:
-        if not indices:
+    def __getitems__(self, indices: list[int]) -> SliceBatch | list[dict[str, torch.Tensor | int]]:
+        if not len(indices):
             return []
-        where = [self.locate(i) for i in indices]
-        shapes = {tuple(self.reader.shapes[s, 1:]) for s, _ in where}
-        if len(shapes) > 1:  # subjects of different slice sizes (not made by preprocess): one buffer each
+        subjects, zs = self.locate_many(indices)
+        sizes = self.reader.shapes[subjects, 1:]
+        if (sizes != sizes[0]).any():  # subjects of different slice sizes (not made by preprocess): one buffer each
             return [item for i in indices for item in self.__getitems__([i])]
-        h, w = shapes.pop()
-        images = empty_batch((len(indices), self.context_slices, h, w), torch.int16)
-        labels = empty_batch((len(indices), h, w), torch.uint8)
-        with single_threaded_blosc():  # as in a worker, and the caller's own setting back afterwards
-            self._fill(images.numpy(), labels.numpy(), where, range(len(where)))
-        return batch_items(images, labels, where)
+        h, w = sizes[0].tolist()
+        images, labels, token = batch_buffers(self.ring, len(indices), (self.context_slices, h, w), (h, w))
+        try:
+            with single_threaded_blosc():  # as in a worker, and the caller's own setting back afterwards
+                self.reader.read_batch(subjects, zs, self.context_slices, images.numpy(), labels.numpy())
+        except BaseException:
+            if token is not None:
+                self.ring.give_back(token)
+            raise
+        return SliceBatch(images, labels, subjects.tolist(), zs.tolist(), token)
 
-    def _fill(self, image_out: np.ndarray, label_out: np.ndarray, where: list[tuple[int, int]], rows) -> None:
-        """Decode the slices of `where[j]` into row j of the batch arrays, for j in `rows`."""
-        for j in rows:
-            s, z = where[j]
-            window = context_window(z, self.context_slices, int(self.reader.shapes[s, 0]))
-            self.reader.read_image(s, window, out=image_out[j])
-            self.reader.read_label(s, z, out=label_out[j])
+    def make_ring(self, workers: int, slots: int, batch_size: int) -> BatchRing | None:
+        """Reused batch buffers for `workers` DataLoader workers (`ring.py`), or None when the split's subjects
+        differ in slice size (batches then get buffers of their own size)."""
+        sizes = np.unique(self.reader.shapes[np.unique(self.locate_many(np.arange(len(self)))[0]), 1:], axis=0)
+        if len(sizes) != 1:
+            return None
+        h, w = sizes[0].tolist()
+        return BatchRing(workers, slots, batch_size, (self.context_slices, h, w), (h, w))

@@ -24,8 +24,35 @@ import torch
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, default_collate
 
 from ..config import LoaderConfig
-from .dataset import SliceDataset
+from .dataset import SliceBatch, SliceDataset
+from .ring import RingBatch
 from .sampler import ClassAwareSampler
+
+RING_SPARE_SLOTS = 2
+"""Ring slots per worker beyond its `prefetch_factor` batches in flight: the batch the caller works on and the
+one it just let go of (whose release the main process may not have seen yet)."""
+
+
+class RingLoader(DataLoader):
+    """A DataLoader whose workers decode into reused shared-memory batch buffers (`ring.py`) when its dataset
+    offers them (`make_ring(workers, slots, batch_size)`); otherwise, and with no workers, a plain DataLoader.
+    Batches are the same dicts, and a caller may keep any of them as long as it likes."""
+
+    def _get_iterator(self):
+        make_ring = getattr(self.dataset, "make_ring", None)
+        ring = None
+        if self.num_workers > 0 and make_ring is not None and self.batch_size:
+            # A new ring for each set of workers, before they start (forked ones inherit it, spawned ones get it
+            # with the dataset); the iterator holds it, so it lives as long as its workers.
+            ring = make_ring(self.num_workers, self.prefetch_factor + RING_SPARE_SLOTS, self.batch_size)
+            self.dataset.ring = ring
+        try:
+            iterator = super()._get_iterator()
+        finally:
+            if ring is not None:
+                self.dataset.ring = None  # the main process reads without it (e.g. `dataset[i]`)
+        iterator._batch_ring = ring
+        return iterator
 
 
 def seed_worker(worker_id: int) -> None:
@@ -42,9 +69,13 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def collate_slices(items: list[dict]) -> dict:
-    """Batch of items from `SliceDataset.__getitems__`: their tensors are consecutive views of one batch
-    buffer, which is returned as is (no stacking copy). Anything else goes to default_collate."""
+def collate_slices(items: SliceBatch | list[dict]) -> dict | RingBatch:
+    """Batch of items from `SliceDataset.__getitems__`: its batch buffer as is (no stacking copy), or in a worker
+    whose buffer is a ring slot the token that the main process unpacks into the same dict (`ring.py`). A list of
+    items whose tensors are consecutive views of one buffer is also returned as that buffer; anything else goes to
+    default_collate."""
+    if isinstance(items, SliceBatch):
+        return items.collated()
     batch = {key: _whole_buffer([item[key] for item in items]) for key in ("image", "label")}
     if any(b is None for b in batch.values()):
         return default_collate(items)
@@ -98,8 +129,7 @@ def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: b
     else:
         sampler = SequentialSampler(dataset)
     generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds follow from it: reproducible workers
-    return DataLoader(dataset, sampler=sampler, generator=generator,
-                      **loader_kwargs(cfg, multiprocessing_context))
+    return RingLoader(dataset, sampler=sampler, generator=generator, **loader_kwargs(cfg, multiprocessing_context))
 
 
 def original_worker_error(error: BaseException) -> BaseException | None:

@@ -8,6 +8,7 @@ now, so that a bad path fails at once), the loader and the split's subjects, and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ..model.device import resolve_device
 from ..model.load import load_model
 from ..text import first_few
 from .export import check_label_names
-from .inference import LOADER_FIELDS, evaluation_loader
+from .inference import LOADER_FIELDS, evaluation_loader, inference_batch_size
 from .outputs import output_folder
 
 
@@ -103,6 +104,9 @@ def open_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderC
     out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
+    size = manifest.settings.size  # batches of [loader] batch_size slices, fewer if they would not fit the budget
+    loader = dataclasses.replace(loader, batch_size=min(loader.batch_size, inference_batch_size(
+        ckpt.model_config, size, size, cfg.inference_memory_gib)))
     batches = evaluation_loader(cache, split, ckpt.context_slices, loader)
     reader = batches.dataset.reader
     wanted = set(manifest.splits.get(split, []))

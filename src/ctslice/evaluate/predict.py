@@ -19,7 +19,8 @@ nothing is written into a dataset, and no file predict did not write is replaced
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from ..model.device import resolve_device
 from ..model.load import load_model
 from .dicom_seg import write_dicom_seg
 from .export import check_label_names, write_prediction, write_split_masks
-from .inference import VolumeSlices, predict_volumes
+from .inference import Throughput, VolumeSlices, inference_batch_size, predict_volumes
 from .original_space import PlaneMapper, to_original
 from .outputs import output_format, plan_outputs, sidecars, split_folder, split_masks_problem
 from .ownership import Ledger, ledger_of, name_problem, replace_problem
@@ -49,27 +50,66 @@ class PredictOutcome:
     error: str | None = None
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    slices: int = 0
+    """Slices predicted (in the model's space) and the seconds inference took: `slices_per_s`."""
+    seconds: float = 0.0
+
+    @property
+    def slices_per_s(self) -> float | None:
+        return self.slices / self.seconds if self.seconds > 0 else None
 
 
-def predict_volume(model: torch.nn.Module, ckpt: Checkpoint, path: Path, device: torch.device, batch_size: int,
-                   warn: Callable[[str], None] = lambda _: None, series: str | None = None):
-    """(uint8 labels on the CT's grid, the CT image) for one CT (any `formats` kind; `series`: the series UID to
-    read from a DICOM folder holding several); InputError naming the file if unusable. `warn` gets a line when part
-    of the CT lies outside the model's input (labelled background)."""
+@dataclass
+class ReadInput:
+    """A CT read and brought into the model's space (`read_input`), ready for inference."""
+
+    cached: np.ndarray
+    geometry: Geometry
+    img: object
+    warnings: list[str]
+
+
+def read_input(ckpt: Checkpoint, path: Path, series: str | None = None) -> ReadInput:
+    """Read one CT (any `formats` kind; `series`: the series UID to read from a DICOM folder holding several) and
+    transform it as preprocessing did; InputError naming the file if unusable. Its warnings say when part of the
+    CT lies outside the model's input (labelled background)."""
     s = ckpt.preprocess
     img = formats.load_image(path, str(path), None, series)  # errors read "<path>: <reason>"
     geometry = plan_geometry(img.shape, img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, img.header.get_zooms()[:3], str(path), None)
     cropped = field_of_view_cropped(geometry)
-    if cropped:
-        warn(f"{path}: {cropped}")
     cached = image_to_cache(volume.read_ct(img, str(path), None, s["hu_min"], s["hu_max"]), geometry,
                             fill=s["hu_min"])
+    return ReadInput(cached, geometry, img, [f"{path}: {cropped}"] if cropped else [])
+
+
+def predict_volume(model: torch.nn.Module, ckpt: Checkpoint, path: Path, device: torch.device, batch_size: int,
+                   warn: Callable[[str], None] = lambda _: None, throughput: Throughput | None = None,
+                   read: ReadInput | None = None):
+    """(uint8 labels on the CT's grid, the CT image) for one CT (`read`: it, read already); InputError
+    naming the file if unusable. `warn` gets a line when part of the CT lies outside the model's input (labelled
+    background); `throughput` the slices and seconds of inference."""
+    read = read if read is not None else read_input(ckpt, path)
+    for warning in read.warnings:
+        warn(warning)
+    cached, geometry = read.cached, read.geometry
     mapper = PlaneMapper(geometry, device)
     batches = DataLoader(VolumeSlices(cached, ckpt.context_slices), batch_size=batch_size)
     [(_, (planes,))] = predict_volumes(model, batches, {0: len(cached)}, ckpt.intensity, device,
-                                       lambda _, logits: (mapper(logits.softmax(1)),))
-    return to_original(planes, geometry), img
+                                       lambda _, logits: (mapper(logits.softmax(1)),), throughput)
+    return to_original(planes, geometry), read.img
+
+
+def read_ahead(paths: list[Path | None], read: Callable[[Path], ReadInput]) -> Iterator[Future | None]:
+    """A future of read(path) for each path (None for None), the next one already reading in a thread while the
+    caller works on the current one: reading and resampling a CT overlaps the model's run on the previous one
+    (numpy, zlib and torch release the GIL for their heavy parts). At most two CTs are in memory."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-read") as pool:
+        pending = [pool.submit(read, p) if p is not None else None for p in paths[:1]]
+        for i in range(len(paths)):
+            nxt = paths[i + 1] if i + 1 < len(paths) else None
+            pending.append(pool.submit(read, nxt) if nxt is not None else None)
+            yield pending.pop(0)
 
 
 def write_owned(target: Path, overwrite: bool, write: Callable[[], list[Path]], ledger: Ledger) -> list[Path]:
@@ -125,8 +165,9 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
                 progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
     """Predict every input; a file that fails (not a volume, not 3D, unreadable) is reported and the others go on.
     `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`); of `loader`, only
-    the batch size applies (the CT is in memory). `fmt`: nifti, nrrd, mha or dicom-seg (default: the input's kind,
-    `outputs.resolve_format`); `series`: which series of a DICOM folder holding several."""
+    the batch size applies (the CT is in memory), lowered to what fits cfg.inference_memory_gib. The next input is
+    read while the current one is predicted (`read_ahead`). `fmt`: nifti, nrrd, mha or dicom-seg (default: the
+    input's kind, `outputs.resolve_format`); `series`: which series of a DICOM folder holding several."""
     cfg.validate()
     loader.validate()
     device = resolve_device(cfg.device)
@@ -138,13 +179,19 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
         raise CtsliceError(f"--series {series}: {source} is not a DICOM series folder")
     pairs = plan_outputs(Path(source), None if out is None else Path(out), overwrite=overwrite,
                          split_masks=names if split_masks else (), fmt=fmt)
+    size = ckpt.preprocess["size"]
+    batch = min(loader.batch_size, inference_batch_size(ckpt.model_config, size, size, cfg.inference_memory_gib))
+    reads = read_ahead([path if problem is None else None for path, _, problem in pairs],
+                       lambda path: read_input(ckpt, path, series))
     outcomes, ledgers = [], {}
-    for done, (path, target, problem) in enumerate(pairs, start=1):
+    for done, ((path, target, problem), read) in enumerate(zip(pairs, reads), start=1):
         outcome = PredictOutcome(path, error=problem)
         try:
             if problem is None:
-                pred, img = predict_volume(model, ckpt, path, device, loader.batch_size, outcome.warnings.append,
-                                           series)
+                throughput = Throughput()
+                pred, img = predict_volume(model, ckpt, path, device, batch, outcome.warnings.append, throughput,
+                                           read.result())
+                outcome.slices, outcome.seconds = throughput.slices, throughput.seconds
                 fields = volume.header_fields(img.header)
                 if output_format(target.name) == "dicom-seg":
                     write = lambda: [write_dicom_seg(pred, target, path, series, labels)]  # noqa: E731

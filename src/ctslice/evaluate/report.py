@@ -169,7 +169,9 @@ def summary_table(summary: dict, per_class: list[dict]):
     det = summary["detection"]
     scored, total = summary.get("structures_scored", summary["structures"]), summary["structures"]
     what = f"{scored} structures" if scored == total else f"{scored} of {total} structures scored"
-    table = Table(title=f"evaluation: {summary['subjects']} subjects, {what}")
+    speed = summary.get("inference", {}).get("slices_per_s")
+    speed = f", inference {speed:,.1f} slices/s" if speed else ""
+    table = Table(title=f"evaluation: {summary['subjects']} subjects, {what}{speed}")
     for column in ("", "Dice", "IoU", "surface Dice", "detection F1"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row("mean over structures", f(summary["mean_dice"]), f(summary["mean_iou"]),

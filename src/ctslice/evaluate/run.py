@@ -34,7 +34,7 @@ from ..errors import CtsliceError
 from ..stopping import stop_signals
 from ..text import first_few
 from .context import EvaluationContext, open_evaluation
-from .inference import argmax_labels, predict_volumes
+from .inference import Throughput, argmax_labels, predict_volumes
 from .metrics import score_subject
 from .nnunet_summary import build_summary, case_counts, summary_keys, write_summary
 from .original_space import OriginalPlanes, OriginalReference, to_original
@@ -65,7 +65,8 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
                    reference: ReferenceOpener | None = None, save_predictions: bool = False,
                    split_masks: bool = False, progress: Progress | None = None) -> EvaluationResult:
     """Score `checkpoint` on `split` of `cache` (default: the checkpoint's); `loader`: the [loader] settings it
-    reads with (batch size, workers, pinned memory, prefetch); `reference`: score on the original grid."""
+    reads with (batch size, lowered to what fits cfg.inference_memory_gib; workers, pinned memory, prefetch);
+    `reference`: score on the original grid."""
     ctx = open_evaluation(checkpoint, cfg, loader, cache=cache, split=split, out=out,
                           save_predictions=save_predictions, split_masks=split_masks)
     space = CacheSpace() if reference is None else OriginalSpace(reference(ctx.manifest))
@@ -73,10 +74,11 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
     notes = ctx.notes + ([describe(isinstance(space, OriginalSpace))["note"]] if save_predictions else [])
     to_labels = OriginalPlanes(ctx.geometries) if space.needs_original or save_predictions else argmax_labels
     names, rows, worst, files, cases = [], [], [], [], []
+    throughput = Throughput()
     # worker_errors: a damaged chunk read in a worker ends with its one-line CacheError, not torch's traceback
     with worker_errors(), stop_signals((signal.SIGTERM,)) as stop:
         for done, (s, volumes) in enumerate(predict_volumes(ctx.model, ctx.loader, ctx.counts, ctx.ckpt.intensity,
-                                                            ctx.device, to_labels)):
+                                                            ctx.device, to_labels, throughput)):
             sid = ctx.subject_id(s)
             if progress:
                 progress(done + 1, len(ctx.counts), sid)
@@ -98,6 +100,9 @@ def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderCo
         raise CtsliceError(f"no subject of split {split!r} could be scored ({len(skipped)} skipped: "
                            f"{'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})")
     summary, per_class, per_subject = aggregate(names, rows, ctx.labels, cfg)
+    summary["inference"] = {"slices": throughput.slices, "seconds": round(throughput.seconds, 3),
+                            "slices_per_s": throughput.slices_per_s, "batch_size": ctx.loader_config.batch_size,
+                            "device": str(ctx.device)}
     with output_errors(ctx.out):
         files += write_reports(ctx.out, _settings(ctx, cfg, space, save_predictions, notes), summary, per_class,
                                per_subject, skipped, worst, ctx.labels)
