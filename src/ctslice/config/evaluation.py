@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import DEVICE, Limit, check_section
+from .checks import DEVICE, Limit, Pattern, check_section
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,15 @@ class EvaluateConfig:
     worst_subjects: int = 3
     """Overlay figures of this many worst subjects (lowest mean Dice)."""
 
+    tta: str = "none"
+    """Test-time augmentation: 'none', or a comma-separated list of 'shift' (the slice moved by tta_shift_px up,
+    down, left and right: safe for any anatomy) and 'flip-lr' (mirrored left-right with left/right pairs swapped:
+    only for models trained with left-right mirroring). Probabilities are averaged over the views
+    (`model/tta.py`)."""
+
+    tta_shift_px: int = 4
+    """How far 'shift' moves the slice, in pixels."""
+
     SECTION = "evaluate"
     LIMITS = {
         "surface_tolerance_mm": Limit(0, 1000, unit="mm"),
@@ -36,6 +45,9 @@ class EvaluateConfig:
         "detection_dice": Limit(0, 1),
         "device": DEVICE,
         "worst_subjects": Limit(0, 1000),
+        "tta": Pattern(r"none|(shift|flip-lr)(,(shift|flip-lr))*", "none, or a comma-separated list of shift and "
+                                                                     "flip-lr"),
+        "tta_shift_px": Limit(1, 64),
     }
     MOVED = {"batch_size": "loader", "workers": "loader"}
     """Settings that were once here: a file that still sets one is told its new section."""

@@ -15,7 +15,7 @@ nothing is written into a dataset, and no file predict did not write is replaced
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from ..imaging import memory, volume
 from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..model.checkpoint import Checkpoint
 from ..model.device import resolve_device
-from ..model.load import load_model
+from ..model.predictor import load_predictor
+from ..model.tta import parse_tta
 from .export import check_label_names, write_prediction, write_split_masks
 from .inference import VolumeSlices, predict_volumes
 from .original_space import PlaneMapper, to_original
@@ -113,17 +114,19 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
             f"({outside:.1%} of the voxels)")
 
 
-def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig,
+def run_predict(checkpoint: Path | str | Sequence[Path | str], source: Path, out: Path | None, cfg: EvaluateConfig,
                 loader: LoaderConfig = LoaderConfig(), *,
                 split_masks: bool = False, overwrite: bool = False,
                 progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
     """Predict every input; a file that fails (not NIfTI, not 3D, unreadable) is reported and the others go on.
     `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`); of `loader`, only
-    the batch size applies (the CT is in memory)."""
+    the batch size applies (the CT is in memory). Several checkpoints: their ensemble (`model/ensemble.py`), with the
+    first one's settings; [evaluate] tta: test-time augmentation (`model/tta.py`)."""
     cfg.validate()
     loader.validate()
     device = resolve_device(cfg.device)
-    model, ckpt = load_model(checkpoint, device)
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    model, (ckpt, *_) = load_predictor(paths, device, parse_tta(cfg.tta), cfg.tta_shift_px)
     labels = ckpt.labels
     names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = ckpt.dataset_label_values

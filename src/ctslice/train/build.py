@@ -18,6 +18,7 @@ from ..config import Config, ModelConfig
 from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
 from ..model.device import resolve_device
+from ..model.predictor import air_value
 from ..model.unet import build_model, count_parameters
 from .distributed import Dist
 from .intensity import resolve_intensity
@@ -136,8 +137,7 @@ class Trainer:
     @property
     def fill(self) -> float:
         """Air (the clip's lower end) after normalisation: what enters at the borders of augmented slices."""
-        lo = self.intensity["clip"][0]
-        return (lo - self.intensity["shift"]) / self.intensity["scale"]
+        return air_value(self.intensity)
 
     @property
     def num_classes(self) -> int:
