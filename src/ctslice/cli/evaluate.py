@@ -25,8 +25,9 @@ def evaluate_config(config: Optional[Path], evaluate: dict, loader: dict) -> tup
 @app.command()
 def evaluate(
     checkpoint: Annotated[list[Path], typer.Option(
-        "--checkpoint", metavar="<path>", help="Checkpoint of a training run; give it several times to average the models' "
-                             "probabilities (an ensemble: the folds of a cross-validation, or several seeds).")],
+        "--checkpoint", metavar="<path>",
+        help="Checkpoint of a training run; give it several times to average the models' probabilities (an "
+             "ensemble: the folds of a cross-validation, or several seeds).")],
     cache: Annotated[Optional[Path], typer.Option(help="Cache to evaluate on [default: the checkpoint's].")] = None,
     split: Annotated[str, typer.Option(help="Split of the cache: val, test or train.")] = "val",
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: RUN/eval-<split>].")] = None,

@@ -20,8 +20,9 @@ def predict(
         help="A CT (.nii.gz / .nii) or a folder of them (files ending in .nii or .nii.gz in any case, e.g. .NII.GZ; "
              "subfolders and hidden files are not read).")],
     checkpoint: Annotated[list[Path], typer.Option(
-        "--checkpoint", metavar="<path>", help="Checkpoint of a training run; give it several times to average the models' "
-                             "probabilities (an ensemble: the folds of a cross-validation, or several seeds).")],
+        "--checkpoint", metavar="<path>",
+        help="Checkpoint of a training run; give it several times to average the models' probabilities (an "
+             "ensemble: the folds of a cross-validation, or several seeds).")],
     out_path: Annotated[Optional[Path], typer.Option(
         "--out", help="Where predictions go. A name ending in .nii or .nii.gz is the output file (one CT only); "
                       "any other name is a folder (created if needed) that gets <name>_seg.nii.gz per CT. Never an "

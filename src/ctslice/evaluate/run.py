@@ -121,7 +121,8 @@ def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: 
     original = isinstance(space, OriginalSpace)
     return {
         "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch,
-        "ensemble": [str(p.resolve()) for p in ctx.checkpoints] if len(ctx.checkpoints) > 1 else None, "cache": str(ctx.cache.resolve()),
+        "ensemble": [str(p.resolve()) for p in ctx.checkpoints] if len(ctx.checkpoints) > 1 else None,
+        "cache": str(ctx.cache.resolve()),
         "cache_hash": ctx.manifest.settings.hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
         "split": ctx.split, "space": space.name, "data": str(space.reference.root) if original else None,
         "device": str(ctx.device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
