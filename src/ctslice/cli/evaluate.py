@@ -30,7 +30,9 @@ def evaluate(
              "ensemble: the folds of a cross-validation, or several seeds).")],
     cache: Annotated[Optional[Path], typer.Option(help="Cache to evaluate on [default: the checkpoint's].")] = None,
     split: Annotated[str, typer.Option(help="Split of the cache: val, test or train.")] = "val",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: RUN/eval-<split>].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output folder [default: RUN/eval-<split>, with -ensemble<N> and -tta when they apply; RUN: "
+                      "the first checkpoint's folder].")] = None,
     original_space: Annotated[bool, typer.Option(
         "--original-space", help="Score on each subject's original grid against its original masks (needs --data).",
     )] = False,

@@ -109,7 +109,7 @@ def open_evaluation(checkpoint: Path | str | Sequence[Path | str], cfg: Evaluate
     if ckpt.cache_hash and ckpt.cache_hash != manifest.settings.hash:
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.hash} against {ckpt.cache_hash}): the model sees other input")
-    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
+    out = Path(out) if out is not None else Path(checkpoint).parent / default_folder(split, len(paths), cfg.tta)
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
     batches = evaluation_loader(cache, split, ckpt.context_slices, loader)
@@ -126,6 +126,12 @@ def open_evaluation(checkpoint: Path | str | Sequence[Path | str], cfg: Evaluate
     geometries = {s: Geometry.from_json(manifest.subjects[reader.subjects[s]].geometry) for s in counts}
     return EvaluationContext(Path(checkpoint), ckpt, model, device, cache, manifest, labels, values, split, out,
                              batches, loader, counts, geometries, overlap, warnings, notes, tuple(paths))
+
+
+def default_folder(split: str, members: int, tta: str) -> str:
+    """eval-<split>, with -ensemble<N> and -tta when they apply: an ensemble's or a TTA evaluation (default: in the
+    first checkpoint's run folder) never replaces that model's own."""
+    return f"eval-{split}" + (f"-ensemble{members}" if members > 1 else "") + ("-tta" if tta != "none" else "")
 
 
 def train_overlap(checkpoints: Checkpoint | Sequence[Checkpoint], evaluated: list[str]
