@@ -137,3 +137,11 @@ def test_cli_takes_several_checkpoints_and_names_a_refusal(tiny_cache, tmp_path)
     res = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(a), "--tta", "mirror", "--out",
                                    str(tmp_path / "ev2")])
     assert res.exit_code != 0 and "tta" in res.output
+
+
+def test_an_ensemble_or_tta_evaluation_defaults_to_a_folder_of_its_own():
+    from ctslice.evaluate.context import default_folder
+
+    assert default_folder("val", 1, "none") == "eval-val"
+    assert default_folder("test", 3, "none") == "eval-test-ensemble3"
+    assert default_folder("val", 1, "shift") == "eval-val-tta"
