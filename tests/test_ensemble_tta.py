@@ -145,3 +145,14 @@ def test_an_ensemble_or_tta_evaluation_defaults_to_a_folder_of_its_own():
     assert default_folder("val", 1, "none") == "eval-val"
     assert default_folder("test", 3, "none") == "eval-test-ensemble3"
     assert default_folder("val", 1, "shift") == "eval-val-tta"
+
+
+def test_the_train_overlap_warning_covers_every_member(tiny_cache, tmp_path):
+    from ctslice.evaluate.context import train_overlap
+    from ctslice.model.checkpoint import read_checkpoint
+
+    members = [read_checkpoint(edit_checkpoint(make_checkpoint(tiny_cache, tmp_path / f"{sid}.pth"),
+                                               lambda c, sid=sid: c.update(splits={"train": [sid], "val": []})))
+               for sid in ("s1", "s2")]
+    overlap, said = train_overlap(members, ["s1", "s2", "s3"])
+    assert overlap == ["s1", "s2"] and "2 of 3 evaluated subject(s)" in said
