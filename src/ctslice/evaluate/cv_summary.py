@@ -74,21 +74,24 @@ def fold_table(results: list[FoldResult]) -> list[dict[str, Any]]:
     min and max over the folds that scored it (NaN: absent from a fold's val subjects and never predicted, left
     out), how many did, and each fold's value; last the same for the mean Dice of each fold."""
     names = [n for i, n in sorted(results[0].labels.items(), key=lambda kv: int(kv[0])) if int(i) > 0]
-    rows = [_row(name, [r.per_structure.get(name) for r in results], results) for name in names]
-    return rows + [_row("mean Dice", [r.dice for r in results], results)]
+    columns = fold_columns(results)
+    rows = [_row(name, [r.per_structure.get(name) for r in results], columns) for name in names]
+    return rows + [_row("mean Dice", [r.dice for r in results], columns)]
 
 
-def _row(name: str, values: list[float | None], results: list[FoldResult]) -> dict[str, Any]:
+def _row(name: str, values: list[float | None], columns: list[str]) -> dict[str, Any]:
     scored = [v for v in values if v is not None and not math.isnan(v)]
     stats = {"mean": statistics.fmean(scored), "std": statistics.stdev(scored) if len(scored) > 1 else 0.0,
              "min": min(scored), "max": max(scored)} if scored else dict.fromkeys(("mean", "std", "min", "max"),
                                                                                    math.nan)
     return {"structure": name, **stats, "folds_scored": len(scored),
-            **{_fold_name(r): (math.nan if v is None else v) for r, v in zip(results, values)}}
+            **{c: (math.nan if v is None else v) for c, v in zip(columns, values)}}
 
 
-def _fold_name(r: FoldResult) -> str:
-    return f"fold {r.fold}" if r.fold is not None else r.run.name
+def fold_columns(results: list[FoldResult]) -> list[str]:
+    """Each run's column: "fold K", else its folder's name, else (names shared) its path."""
+    names = [f"fold {r.fold}" if r.fold is not None else r.run.name for r in results]
+    return names if len(set(names)) == len(names) else [str(r.run) for r in results]
 
 
 def check_folds(results: list[FoldResult]) -> list[str]:
@@ -136,7 +139,7 @@ def cv_summary(runs: list[Path], out: Path, which: str = "last") -> CVSummary:
     notes = check_folds(results)
     rows = fold_table(results)
     out = output_folder(out, "cv-summary writes a folder")
-    columns = COLUMNS + tuple(_fold_name(r) for r in results)
+    columns = COLUMNS + tuple(fold_columns(results))
     document = {"checkpoint": which, "runs": [{"run": str(r.run.resolve()), "fold": r.fold, "folds": r.folds,
                                                 "epoch": r.epoch, "dice": r.dice} for r in results],
                 "notes": notes, "structures": rows}
@@ -144,7 +147,7 @@ def cv_summary(runs: list[Path], out: Path, which: str = "last") -> CVSummary:
 
     files = [_write_text(out / "cv_summary.json", lambda f: f.write(_json(document))),
              _write_csv(out / "cv_summary.csv", columns, rows),
-             cv_figure(out / "cv_summary.png", rows, [_fold_name(r) for r in results], which)]
+             cv_figure(out / "cv_summary.png", rows, list(columns[len(COLUMNS):]), which)]
     return CVSummary(out, results, rows, notes, files)
 
 
