@@ -197,12 +197,12 @@ def cv_figure(path: Path, rows: list[dict], folds: list[str], which: str) -> Pat
     ax.barh(y, [r["mean"] for r in shown], xerr=[r["std"] for r in shown], height=0.6, color="tab:blue",
             alpha=0.5, error_kw={"elinewidth": 1, "capsize": 2}, label="mean +- std over folds")
     for k, name in enumerate(folds):
-        ax.scatter([r[name] for r in shown], y, s=10, zorder=3, label=name,
-                   color=f"C{(k + 1) % 10}")
+        ax.scatter([r[name] for r in shown], y, s=22, zorder=4, label=name, color=f"C{(k + 1) % 10}",
+                   edgecolors="black", linewidths=0.4)
     ax.set_yticks(y, [r["structure"] for r in shown])
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"val Dice at each run's {which} checkpoint")
     ax.set_title(f"cross-validation: {len(folds)} run(s)")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # outside: never over a fold's dot
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
