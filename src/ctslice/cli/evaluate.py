@@ -24,10 +24,15 @@ def evaluate_config(config: Optional[Path], evaluate: dict, loader: dict) -> tup
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
+    checkpoint: Annotated[list[Path], typer.Option(
+        "--checkpoint", metavar="<path>",
+        help="Checkpoint of a training run; give it several times to average the models' probabilities (an "
+             "ensemble: the folds of a cross-validation, or several seeds).")],
     cache: Annotated[Optional[Path], typer.Option(help="Cache to evaluate on [default: the checkpoint's].")] = None,
     split: Annotated[str, typer.Option(help="Split of the cache: val, test or train.")] = "val",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: RUN/eval-<split>].")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output folder [default: RUN/eval-<split>, with -ensemble<N> and -tta when they apply; RUN: "
+                      "the first checkpoint's folder].")] = None,
     original_space: Annotated[bool, typer.Option(
         "--original-space", help="Score on each subject's original grid against its original masks (needs --data).",
     )] = False,
@@ -48,6 +53,10 @@ def evaluate(
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
              f"[default: {_D.device}]")] = None,
+    tta: Annotated[Optional[str], typer.Option(
+        help="Test-time augmentation: none, or a comma-separated list of shift (safe for any anatomy) and flip-lr "
+             "(only for models trained with left-right mirroring; left/right pairs are swapped back). "
+             f"[default: {_D.tta}]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with [evaluate] and [loader] sections.")] = None,
 ) -> None:
     """Score a trained model on every subject of a cache split, in 3D, per structure: Dice, IoU, surface Dice,
@@ -55,6 +64,9 @@ def evaluate(
     was trained on (the checkpoint's recorded train split) are named in a warning, also in evaluation.json.
 
     Example: ctslice evaluate --checkpoint runs/demo/checkpoint_best.pth --split val --save-predictions
+
+    Ensemble of folds: ctslice evaluate --checkpoint runs/fold0/checkpoint_best.pth --checkpoint
+    runs/fold1/checkpoint_best.pth --split test --out runs/ensemble-test
     """
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -71,7 +83,8 @@ def evaluate(
                                "leave --data out")
         if split_masks and not save_predictions:
             raise CtsliceError("--split-masks goes with --save-predictions")
-        cfg, loader = evaluate_config(config, {"surface_tolerance_mm": surface_tolerance, "device": device},
+        cfg, loader = evaluate_config(config, {"surface_tolerance_mm": surface_tolerance, "device": device,
+                                               "tta": tta},
                                       {"batch_size": batch_size, "workers": workers})
         with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.description}"), console=console) as bar:

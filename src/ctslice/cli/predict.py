@@ -20,7 +20,10 @@ def predict(
     source: Annotated[Path, typer.Argument(
         help="A CT (.nii.gz / .nii, .nrrd, .mha / .mhd), a folder holding one DICOM CT series, or a folder of CT "
              "files (suffixes in any case, e.g. .NII.GZ; subfolders and hidden files are not read).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint of a training run.")],
+    checkpoint: Annotated[list[Path], typer.Option(
+        "--checkpoint", metavar="<path>",
+        help="Checkpoint of a training run; give it several times to average the models' probabilities (an "
+             "ensemble: the folds of a cross-validation, or several seeds).")],
     out_path: Annotated[Optional[Path], typer.Option(
         "--out", help="Where predictions go. A name ending in .nii, .nii.gz, .nrrd, .mha or .dcm is the output file "
                       "(one CT only); any other name is a folder (created if needed) that gets <name>_seg.nii.gz "
@@ -50,6 +53,10 @@ def predict(
     device: Annotated[Optional[str], typer.Option(
         help=f"auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps (Apple GPU). "
              f"[default: {_D.device}]")] = None,
+    tta: Annotated[Optional[str], typer.Option(
+        help="Test-time augmentation: none, or a comma-separated list of shift (safe for any anatomy) and flip-lr "
+             "(only for models trained with left-right mirroring; left/right pairs are swapped back). "
+             f"[default: {_D.tta}]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with [evaluate] and [loader] sections.")] = None,
 ) -> None:
     """Segment CTs that are in no cache: preprocessed as the checkpoint's training data was, predicted, and written
@@ -69,7 +76,7 @@ def predict(
 
         if output_format is not None and output_format not in OUTPUT_SUFFIXES:
             raise CtsliceError(f"--format {output_format}: expected one of {', '.join(OUTPUT_SUFFIXES)}")
-        cfg, loader = evaluate_config(config, {"device": device}, {"batch_size": batch_size})
+        cfg, loader = evaluate_config(config, {"device": device, "tta": tta}, {"batch_size": batch_size})
         with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                       console=console) as bar:
             task = bar.add_task("", total=None)

@@ -34,6 +34,11 @@ def train(
     device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. [default: {_T.device}]")] = None,
     wandb: Annotated[Optional[str], typer.Option(
         help=f"offline, online (key from WANDB_API_KEY) or disabled. [default: {_T.wandb}]")] = None,
+    fold: Annotated[Optional[int], typer.Option(
+        help="Cross-validation: train on fold K (0 .. folds-1) of the cache's train+val subjects, validating on "
+             "that fold (the test split is never used). [default: the cache's own train/val split]")] = None,
+    folds: Annotated[Optional[int], typer.Option(
+        help=f"Number of cross-validation folds (with --fold). [default: {_T.folds}]")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue a run exactly: its folder (uses checkpoint_last.pth, also one written mid-epoch on SIGTERM "
              "or Ctrl-C) or a checkpoint file. The run's settings and cache are the defaults; --epochs may be "
@@ -42,6 +47,8 @@ def train(
     """Train the 2D U-Net on a slice cache: label map, split, HU clip and slice size come from its manifest.
 
     Example: ctslice train --cache cache --out runs/exp1 --epochs 20 --scheduler cosine --wandb offline
+
+    Cross-validation: ctslice train --cache cache --out runs/fold0 --fold 0 --folds 5   (then --fold 1 ... 4)
 
     Several GPUs: torchrun --nproc_per_node 8 -m ctslice train --cache cache --out runs/exp1
 
@@ -58,7 +65,7 @@ def train(
         cache, run_settings = resume_defaults(resume, cache)  # `--resume RUN` alone continues the run as it was
         cfg = load_config(config, {
             "train": {"epochs": epochs, "learning_rate": lr, "scheduler": scheduler, "device": device,
-                      "wandb": wandb},
+                      "wandb": wandb, "fold": fold, "folds": folds},
             "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)
         out_dir = out_dir if out_dir is not None else default_run_folder(resume)
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import DEVICE, Limit, check_section
+from .checks import DEVICE, Limit, Pattern, check_section
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,14 @@ class EvaluateConfig:
     """Memory one inference batch may take on the device (activations and class scores): evaluate and predict run
     [loader] batch_size slices at once, or fewer when those would not fit (at 512 x 512 with 118 classes about
     0.5 GiB a slice: 8). Raise it on a large GPU, with a larger --batch-size."""
+    tta: str = "none"
+    """Test-time augmentation: 'none', or a comma-separated list of 'shift' (the slice moved by tta_shift_px up,
+    down, left and right: safe for any anatomy) and 'flip-lr' (mirrored left-right with left/right pairs swapped:
+    only for models trained with left-right mirroring). Probabilities are averaged over the views
+    (`model/tta.py`)."""
+
+    tta_shift_px: int = 4
+    """How far 'shift' moves the slice, in pixels."""
 
     SECTION = "evaluate"
     LIMITS = {
@@ -42,6 +50,9 @@ class EvaluateConfig:
         "device": DEVICE,
         "worst_subjects": Limit(0, 1000),
         "inference_memory_gib": Limit(0.001, 1e5, unit="GiB"),
+        "tta": Pattern(r"none|(shift|flip-lr)(,(shift|flip-lr))*", "none, or a comma-separated list of shift and "
+                                                                     "flip-lr"),
+        "tta_shift_px": Limit(1, 64),
     }
     MOVED = {"batch_size": "loader", "workers": "loader"}
     """Settings that were once here: a file that still sets one is told its new section."""

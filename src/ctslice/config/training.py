@@ -169,6 +169,14 @@ class TrainConfig:
     wandb_project: str = "ctslice"
     """wandb project name."""
 
+    fold: int | None = None
+    """Cross-validation: train on fold `fold` of `folds` (0 .. folds-1): the cache's train+val subjects are split
+    into `folds` subject-level folds (`cache/folds.py`: by a hash of each id, stable when subjects are added), this
+    fold validates and the others train; the test split is never used. None: the cache's own train/val split."""
+
+    folds: int = 5
+    """Number of cross-validation folds (with `fold`)."""
+
     SECTION = "train"
     LIMITS = {
         "epochs": Limit(1, 1_000_000),
@@ -196,11 +204,13 @@ class TrainConfig:
         "log_every": Limit(1, 10**9),
         "val_images": Limit(0, 256),
         "wandb": OneOf(WANDB_MODES),
+        "fold": Limit(0, 99),
+        "folds": Limit(2, 100),
     }
     NONE_WORDS = {
         "cosine_t_max": "none: epochs", "grad_clip": "none: no clipping", "steps_per_epoch": "none: the whole split",
         "val_batches": "none: every val slice", "window_min": "none: the cache's hu_min",
-        "window_max": "none: the cache's hu_max"}
+        "window_max": "none: the cache's hu_max", "fold": "none: the cache's train/val split"}
 
     def relations(self) -> Relations:
         if self.ce_weight + self.dice_weight == 0:
@@ -208,6 +218,8 @@ class TrainConfig:
         if self.window_min is not None and self.window_max is not None and not self.window_min < self.window_max:
             yield ("window_min", "window_max"), (f"window_min must be below window_max, got {self.window_min} and "
                                                  f"{self.window_max}")
+        if self.fold is not None and self.fold >= self.folds:
+            yield ("fold", "folds"), f"fold must be below folds (folds are 0 .. {self.folds - 1}), got {self.fold}"
 
     def validate(self) -> None:
         """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""

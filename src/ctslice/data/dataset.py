@@ -62,12 +62,13 @@ def single_threaded_blosc() -> Iterator[None]:
                 numcodecs.blosc.use_threads = _blosc_saved
 
 
-def split_rows(reader: CacheReader, split: str) -> np.ndarray:
-    """Slice-index rows of the subjects of `split`, in slice-index order (subjects sorted, then slices)."""
+def split_rows(reader: CacheReader, split: str, subjects: list[str] | None = None) -> np.ndarray:
+    """Slice-index rows of the subjects of `split` (or of `subjects`, a cross-validation fold's, named `split`),
+    in slice-index order (subjects sorted, then slices)."""
     splits = reader.manifest.splits
-    if split not in splits:
+    if subjects is None and split not in splits:
         raise CacheError(f"{reader.cache}: no split {split!r} in the manifest (it has {', '.join(sorted(splits))})")
-    wanted = set(splits[split])
+    wanted = set(splits[split] if subjects is None else subjects)
     unknown = sorted(wanted - set(reader.subjects))
     if unknown:
         raise CacheError(f"{reader.cache}: split {split!r} names subjects that are not cached ({', '.join(unknown)}); "
@@ -128,15 +129,17 @@ def batch_buffers(ring: BatchRing | None, batch: int, image_shape: tuple[int, ..
 
 
 class SliceDataset(Dataset):
-    """One item per cached slice of `split`. Indices follow the slice index (subject order, then slice)."""
+    """One item per cached slice of `split` (or of `subjects`: a cross-validation fold's train or val part). Indices
+    follow the slice index (subject order, then slice)."""
 
-    def __init__(self, cache: Path | str, split: str = "train", context_slices: int = 1):
+    def __init__(self, cache: Path | str, split: str = "train", context_slices: int = 1,
+                 subjects: list[str] | None = None):
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be odd and >= 1, got {context_slices}")
         self.reader = CacheReader(cache)
         self.split = split
         self.context_slices = context_slices
-        self.rows = split_rows(self.reader, split)
+        self.rows = split_rows(self.reader, split, subjects)
         """Slice-index row of each item."""
 
     ring: BatchRing | None = None

@@ -110,17 +110,18 @@ def loader_kwargs(cfg: LoaderConfig, multiprocessing_context: str | None = None)
 
 def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: bool = True,
                  num_replicas: int = 1, rank: int = 0, multiprocessing_context: str | None = None,
-                 dataset: Dataset | None = None) -> DataLoader:
+                 dataset: Dataset | None = None, subjects: list[str] | None = None) -> DataLoader:
     """A DataLoader over `split` of the cache.
 
     shuffle=True (training): `ClassAwareSampler` with cfg.oversample_fraction and cfg.seed, call
     `loader.sampler.set_epoch(epoch)` each epoch; with num_replicas/rank, this rank's disjoint, equal-length share.
     shuffle=False (evaluation): every slice once, in order; with num_replicas > 1, slices rank, rank + R, ...
     (no padding, so shares may differ by one). `dataset`: a prepared SliceDataset (anything with `present`).
-    multiprocessing_context: "fork", "spawn" or "forkserver" (None: the platform's default).
+    multiprocessing_context: "fork", "spawn" or "forkserver" (None: the platform's default). `subjects`: these
+    subjects instead of the split's (a cross-validation fold's part).
     """
     cfg.validate()  # (with workers=0 this process reads: the dataset decodes single-threaded, as a worker does)
-    dataset = dataset if dataset is not None else SliceDataset(cache, split, cfg.context_slices)
+    dataset = dataset if dataset is not None else SliceDataset(cache, split, cfg.context_slices, subjects)
     if shuffle:
         sampler = ClassAwareSampler(dataset.present, cfg.batch_size, cfg.oversample_fraction, cfg.seed,
                                     num_replicas=num_replicas, rank=rank)

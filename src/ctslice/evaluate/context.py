@@ -4,12 +4,16 @@ now, so that a bad path fails at once), the loader and the split's subjects, and
 
     ctx = open_evaluation("runs/x/checkpoint_best.pth", EvaluateConfig(), LoaderConfig(), cache=None, split="val",
                           out=None, save_predictions=False, split_masks=False)
+
+Several checkpoints (a list) are evaluated as one ensemble (`model/ensemble.py`), and [evaluate] tta wraps the
+model in test-time augmentation (`model/tta.py`); `ckpt` is then the first checkpoint, whose settings all share.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,8 @@ from ..errors import CtsliceError
 from ..imaging.geometry import Geometry
 from ..model.checkpoint import Checkpoint
 from ..model.device import resolve_device
-from ..model.load import load_model
+from ..model.predictor import load_predictor
+from ..model.tta import parse_tta
 from ..text import first_few
 from .export import check_label_names
 from .inference import LOADER_FIELDS, evaluation_loader, inference_batch_size
@@ -55,6 +60,8 @@ class EvaluationContext:
     """Evaluated subjects that were in the checkpoint's train split; None when it records no splits."""
     warnings: list[str]
     notes: list[str]
+    checkpoints: tuple[Path, ...] = field(default=())
+    """Every checkpoint of an ensemble (just `checkpoint` for one model)."""
 
     def subject_id(self, s: int) -> str:
         return self.loader.dataset.reader.subjects[s]
@@ -79,15 +86,17 @@ class EvaluationContext:
         return {name: getattr(self.loader_config, name) for name in LOADER_FIELDS}
 
 
-def open_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderConfig, *, cache: Path | str | None,
-                    split: str, out: Path | str | None, save_predictions: bool, split_masks: bool
-                    ) -> EvaluationContext:
-    """Load and check everything, in the order a user should hear about problems: the settings, the checkpoint,
+def open_evaluation(checkpoint: Path | str | Sequence[Path | str], cfg: EvaluateConfig, loader: LoaderConfig, *,
+                    cache: Path | str | None, split: str, out: Path | str | None, save_predictions: bool,
+                    split_masks: bool) -> EvaluationContext:
+    """Load and check everything, in the order a user should hear about problems: the settings, the checkpoint(s),
     the cache against it, the label names (when saving), the output folder, then the split."""
     cfg.validate()
     loader.validate()
     device = resolve_device(cfg.device)
-    model, ckpt = load_model(checkpoint, device)
+    paths = [Path(checkpoint)] if isinstance(checkpoint, (str, Path)) else [Path(p) for p in checkpoint]
+    model, members = load_predictor(paths, device, parse_tta(cfg.tta), cfg.tta_shift_px)
+    checkpoint, ckpt = paths[0], members[0]
     if cache is None and not ckpt.cache:
         raise CtsliceError(f"{checkpoint}: the checkpoint names no cache; give one with --cache")
     cache = Path(cache if cache is not None else ckpt.cache)
@@ -101,7 +110,7 @@ def open_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderC
     if ckpt.cache_hash and ckpt.cache_hash != manifest.settings.hash:
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
                         f"{manifest.settings.hash} against {ckpt.cache_hash}): the model sees other input")
-    out = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{split}"
+    out = Path(out) if out is not None else Path(checkpoint).parent / default_folder(split, len(paths), cfg.tta)
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference
     size = manifest.settings.size  # batches of [loader] batch_size slices, fewer if they would not fit the budget
@@ -114,23 +123,34 @@ def open_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderC
               if sid in wanted and check_name(sid, "subject id")}  # ids name output files
     if not counts:
         raise CtsliceError(f"{cache}: split {split!r} has no subjects")
-    overlap, said = train_overlap(ckpt, [reader.subjects[s] for s in counts])
+    overlap, said = train_overlap(members, [reader.subjects[s] for s in counts])
     notes = [said] if said and overlap is None else []
     warnings += [said] if said and overlap else []
     values = parse_label_values(manifest.dataset.get("label_values"), manifest.label_map)
     geometries = {s: Geometry.from_json(manifest.subjects[reader.subjects[s]].geometry) for s in counts}
     return EvaluationContext(Path(checkpoint), ckpt, model, device, cache, manifest, labels, values, split, out,
-                             batches, loader, counts, geometries, overlap, warnings, notes)
+                             batches, loader, counts, geometries, overlap, warnings, notes, tuple(paths))
 
 
-def train_overlap(ckpt: Checkpoint, evaluated: list[str]) -> tuple[list[str] | None, str | None]:
-    """(evaluated subjects that were in the checkpoint's train split, a warning or note to print), from the
-    training-time splits the trainer records (`ckpt.splits`); (None, note) when the checkpoint has none."""
-    splits = ckpt.splits
-    if not isinstance(splits, dict) or not isinstance(splits.get("train"), list):
-        return None, ("the checkpoint does not record its training split (written before splits were recorded): "
-                      "whether evaluated subjects were trained on cannot be checked")
-    overlap = sorted(set(evaluated) & {str(s) for s in splits["train"]})
+def default_folder(split: str, members: int, tta: str) -> str:
+    """eval-<split>, with -ensemble<N> and -tta when they apply: an ensemble's or a TTA evaluation (default: in the
+    first checkpoint's run folder) never replaces that model's own."""
+    return f"eval-{split}" + (f"-ensemble{members}" if members > 1 else "") + ("-tta" if tta != "none" else "")
+
+
+def train_overlap(checkpoints: Checkpoint | Sequence[Checkpoint], evaluated: list[str]
+                  ) -> tuple[list[str] | None, str | None]:
+    """(evaluated subjects that were in the checkpoint's train split, or in any member's of an ensemble, a warning
+    or note to print), from the training-time splits the trainer records (`ckpt.splits`; a fold's for a
+    cross-validation run); (None, note) when a checkpoint has none."""
+    trained: set[str] = set()
+    for ckpt in [checkpoints] if isinstance(checkpoints, Checkpoint) else checkpoints:
+        splits = ckpt.splits
+        if not isinstance(splits, dict) or not isinstance(splits.get("train"), list):
+            return None, ("the checkpoint does not record its training split (written before splits were "
+                          "recorded): whether evaluated subjects were trained on cannot be checked")
+        trained |= {str(s) for s in splits["train"]}
+    overlap = sorted(set(evaluated) & trained)
     if not overlap:
         return [], None
     shown = first_few(overlap)

@@ -185,3 +185,24 @@ def _overlay(path: Path, sid: str, dice: float, item: dict, labels: Mapping[int,
     fig.suptitle(f"{sid}: slice {item['slice']} (most wrong voxels), mean Dice {dice:.3f}")
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02, wspace=0.04)
     return _write(fig, path, bbox_inches="tight")  # legends below the axes: the saved figure grows to them
+
+
+def cv_figure(path: Path, rows: list[dict], folds: list[str], which: str) -> Path:
+    """cv_summary.png: per structure (worst mean on top), the mean val Dice over the folds as a bar with the
+    standard deviation as an error bar, and each fold's value as a dot; the mean over structures last."""
+    scored = sorted((r for r in rows[:-1] if r["folds_scored"]), key=lambda r: r["mean"], reverse=True)
+    shown = [rows[-1], *scored] if rows[-1]["folds_scored"] else scored
+    fig, ax = _tall(len(shown))
+    y = np.arange(len(shown))
+    ax.barh(y, [r["mean"] for r in shown], xerr=[r["std"] for r in shown], height=0.6, color="tab:blue",
+            alpha=0.5, error_kw={"elinewidth": 1, "capsize": 2}, label="mean +- std over folds")
+    for k, name in enumerate(folds):
+        ax.scatter([r[name] for r in shown], y, s=22, zorder=4, label=name, color=f"C{(k + 1) % 10}",
+                   edgecolors="black", linewidths=0.4)
+    ax.set_yticks(y, [r["structure"] for r in shown])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"val Dice at each run's {which} checkpoint")
+    ax.set_title(f"cross-validation: {len(folds)} run(s)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # outside: never over a fold's dot
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -19,7 +19,7 @@ nothing is written into a dataset, and no file predict did not write is replaced
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,8 @@ from ..imaging import formats, memory, volume
 from ..imaging.geometry import Geometry, image_to_cache, in_plane_cache_coordinates, plan_geometry
 from ..model.checkpoint import Checkpoint
 from ..model.device import resolve_device
-from ..model.load import load_model
+from ..model.predictor import load_predictor
+from ..model.tta import parse_tta
 from .dicom_seg import write_dicom_seg
 from .export import check_label_names, write_prediction, write_split_masks
 from .inference import Throughput, VolumeSlices, inference_batch_size, predict_volumes
@@ -159,7 +160,7 @@ def field_of_view_cropped(geometry: Geometry) -> str | None:
             f"({outside:.1%} of the voxels)")
 
 
-def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: EvaluateConfig,
+def run_predict(checkpoint: Path | str | Sequence[Path | str], source: Path, out: Path | None, cfg: EvaluateConfig,
                 loader: LoaderConfig = LoaderConfig(), *,
                 split_masks: bool = False, overwrite: bool = False, fmt: str | None = None, series: str | None = None,
                 progress: Callable[[int, int, PredictOutcome], None] | None = None) -> list[PredictOutcome]:
@@ -167,11 +168,14 @@ def run_predict(checkpoint: Path | str, source: Path, out: Path | None, cfg: Eva
     `overwrite`: replace earlier outputs of predict itself (never other files: `ownership`); of `loader`, only
     the batch size applies (the CT is in memory), lowered to what fits cfg.inference_memory_gib. The next input is
     read while the current one is predicted (`read_ahead`). `fmt`: nifti, nrrd, mha or dicom-seg (default: the
-    input's kind, `outputs.resolve_format`); `series`: which series of a DICOM folder holding several."""
+    input's kind, `outputs.resolve_format`); `series`: which series of a DICOM folder holding several. Several
+    checkpoints: their ensemble (`model/ensemble.py`), with the first one's settings; [evaluate] tta: test-time
+    augmentation (`model/tta.py`)."""
     cfg.validate()
     loader.validate()
     device = resolve_device(cfg.device)
-    model, ckpt = load_model(checkpoint, device)
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    model, (ckpt, *_) = load_predictor(paths, device, parse_tta(cfg.tta), cfg.tta_shift_px)
     labels = ckpt.labels
     names = check_label_names(labels, split_masks)  # the checkpoint's: sidecar lines, file names with split masks
     values = ckpt.dataset_label_values

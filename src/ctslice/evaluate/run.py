@@ -19,7 +19,7 @@ be checked. The output folder is checked (and created) before any inference runs
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +60,14 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_evaluation(checkpoint: Path | str, cfg: EvaluateConfig, loader: LoaderConfig = LoaderConfig(), *,
+def run_evaluation(checkpoint: Path | str | Sequence[Path | str], cfg: EvaluateConfig,
+                   loader: LoaderConfig = LoaderConfig(), *,
                    cache: Path | str | None = None, split: str = "val", out: Path | str | None = None,
                    reference: ReferenceOpener | None = None, save_predictions: bool = False,
                    split_masks: bool = False, progress: Progress | None = None) -> EvaluationResult:
-    """Score `checkpoint` on `split` of `cache` (default: the checkpoint's); `loader`: the [loader] settings it
-    reads with (batch size, lowered to what fits cfg.inference_memory_gib; workers, pinned memory, prefetch);
-    `reference`: score on the original grid."""
+    """Score `checkpoint` (several: their ensemble, the first one's cache and settings) on `split` of `cache`
+    (default: the checkpoint's); `loader`: the [loader] settings it reads with (batch size, lowered to what fits
+    cfg.inference_memory_gib; workers, pinned memory, prefetch); `reference`: score on the original grid."""
     ctx = open_evaluation(checkpoint, cfg, loader, cache=cache, split=split, out=out,
                           save_predictions=save_predictions, split_masks=split_masks)
     space = CacheSpace() if reference is None else OriginalSpace(reference(ctx.manifest))
@@ -128,7 +129,9 @@ def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: 
     """evaluation.json's `settings`: what was evaluated, how, and what the user was told."""
     original = isinstance(space, OriginalSpace)
     return {
-        "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch, "cache": str(ctx.cache.resolve()),
+        "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch,
+        "ensemble": [str(p.resolve()) for p in ctx.checkpoints] if len(ctx.checkpoints) > 1 else None,
+        "cache": str(ctx.cache.resolve()),
         "cache_hash": ctx.manifest.settings.hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
         "split": ctx.split, "space": space.name, "data": str(space.reference.root) if original else None,
         "device": str(ctx.device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

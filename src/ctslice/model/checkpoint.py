@@ -97,6 +97,11 @@ class Checkpoint:
     rng: dict[str, Any] | None = None
     augment_rng: torch.Tensor | None = None
     """(ranks, state): each rank's augmentation generator."""
+    fold: int | None = None
+    """The cross-validation fold it was trained on (0 .. folds-1; its subjects are `splits`); None: the cache's
+    own train/val split."""
+    folds: int | None = None
+    """The number of cross-validation folds (with `fold`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The plain dict saved on disk (fields left None are left out)."""

@@ -7,15 +7,10 @@ no other subject, so adding subjects never moves an existing one, and the same s
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 
+from ..cache.folds import unit_hash as _unit_hash
 from .sources import SPLITS
-
-
-def _unit_hash(seed: int, subject_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def rule_split(subject_id: str, seed: int, val_fraction: float) -> str:

@@ -3,6 +3,7 @@ The loop (`loop.py`) only uses what `build_trainer` returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -11,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache.folds import fold_splits
 from ..cache.manifest import Manifest, read_manifest
 from ..config import Config, ModelConfig
 from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
 from ..model.device import resolve_device
+from ..model.predictor import air_value
 from ..model.unet import build_model, count_parameters
 from .distributed import Dist
 from .intensity import resolve_intensity
@@ -25,10 +28,16 @@ from .schedule import LRSchedule, build_schedule
 ARCHITECTURE = "UNet2D"
 
 
-def check_cache(cache: Path) -> Manifest:
+def check_cache(cache: Path, fold: int | None = None, folds: int = 5) -> Manifest:
     """The cache's manifest, or a clear error before any work: unreadable or foreign manifest (CacheError from
-    read_manifest), no train or val subjects, a label map without structures."""
+    read_manifest), no train or val subjects, a label map without structures. With `fold`: its splits are that
+    cross-validation fold's (`cache.folds.fold_splits`), for everything the run builds and records."""
     manifest = read_manifest(cache)
+    if fold is not None:
+        try:
+            manifest = dataclasses.replace(manifest, splits=fold_splits(manifest.splits, fold, folds))
+        except CtsliceError as e:
+            raise CacheError(f"{cache}: {e}") from None
     for split in ("train", "val"):
         if not manifest.splits.get(split):
             raise CacheError(f"{cache}: the manifest has no {split!r} subjects (splits: "
@@ -93,6 +102,9 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
         "total_params": params[0], "trainable_params": params[1],
         "world_size": world_size, "global_batch_size": cfg.loader.batch_size * world_size,
     }
+    if train.fold is not None:  # the fold's subjects, so that dashboards can tell the folds' runs apart
+        flat.update(fold=train.fold, folds=train.folds, fold_train_subjects=manifest.splits["train"],
+                    fold_val_subjects=manifest.splits["val"])
     sections = {**cfg.to_dict(), "preprocess": manifest.settings.to_json()}
     return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.hash,
             "intensity": intensity, "device": device.type}
@@ -125,8 +137,7 @@ class Trainer:
     @property
     def fill(self) -> float:
         """Air (the clip's lower end) after normalisation: what enters at the borders of augmented slices."""
-        lo = self.intensity["clip"][0]
-        return (lo - self.intensity["shift"]) / self.intensity["scale"]
+        return air_value(self.intensity)
 
     @property
     def num_classes(self) -> int:
@@ -159,8 +170,9 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dis
         cfg.model.check_memory(cfg.loader.context_slices, manifest.num_labels, size)
     intensity = resolve_intensity(train, manifest, cache)
     shards = dict(num_replicas=distributed.world_size, rank=distributed.rank)
-    train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, **shards)
-    val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, **shards)
+    # the manifest's splits (a fold's with [train] fold), not the cache's on disk
+    train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, subjects=manifest.splits["train"], **shards)
+    val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, subjects=manifest.splits["val"], **shards)
     for loader in (train_loader, val_loader):
         loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
     model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,

@@ -54,6 +54,9 @@ def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_s
     model = {"base_width": cfg.model.base_width, "depth": cfg.model.depth, "in_channels": cfg.loader.context_slices,
              "num_classes": manifest.num_labels}
     found = []
+    was, now = _fold(ckpt.fold, ckpt.folds), _fold(cfg.train.fold, cfg.train.folds)
+    if was != now:  # another fold trains and validates on other subjects
+        found.append(f"the cross-validation fold ({was} in the checkpoint, {now} now)")
     if ckpt.model_config != model:
         found.append(f"the model ({_describe(ckpt.model_config)} in the checkpoint, {_describe(model)} now)")
     if ckpt.cache_hash != manifest.settings.hash:
@@ -181,3 +184,7 @@ def _describe(model: Any) -> str:
         return "unknown"
     return (f"width {model.get('base_width')} depth {model.get('depth')}, {model.get('in_channels')} input(s), "
             f"{model.get('num_classes')} outputs")
+
+
+def _fold(fold: int | None, folds: int | None) -> str:
+    return "the cache's own split" if fold is None else f"fold {fold} of {folds}"

@@ -66,7 +66,7 @@ def run_training(cache: Path | str, out: Path | str, cfg: Config, resume: Path |
 def _run(cache: Path, out: Path, cfg: Config, resume: Path | str | None, progress: NullProgress,
          distributed: Dist) -> TrainResult:
     progress = progress if distributed.main else NullProgress()
-    manifest = check_cache(cache)  # before anything is built or written
+    manifest = check_cache(cache, cfg.train.fold, cfg.train.folds)  # before anything is built or written
     ckpt = path = resumed_run = None
     if resume is not None:
         path = resume_checkpoint(resume)

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import TrainConfig
 from ..model.checkpoint import Checkpoint, bare_state_dict
 from .build import Trainer
 from .distributed import gather_rows
@@ -54,7 +55,13 @@ def make_checkpoint(trainer: Trainer, state: TrainState, metrics: dict[str, Any]
         batch_size=trainer.cfg.loader.batch_size,
         optimizer=trainer.optimizer.state_dict(), schedule=trainer.schedule.state_dict(),
         state=state.state_dict(), rng=rng_state(),
-        augment_rng=gather_rows(trainer.dist, trainer.augment_rng.get_state(), trainer.device))
+        augment_rng=gather_rows(trainer.dist, trainer.augment_rng.get_state(), trainer.device),
+        **fold_fields(trainer.cfg.train))
+
+
+def fold_fields(train: TrainConfig) -> dict[str, int]:
+    """The checkpoint's cross-validation fields: fold and folds, or nothing outside cross-validation."""
+    return {} if train.fold is None else {"fold": train.fold, "folds": train.folds}
 
 
 def restore(trainer: Trainer, state: TrainState, checkpoint: Checkpoint) -> None:
