@@ -9,6 +9,7 @@ centres, so output pixel i samples input coordinate i * target / spacing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import nibabel as nib
@@ -96,18 +97,34 @@ def _reorient(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return ornt.apply_orientation(volume, transform).transpose(2, 1, 0)
 
 
-def _resample_in_plane(volume: np.ndarray, geometry: Geometry, order: int) -> np.ndarray:
+def _resample_in_plane(volume: np.ndarray, geometry: Geometry, order: int, threads: int = 1) -> np.ndarray:
+    """Each slice resampled on its own (on `threads` threads: scipy releases the GIL). Linear interpolation
+    (order > 0) is rounded to the nearest integer of the volume's integer dtype slice by slice (np.rint of the
+    float32 result, then numpy's cast, as astype casts), so no float copy of the volume is ever made."""
     ry, rx = _scale(geometry, axis=1), _scale(geometry, axis=2)
     out_shape = (volume.shape[0], *geometry.resampled_shape)
     if out_shape == volume.shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9:
         return volume  # native spacing: nothing to interpolate
-    dtype = np.float32 if order > 0 else volume.dtype
-    # Slice by slice keeps the float intermediate to one slice (bounded memory at 512 x 512 x 1000).
-    out = np.empty(out_shape, dtype=dtype)
-    for z in range(volume.shape[0]):
-        ndimage.affine_transform(
-            volume[z], np.array([ry, rx]), output_shape=out_shape[1:], output=out[z], order=order, mode="nearest"
-        )
+    out = np.empty(out_shape, dtype=volume.dtype)
+    matrix = np.array([ry, rx])
+
+    def one_slice(z: int) -> None:
+        if order == 0:
+            ndimage.affine_transform(volume[z], matrix, output_shape=out_shape[1:], output=out[z], order=0,
+                                     mode="nearest")
+            return
+        interpolated = np.empty(out_shape[1:], dtype=np.float32)
+        ndimage.affine_transform(volume[z], matrix, output_shape=out_shape[1:], output=interpolated, order=order,
+                                 mode="nearest")
+        out[z] = np.rint(interpolated, out=interpolated)
+
+    if threads <= 1:
+        for z in range(out_shape[0]):
+            one_slice(z)
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="ctslice-resample") as pool:
+            for _ in pool.map(one_slice, range(out_shape[0])):  # re-raises a slice's error
+                pass
     return out
 
 
@@ -129,20 +146,20 @@ def _crop_or_pad(volume: np.ndarray, geometry: Geometry, fill: int) -> np.ndarra
     return out
 
 
-def image_to_cache(volume: np.ndarray, geometry: Geometry, fill: int) -> np.ndarray:
+def image_to_cache(volume: np.ndarray, geometry: Geometry, fill: int, threads: int = 1) -> np.ndarray:
     """CT volume (original grid, int16) -> cached int16 volume; linear in-plane interpolation."""
     affine = np.asarray(geometry.original_affine)
-    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=1)
+    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=1, threads=threads)
     if resampled.dtype != np.int16:
         resampled = np.rint(resampled).astype(np.int16)
     return _crop_or_pad(resampled, geometry, fill)
 
 
-def labels_to_cache(volume: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, int]:
+def labels_to_cache(volume: np.ndarray, geometry: Geometry, threads: int = 1) -> tuple[np.ndarray, int]:
     """Label volume (original grid) -> cached uint8 volume with nearest-neighbour resampling (never invents a
     label), and the number of labelled voxels the crop removed."""
     affine = np.asarray(geometry.original_affine)
-    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=0)
+    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=0, threads=threads)
     cached = _crop_or_pad(resampled, geometry, 0)
     cropped = int(np.count_nonzero(resampled)) - int(np.count_nonzero(cached))
     return cached, cropped

@@ -93,9 +93,9 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     else:
         label, overlap = _read_label_file(job, ct_img, root), 0
     labelled = int(np.count_nonzero(label))  # on the grid where overlaps are counted: their share's denominator
-    image_cached = image_to_cache(ct, geometry, fill=s["hu_min"])
+    image_cached = image_to_cache(ct, geometry, fill=s["hu_min"], threads=job.threads)
     del ct
-    label_cached, cropped = labels_to_cache(label, geometry)
+    label_cached, cropped = labels_to_cache(label, geometry, threads=job.threads)
     del label
     foreground, present, voxels = slice_statistics(label_cached, len(job.label_map))
     warnings = []
