@@ -22,14 +22,14 @@ TARGET_VS_FLOOR = 1.0  # issue 19: in-process at most the stock read's time
 TARGET_SPEEDUP = 1.8  # issue 19: 2 workers at least 1.8x one
 
 
-def read_floor_seconds(data: Path) -> float:
-    """Seconds to decode every file of every subject (CT and masks) with stock nibabel, one process, one thread."""
+def read_floor_seconds(data: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds to decode every file of every subject (CT and masks) with stock nibabel, one thread."""
     dataset = discover(data)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for subject in dataset.subjects:
         for name in subject.files:
             np.asanyarray(nib.load(dataset.root / name).dataobj)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def arrays_digest(cache: Path) -> str:
@@ -44,18 +44,22 @@ def arrays_digest(cache: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _timed_build(data: Path, cache: Path, cfg: PreprocessConfig) -> tuple[float, str]:
+def _timed_build(data: Path, cache: Path, cfg: PreprocessConfig) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of this process and its threads, arrays digest) of one build."""
     shutil.rmtree(cache, ignore_errors=True)
+    cpu = time.process_time()
     report = run_preprocess(data, cache, cfg)
+    cpu = time.process_time() - cpu
     if not report.ok:
         raise RuntimeError(f"benchmark build failed: {report.failed}")
-    return report.seconds, arrays_digest(cache)
+    return report.seconds, cpu, arrays_digest(cache)
 
 
 def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slices: tuple[int, int] = (80, 100),
                              workers: int = 2, data: Path | None = None) -> dict:
     """Seconds per subject after one untimed warm-up build: the stock read floor (the faster of two measurements,
-    before and after the builds), in-process, 1 and `workers` dask workers; on the demo dataset, or on `data` (dask rows only with 2+ subjects:
+    before and after the builds), in-process, 1 and `workers` dask workers, and the CPU seconds of the floor and
+    the in-process build (on a machine shared with other jobs, less noisy than wall time); on the demo dataset, or on `data` (dask rows only with 2+ subjects:
     one subject is always processed in-process)."""
     out = Path(out)
     if data is None:
@@ -67,17 +71,22 @@ def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slic
     # Untimed first build: the timed ones then see the libraries imported and the files in the page cache, as the
     # floor does (on the one real subject, importing zarr and friends took 10x the subject's own work).
     _timed_build(data, out / "cache-bench-preprocess", replace(cfg, workers=0))
-    floor = read_floor_seconds(data)
+    floor, floor_cpu = read_floor_seconds(data)
     runs = {"in_process": 0} if n < 2 else {"in_process": 0, "dask_1_worker": 1, f"dask_{workers}_workers": workers}
     digests = set()
     for name, w in runs.items():
-        seconds, digest = _timed_build(data, out / "cache-bench-preprocess", replace(cfg, workers=w))
+        seconds, cpu, digest = _timed_build(data, out / "cache-bench-preprocess", replace(cfg, workers=w))
         result[f"{name}_s_per_subject"] = seconds / n
+        if w == 0:  # the CPU time of dask rows is spent in other processes
+            result["in_process_cpu_s_per_subject"] = cpu / n
         digests.add(digest)
-    floor = min(floor, read_floor_seconds(data))
-    result["read_floor_s_per_subject"] = floor / n
+    again, again_cpu = read_floor_seconds(data)
+    result["read_floor_s_per_subject"] = min(floor, again) / n
+    result["read_floor_cpu_s_per_subject"] = min(floor_cpu, again_cpu) / n
     result["arrays_digest"] = digests.pop() if len(digests) == 1 else sorted(digests)
     result["in_process_vs_floor"] = result["in_process_s_per_subject"] / result["read_floor_s_per_subject"]
+    result["in_process_cpu_vs_floor_cpu"] = (result["in_process_cpu_s_per_subject"]
+                                             / result["read_floor_cpu_s_per_subject"])
     if n >= 2:
         result[f"speedup_1_to_{workers}_workers"] = (result["dask_1_worker_s_per_subject"]
                                                      / result[f"dask_{workers}_workers_s_per_subject"])
