@@ -13,10 +13,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Each thread holds one decoded mask (1 byte a voxel) while it waits for its turn to be merged; beyond 8 threads
+# the masks' decompression stops being what a subject waits on.
+MAX_SUBJECT_THREADS = 8
+
+
 def subject_threads(in_process: bool) -> int:
-    """Threads for one subject: the cores this process may run on when subjects run in this process one after
-    the other; 1 in a dask worker, where each of the worker's threads runs a subject of its own."""
-    return len(os.sched_getaffinity(0)) if in_process else 1
+    """Threads for one subject: the cores this process may run on (at most MAX_SUBJECT_THREADS) when subjects run
+    in this process one after the other; 1 in a dask worker, where each of the worker's threads runs a subject."""
+    return min(len(os.sched_getaffinity(0)), MAX_SUBJECT_THREADS) if in_process else 1
 
 
 def map_in_order(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
