@@ -41,7 +41,7 @@ class SubjectJob:
     label_values: dict[int, int] | None = None
     """nnU-Net layout: value in the label file -> label-map index."""
     threads: int = 1
-    """Threads reading this subject's masks (threads.subject_threads)."""
+    """Threads that read this subject's masks and resample its slices (threads.subject_threads)."""
 
 
 @dataclass(frozen=True)
