@@ -63,7 +63,7 @@ def test_a_multi_member_gzip_file_reads_whole(tmp_path):
     half = len(raw) // 2
     gz = tmp_path / "ct.nii.gz"
     gz.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]) + b"\0" * 8)  # as bgzip writes them
-    assert gunzip(gz.read_bytes()) == raw
+    assert gunzip(gz.read_bytes(), len(raw)) == raw
     _assert_same(read_voxels(nib.load(gz).dataobj), _stock(path))
 
 
@@ -102,3 +102,12 @@ def test_the_real_subject_reads_as_nibabel_reads_it():
     root = require_real_subject() / "s0001"
     for path in [root / "ct.nii.gz", *sorted((root / "segmentations").glob("*.nii.gz"))[:20]]:
         _assert_same(read_voxels(nib.load(path).dataobj), _stock(path))
+
+
+def test_content_beyond_the_declared_voxels_is_not_decompressed(tmp_path):
+    path = save(tmp_path / "mask.nii", box_mask())
+    raw = path.read_bytes()
+    bomb = tmp_path / "mask.nii.gz"
+    bomb.write_bytes(gzip.compress(raw + bytes(50_000_000), compresslevel=1))  # 50 MB of zeros after the voxels
+    assert len(gunzip(bomb.read_bytes(), len(raw))) == len(raw) + 1
+    _assert_same(read_voxels(nib.load(bomb).dataobj), _stock(path))

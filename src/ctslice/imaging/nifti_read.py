@@ -31,8 +31,8 @@ def read_voxels(dataobj: object) -> np.ndarray:
     if not (type(dataobj) is ArrayProxy and _is_gzip_path(dataobj.file_like)):
         return np.asanyarray(dataobj)
     proxy: ArrayProxy = dataobj
-    data = gunzip(Path(proxy.file_like).read_bytes())
     n_bytes = int(np.prod(proxy.shape, dtype=np.int64)) * proxy.dtype.itemsize
+    data = gunzip(Path(proxy.file_like).read_bytes(), proxy.offset + n_bytes)
     if len(data) - proxy.offset < n_bytes:  # a whole gzip stream of a cut .nii (nibabel raises OSError too)
         raise OSError(f"expected {n_bytes} bytes of voxels, the file holds {max(0, len(data) - proxy.offset)}: "
                       "truncated or damaged")
@@ -50,18 +50,26 @@ def _scaled(raw: np.ndarray, slope: object, inter: object) -> np.ndarray:
     return apply_read_scaling(raw, scl_slope, scl_inter)
 
 
-def gunzip(compressed: bytes) -> bytes:
-    """The decompressed content of a gzip file, all its members (bgzip writes several); trailing zero bytes are
-    ignored as Python's gzip ignores them. Raises EOFError when the file is cut short and isal_zlib.error when
-    it is corrupt (bad data, CRC-32 or length), as nibabel's read raises EOFError and zlib.error."""
-    parts, rest = [], compressed
+def gunzip(compressed: bytes, size: int) -> bytes:
+    """The first `size` bytes (and at most one more) of a gzip file's content, across all its members (bgzip writes
+    several); trailing zero bytes are ignored as Python's gzip ignores them. Content beyond that is not decompressed,
+    as nibabel reads only what the header declares: a stream far longer than its header says costs no memory (a
+    gzip bomb behind a small header). A stream that ends within `size` is checked whole (CRC-32 and length).
+    Raises EOFError when the file is cut short and isal_zlib.error when it is corrupt, as nibabel's read raises
+    EOFError and zlib.error; returns fewer bytes when a complete stream holds less."""
+    parts, produced, rest = [], 0, compressed
     while True:
         d = isal_zlib.decompressobj(GZIP_WBITS)
-        parts.append(d.decompress(rest))
+        # One byte more than needed: inflate then runs on to the stream's end (and its checks) when the data ends
+        # exactly at `size`, as in every well-formed file.
+        parts.append(d.decompress(rest, size - produced + 1))
+        produced += len(parts[-1])
         if not d.eof:
+            if produced > size:
+                break  # more content than the header declares: not read, as nibabel does not read it
             raise EOFError("Compressed file ended before the end-of-stream marker was reached")
         rest = d.unused_data
-        if not rest.strip(b"\0"):
+        if produced > size or not rest.strip(b"\0"):
             break
         if not rest.startswith(GZIP_MAGIC):
             raise isal_zlib.error("trailing data after the last gzip member is not a gzip member")
