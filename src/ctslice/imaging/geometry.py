@@ -108,7 +108,8 @@ def _to_cache_grid(volume: np.ndarray, geometry: Geometry, order: int, dtype: ty
     resampled_shape = tuple(geometry.resampled_shape)
     native = volume.shape[1:] == resampled_shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9
     src, dst = _window(resampled_shape, geometry)
-    out = np.full(geometry.shape, fill, dtype=dtype)
+    covers = all(w.stop - w.start == n for w, n in zip(dst, geometry.shape[1:]))
+    out = np.empty(geometry.shape, dtype=dtype)  # each slice filled by its thread, while it is in the CPU's cache
     matrix = np.array([ry, rx])
 
     def one_slice(z: int) -> int:
@@ -120,6 +121,8 @@ def _to_cache_grid(volume: np.ndarray, geometry: Geometry, order: int, dtype: ty
                                      mode="nearest")
         if resampled.dtype.kind == "f":
             resampled = np.rint(resampled)
+        if not covers:
+            out[z].fill(fill)
         out[z][dst] = resampled[src]
         return int(np.count_nonzero(resampled)) - int(np.count_nonzero(out[z][dst])) if count_cropped else 0
 
