@@ -100,10 +100,10 @@ def _reorient(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _to_cache_grid(volume: np.ndarray, geometry: Geometry, order: int, dtype: type, fill: int, threads: int = 1,
                    count_cropped: bool = False) -> tuple[np.ndarray, int]:
     """A reoriented (slice, row, column) volume resampled in-plane and centre-cropped or padded onto the cache grid,
-    and (with count_cropped) the nonzero voxels the crop removed. Slice by slice, on `threads` threads (scipy releases the GIL), each
-    resampled slice copied straight into its window of the output: only one slice per thread is ever resampled
-    in full (no float or uncropped copy of the volume). Interpolated values (order > 0) are rounded with np.rint
-    and cast as astype casts."""
+    and (with count_cropped) the nonzero voxels the crop removed. Slice by slice, on `threads` threads (scipy
+    releases the GIL), each resampled slice copied straight into its window of the output: only one slice per
+    thread is ever resampled in full (no float or uncropped copy of the volume). Interpolated values (order > 0)
+    are rounded with np.rint and cast as astype casts."""
     ry, rx = _scale(geometry, axis=1), _scale(geometry, axis=2)
     resampled_shape = tuple(geometry.resampled_shape)
     native = volume.shape[1:] == resampled_shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9
