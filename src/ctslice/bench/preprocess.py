@@ -59,8 +59,8 @@ def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slic
                              workers: int = 2, data: Path | None = None) -> dict:
     """Seconds per subject after one untimed warm-up build: the stock read floor (the faster of two measurements,
     before and after the builds), in-process, 1 and `workers` dask workers, and the CPU seconds of the floor and
-    the in-process build (on a machine shared with other jobs, less noisy than wall time); on the demo dataset, or on `data` (dask rows only with 2+ subjects:
-    one subject is always processed in-process)."""
+    the in-process build (on a machine shared with other jobs, less noisy than wall time). On the demo dataset,
+    or on `data` (dask rows only with 2+ subjects: one subject is always processed in-process)."""
     out = Path(out)
     if data is None:
         data = ensure_demo_dataset(out / f"demo-{size}px-{subjects}", benchmark_spec(subjects, size, slices))
