@@ -9,6 +9,7 @@ centres, so output pixel i samples input coordinate i * target / spacing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import nibabel as nib
@@ -96,19 +97,50 @@ def _reorient(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return ornt.apply_orientation(volume, transform).transpose(2, 1, 0)
 
 
-def _resample_in_plane(volume: np.ndarray, geometry: Geometry, order: int) -> np.ndarray:
+def _to_cache_grid(volume: np.ndarray, geometry: Geometry, order: int, dtype: type, fill: int, threads: int = 1,
+                   count_cropped: bool = False) -> tuple[np.ndarray, int]:
+    """A reoriented (slice, row, column) volume resampled in-plane and centre-cropped or padded onto the cache grid,
+    and (with count_cropped) the nonzero voxels the crop removed. Slice by slice, on `threads` threads (scipy
+    releases the GIL), each resampled slice copied straight into its window of the output: only one slice per
+    thread is ever resampled in full (no float or uncropped copy of the volume). Interpolated values (order > 0)
+    are rounded with np.rint and cast as astype casts."""
     ry, rx = _scale(geometry, axis=1), _scale(geometry, axis=2)
-    out_shape = (volume.shape[0], *geometry.resampled_shape)
-    if out_shape == volume.shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9:
-        return volume  # native spacing: nothing to interpolate
-    dtype = np.float32 if order > 0 else volume.dtype
-    # Slice by slice keeps the float intermediate to one slice (bounded memory at 512 x 512 x 1000).
-    out = np.empty(out_shape, dtype=dtype)
-    for z in range(volume.shape[0]):
-        ndimage.affine_transform(
-            volume[z], np.array([ry, rx]), output_shape=out_shape[1:], output=out[z], order=order, mode="nearest"
-        )
-    return out
+    resampled_shape = tuple(geometry.resampled_shape)
+    native = volume.shape[1:] == resampled_shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9
+    src, dst = _window(resampled_shape, geometry)
+    covers = all(w.stop - w.start == n for w, n in zip(dst, geometry.shape[1:]))
+    out = np.empty(geometry.shape, dtype=dtype)  # each slice filled by its thread, while it is in the CPU's cache
+    matrix = np.array([ry, rx])
+
+    def one_slice(z: int) -> int:
+        if native:  # nothing to interpolate
+            resampled = volume[z]
+        else:
+            resampled = np.empty(resampled_shape, dtype=np.float32 if order > 0 else volume.dtype)
+            ndimage.affine_transform(volume[z], matrix, output_shape=resampled_shape, output=resampled, order=order,
+                                     mode="nearest")
+        if resampled.dtype.kind == "f":
+            resampled = np.rint(resampled)
+        if not covers:
+            out[z].fill(fill)
+        out[z][dst] = resampled[src]
+        return int(np.count_nonzero(resampled)) - int(np.count_nonzero(out[z][dst])) if count_cropped else 0
+
+    if threads <= 1:
+        return out, sum(map(one_slice, range(volume.shape[0])))
+    with ThreadPoolExecutor(threads, thread_name_prefix="ctslice-resample") as pool:
+        return out, sum(pool.map(one_slice, range(volume.shape[0])))  # re-raises a slice's error
+
+
+def _window(resampled_shape: tuple[int, int], geometry: Geometry) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(rows, columns) of a resampled slice that the cache keeps, and where they go in the cached slice."""
+    src, dst = [], []
+    for n_in, n_out, off in zip(resampled_shape, geometry.shape[1:], geometry.offset):
+        start_in, start_out = max(0, -off), max(0, off)
+        length = max(0, min(n_in - start_in, n_out - start_out))
+        src.append(slice(start_in, start_in + length))
+        dst.append(slice(start_out, start_out + length))
+    return (src[0], src[1]), (dst[0], dst[1])
 
 
 def _scale(geometry: Geometry, axis: int) -> float:
@@ -116,36 +148,19 @@ def _scale(geometry: Geometry, axis: int) -> float:
     return float(np.linalg.norm(np.asarray(geometry.cache_to_original)[:3, axis]))
 
 
-def _crop_or_pad(volume: np.ndarray, geometry: Geometry, fill: int) -> np.ndarray:
-    out = np.full(geometry.shape, fill, dtype=volume.dtype)
-    src, dst = [slice(None)], [slice(None)]
-    for axis, off in zip((1, 2), geometry.offset):
-        n_in, n_out = volume.shape[axis], geometry.shape[axis]
-        start_in, start_out = max(0, -off), max(0, off)
-        length = min(n_in - start_in, n_out - start_out)
-        src.append(slice(start_in, start_in + max(0, length)))
-        dst.append(slice(start_out, start_out + max(0, length)))
-    out[tuple(dst)] = volume[tuple(src)]
-    return out
-
-
-def image_to_cache(volume: np.ndarray, geometry: Geometry, fill: int) -> np.ndarray:
+def image_to_cache(volume: np.ndarray, geometry: Geometry, fill: int, threads: int = 1) -> np.ndarray:
     """CT volume (original grid, int16) -> cached int16 volume; linear in-plane interpolation."""
     affine = np.asarray(geometry.original_affine)
-    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=1)
-    if resampled.dtype != np.int16:
-        resampled = np.rint(resampled).astype(np.int16)
-    return _crop_or_pad(resampled, geometry, fill)
+    return _to_cache_grid(_reorient(volume, affine), geometry, order=1, dtype=np.int16, fill=fill,
+                          threads=threads)[0]
 
 
-def labels_to_cache(volume: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, int]:
+def labels_to_cache(volume: np.ndarray, geometry: Geometry, threads: int = 1) -> tuple[np.ndarray, int]:
     """Label volume (original grid) -> cached uint8 volume with nearest-neighbour resampling (never invents a
     label), and the number of labelled voxels the crop removed."""
     affine = np.asarray(geometry.original_affine)
-    resampled = _resample_in_plane(_reorient(volume, affine), geometry, order=0)
-    cached = _crop_or_pad(resampled, geometry, 0)
-    cropped = int(np.count_nonzero(resampled)) - int(np.count_nonzero(cached))
-    return cached, cropped
+    return _to_cache_grid(_reorient(volume, affine), geometry, order=0, dtype=volume.dtype, fill=0, threads=threads,
+                          count_cropped=True)
 
 
 def canonical_shape(geometry: Geometry) -> tuple[int, int, int]:

@@ -14,12 +14,14 @@ import numpy as np
 
 from ..errors import InputError
 from . import formats
+from .nifti_read import GUNZIP_ERRORS, read_voxels
 
 # Real datasets carry sform differences of ~1e-5 mm between a CT and its masks (float32 round-trips);
 # anything beyond this is a different grid.
 AFFINE_TOLERANCE_MM = 1e-3
 
-_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError,
+                *GUNZIP_ERRORS)
 
 
 # Deflate expands at most ~1032:1, so a .gz file of n bytes holds at most this many times n bytes of data.
@@ -99,9 +101,10 @@ def _describe(path: Path, error: Exception) -> str:
 
 
 def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.ndarray:
-    """Decode the voxel data (this is where truncated or corrupt .gz files fail)."""
+    """Decode the voxel data (this is where truncated or corrupt .gz files fail). A .nii.gz's array is read-only
+    (nifti_read.read_voxels: a view of the decompressed bytes)."""
     try:
-        data = np.asanyarray(img.dataobj)
+        data = read_voxels(img.dataobj)
     except _READ_ERRORS as e:
         raise InputError(subject, name, f"unreadable or truncated data ({type(e).__name__}: {e})") from None
     if data.dtype == dtype:

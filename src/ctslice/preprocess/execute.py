@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .parallel import map_unordered
+from .parallel import map_unordered, runs_in_process
 from .subject import SubjectJob, SubjectOutcome, process_subject
+from .threads import subject_threads
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -22,8 +23,10 @@ ProgressFn = Callable[[int, int, SubjectOutcome], None]
 def execute(plan: Plan, progress: ProgressFn | None = None) -> list[SubjectOutcome]:
     """The outcome of each subject in plan.todo; `progress(done, total, outcome)` after each."""
     dataset, cfg = plan.dataset, plan.cfg
+    todo = [s for s in dataset.subjects if s.id in plan.todo]
+    threads = subject_threads(runs_in_process(cfg.workers, cfg.dask_scheduler, len(todo)))
     jobs = [SubjectJob(s, str(dataset.root), str(plan.cache), cfg.content_settings(), plan.job_hash,
-                       dataset.label_map, dataset.label_values) for s in dataset.subjects if s.id in plan.todo]
+                       dataset.label_map, dataset.label_values, threads) for s in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.
     jobs.sort(key=lambda j: -input_size(dataset.root / j.source.image))
 

@@ -59,6 +59,30 @@ def merge_mask(label: np.ndarray, mask: np.ndarray, index: int, overlapped: np.n
     return overlap
 
 
+def mask_extent(mask: np.ndarray) -> tuple[bool, tuple[slice, slice, slice] | None]:
+    """(whether every voxel is 0 or 1, the box holding the mask's nonzero voxels or None when it has none), so
+    that `merge_mask` runs on that box alone: merging there is the same as merging the whole volume, since the mask
+    is 0 outside it. The box spans all of the first (fastest-varying) axis and the occupied range of the others.
+
+    One pass over a Fortran-ordered 1-byte mask, as NIfTI masks come: each contiguous row of the first axis is
+    OR-ed into one value, 8 voxels per uint64 word (a bit above bit 0 set in any byte means a value > 1); other
+    arrays get `is_binary` and the whole volume as their box."""
+    if not (mask.ndim == 3 and mask.dtype.kind in "ui" and mask.dtype.itemsize == 1 and mask.flags.f_contiguous):
+        return is_binary(mask), (slice(None),) * 3
+    nx, ny, nz = mask.shape
+    word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8) if nx % np.dtype(w).itemsize == 0)
+    rows = mask.T.reshape(nz * ny, nx).view(word)  # (z, y) rows of x voxels: a view, since mask.T is C-ordered
+    ored = np.bitwise_or.reduce(rows, axis=1).reshape(nz, ny)
+    above_bit_0 = word(int.from_bytes(b"\xfe" * np.dtype(word).itemsize, "little"))
+    if np.any(ored & above_bit_0):
+        return False, None
+    occupied = ored != 0
+    zs, ys = np.flatnonzero(occupied.any(axis=1)), np.flatnonzero(occupied.any(axis=0))
+    if zs.size == 0:
+        return True, None
+    return True, (slice(None), slice(int(ys[0]), int(ys[-1]) + 1), slice(int(zs[0]), int(zs[-1]) + 1))
+
+
 def is_binary(mask: np.ndarray) -> bool:
     """True when every voxel is 0 or 1 (checked without building a full unique() of a large volume)."""
     if mask.dtype == bool:

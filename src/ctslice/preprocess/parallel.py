@@ -77,6 +77,11 @@ def _check_tls_available() -> None:
                            "(a ctslice dependency: pip install cryptography), or use --workers 0") from None
 
 
+def runs_in_process(workers: int, scheduler: str | None, items: int) -> bool:
+    """Whether map_unordered runs its items here, one after the other, rather than on dask workers."""
+    return (workers == 0 or items == 1) and not scheduler
+
+
 def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, scheduler: str | None,
                   on_error: Callable[[T, BaseException], R]) -> Iterator[R]:
     """fn(item) for each item, yielded in completion order. workers == 0 (and no scheduler) runs in this process,
@@ -84,7 +89,7 @@ def map_unordered(fn: Callable[[T], R], items: Sequence[T], workers: int, schedu
     A task whose worker died (e.g. killed for memory) yields on_error(item, exception) instead."""
     if not items:
         return
-    if (workers == 0 or len(items) == 1) and not scheduler:
+    if runs_in_process(workers, scheduler, len(items)):
         for item in items:
             yield fn(item)
         return

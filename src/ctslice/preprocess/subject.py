@@ -1,13 +1,15 @@
 """The unit of parallel work: one subject from its NIfTI files to its folder in the cache.
 
 `process_subject` depends only on its job (no globals, no shared state) and never raises: a failure comes back as
-a message naming the subject and the file. Memory stays bounded by one subject: masks are read and merged one at
-a time, so 117 masks of 512 x 512 x 300 never sit in memory together.
+a message naming the subject and the file. Memory stays bounded by one subject: masks are read on the job's threads
+and merged one at a time in label order, at most one per thread waiting, so 117 masks of 512 x 512 x 300 never sit
+in memory together.
 """
 
 from __future__ import annotations
 
 import traceback
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from ..errors import InputError
 from ..imaging import memory, volume
 from .fingerprint import file_fingerprint, subject_key
 from ..imaging.geometry import image_to_cache, labels_to_cache, plan_geometry
-from .labels import is_binary, merge_mask, slice_statistics
+from .labels import mask_extent, merge_mask, slice_statistics
 from .sources import SubjectSource
+from .threads import map_in_order
 from ..cache.statistics import foreground_histogram
 from ..text import first_few
 
@@ -37,6 +40,8 @@ class SubjectJob:
     label_map: dict[int, str]
     label_values: dict[int, int] | None = None
     """nnU-Net layout: value in the label file -> label-map index."""
+    threads: int = 1
+    """Threads that read this subject's masks and resample its slices (threads.subject_threads)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,9 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     else:
         label, overlap = _read_label_file(job, ct_img, root), 0
     labelled = int(np.count_nonzero(label))  # on the grid where overlaps are counted: their share's denominator
-    image_cached = image_to_cache(ct, geometry, fill=s["hu_min"])
+    image_cached = image_to_cache(ct, geometry, fill=s["hu_min"], threads=job.threads)
     del ct
-    label_cached, cropped = labels_to_cache(label, geometry)
+    label_cached, cropped = labels_to_cache(label, geometry, threads=job.threads)
     del label
     foreground, present, voxels = slice_statistics(label_cached, len(job.label_map))
     warnings = []
@@ -120,21 +125,31 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
     label = np.zeros(ct_img.shape, dtype=np.uint8, order="F")  # NIfTI data comes in Fortran order
     overlap, missing = 0, []
     overlapped = np.zeros(ct_img.shape, dtype=bool, order="F")  # each overlapping voxel counted once
+    to_read = []
     for index, name in sorted(job.label_map.items()):
         if index == 0:
             continue
         if name not in masks:
             missing.append(name)
-            continue
-        file = masks[name]
+        else:
+            to_read.append((index, masks[name]))
+
+    def read(item: tuple[int, str]) -> tuple[int, np.ndarray, tuple[slice, ...] | None]:
+        index, file = item
         img = volume.load_header(root / file, src.id, file)
         volume.check_same_grid(ct_img, img, src.id, file)
         mask = volume.read_data(img, np.uint8, src.id, file)
-        if not is_binary(mask):
+        binary, box = mask_extent(mask)
+        if not binary:
             values = np.unique(mask)[:6]
             raise InputError(src.id, file, f"mask has values other than 0/1 (found {values.tolist()})")
-        overlap += merge_mask(label, mask, index, overlapped)
-        del mask
+        return index, mask, box
+
+    with closing(map_in_order(read, to_read, job.threads)) as reads:
+        for index, mask, box in reads:
+            if box is not None:  # an empty mask changes nothing
+                overlap += merge_mask(label[box], mask[box], index, overlapped[box])
+            del mask
     return label, overlap, missing
 
 
