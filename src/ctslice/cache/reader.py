@@ -71,7 +71,8 @@ class CacheReader:
         if missing:
             raise CacheError(f"{self.cache}: the slice index names subjects the manifest lacks ({', '.join(missing)}); "
                              f"the cache is inconsistent (run `ctslice cache verify`)")
-        records = [manifest.subjects[sid] for sid in self.subjects]
+        table = manifest.subjects.table  # the rows: no record file is read
+        records = [table[sid] for sid in self.subjects]
         self.shapes = np.array([r.shape for r in records], dtype=np.int64).reshape(-1, 3)
         """(slices, rows, columns) of each subject."""
         self.offsets = np.concatenate([[0], np.cumsum(self.shapes[:, 0])]).astype(np.int64)
@@ -210,7 +211,7 @@ class CacheReader:
 
 def _version(manifest: Manifest) -> tuple:
     """What identifies the data a manifest stands for: its slice index and subject folders."""
-    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.values()))
+    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.table.values()))
 
 
 def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
