@@ -69,6 +69,9 @@ class Manifest:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        self.subjects = as_records(None, self.subjects)  # a caller may give a plain dict of records
+
     @property
     def labels(self) -> dict[int, str]:
         return label_map_from_json(self.label_map)

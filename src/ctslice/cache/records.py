@@ -167,6 +167,7 @@ def record_name(record: SubjectRecord, data: bytes) -> str:
 def write_record(cache: Path, record: SubjectRecord) -> str:
     """Write the record's file (once: the name is its content's hash) and return its path relative to the cache.
     Not synced here: the manifest writer syncs the filesystem before the manifest names it."""
+    _check_id(record.id)  # the id names the file
     data = record_bytes(record)
     rel = record_name(record, data)
     path = Path(cache) / rel
