@@ -108,13 +108,14 @@ def inside_all(cache: Path, rels: list[str]) -> None:
     """`inside` for many entries of a few folders (subjects/, records/) at the cost of one lstat each: a folder's
     real path is taken once, and an entry that is not a link lies where its folder does (a link is checked by
     its real path). Missing entries pass: they are found missing where they are used."""
-    parents: dict[str, Path] = {}
+    parents: dict[str, str] = {}
     for rel in rels:
         parent, _, name = rel.partition("/")
         if parent not in parents:
-            parents[parent] = inside(cache, parent) if os.path.lexists(Path(cache) / parent) else Path(cache) / parent
+            path = os.path.join(cache, parent)
+            parents[parent] = str(inside(cache, parent)) if os.path.lexists(path) else path
         try:
-            if stat.S_ISLNK(os.lstat(parents[parent] / name).st_mode):
+            if stat.S_ISLNK(os.lstat(f"{parents[parent]}/{name}").st_mode):  # strings: Path joins cost more here
                 inside(cache, rel)
         except FileNotFoundError:
             continue

@@ -135,6 +135,14 @@ def load_manifest_json(cache: Path) -> Any:
                          ) from None
 
 
+def manifest_digest(cache: Path) -> bytes | None:
+    """sha256 of the manifest file's bytes (None when it cannot be read): equal digests, the same version."""
+    try:
+        return hashlib.sha256(layout.read_regular(manifest_path(cache), MAX_MANIFEST_BYTES, str(cache))).digest()
+    except (OSError, CacheError):
+        return None
+
+
 def read_manifest(cache: Path) -> Manifest:
     """The cache's manifest, or a CacheError naming the cache and what is wrong with it. Checked before anything
     is used: format version, checksum, field types, and that every path it names lies inside the cache. Reads no

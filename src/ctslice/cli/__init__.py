@@ -1,8 +1,8 @@
 """Command line: thin commands over the library. Heavy imports happen inside the commands so `--help` is instant."""
 
 from . import (  # noqa: F401  (imported to register their commands)
-    bench_incremental, bench_loader, bench_metrics, bench_preprocess, bench_safety, bench_train, cache, evaluate,
-    predict, preprocess, train,
+    bench_incremental, bench_loader, bench_metrics, bench_preprocess, bench_safety, bench_scale, bench_train, cache,
+    evaluate, predict, preprocess, train,
 )
 from .app import app
 

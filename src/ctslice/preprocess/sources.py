@@ -65,7 +65,8 @@ def _strip_nifti(name: str) -> str | None:
 
 
 def _visible(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    # names sorted as strings: the order of Paths of one folder, without Path comparisons (per subject, twice)
+    return [path / name for name in sorted(os.listdir(path)) if not name.startswith(".")]
 
 
 def _hidden_warning(root: Path) -> list[str]:
