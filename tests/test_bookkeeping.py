@@ -277,3 +277,12 @@ def test_an_upgrade_killed_midway_leaves_the_format2_cache_and_the_next_run_upgr
     run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
     final = verify_cache(tiny_cache)
     assert final.ok and final.leftovers == [], final.leftovers
+
+
+def test_bench_scale_measures_every_operation_and_cleans_up(tmp_path):
+    from ctslice.bench.scale import OPERATIONS, bench_scale
+
+    results = bench_scale([4, 6], workdir=tmp_path)
+    assert [r.subjects for r in results] == [4, 6]
+    assert all(set(r.seconds) == set(OPERATIONS) and r.bookkeeping_bytes > 0 for r in results)
+    assert list(tmp_path.iterdir()) == []
