@@ -21,6 +21,7 @@ from ctslice.cache.statistics import dataset_statistics
 from ctslice.cache.verify import verify_cache
 from ctslice.data.dataset import SliceDataset
 from ctslice.errors import CacheError
+from ctslice.preprocess.repair import repair_cache
 from ctslice.preprocess.run import run_preprocess
 from ctslice.preprocess.status import cache_status
 
@@ -123,7 +124,8 @@ def test_verify_catches_a_flipped_byte_in_the_index_statistics(tiny_cache):
     assert not report.ok and any("slice index" in str(p) for p in report.problems), report.problems
 
 
-def test_verify_catches_index_statistics_that_disagree_with_the_records(tiny_cache):
+def test_verify_catches_index_statistics_that_disagree_with_the_records_and_repair_fixes_them(tiny_dataset,
+                                                                                             tiny_cache):
     manifest = read_manifest(tiny_cache)
     index = store.read_slice_index(tiny_cache, manifest.slice_index)
     wrong = store.SliceIndex(index.subjects, index.subject, index.slice, index.foreground, index.present,
@@ -133,6 +135,8 @@ def test_verify_catches_index_statistics_that_disagree_with_the_records(tiny_cac
     (tiny_cache / folder).rename(tiny_cache / manifest.slice_index)
     problems = [str(p) for p in verify_cache(tiny_cache).problems]
     assert any("label voxel counts" in p for p in problems) and any("histogram differs" in p for p in problems)
+    repair_cache(tiny_cache, tiny_dataset)  # no subject damaged: the repair builds the index from every subject
+    assert verify_cache(tiny_cache).ok
 
 
 # --- Format 2 (every record inside manifest.json), as the ctslice before this one wrote it ----------------------
@@ -222,6 +226,7 @@ elif point == "after-swap":  # the new manifest in place; leftovers not yet remo
 elif point == "upgrade":  # format-2 cache: records and index written, the format-3 manifest not yet
     original_write = upgrade.write_manifest
     upgrade.write_manifest = lambda *a, **k: (pause(), original_write(*a, **k))[1]
+from ctslice.preprocess.repair import repair_cache
 from ctslice.preprocess.run import run_preprocess
 run_preprocess(data, cache, PreprocessConfig(spacing=None, size=40, workers=0))
 """

@@ -81,7 +81,8 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
         manifest.splits = splits_to_lists(cache_splits(keep, manifest.settings, dataset, previous))
         _tell(_split_notes(previous.split_of() if previous else {}, manifest.splits, manifest.settings.val_fraction),
               report.notes, say)
-    index, same = updated_index(cache, previous, manifest.subjects, manifest.num_labels, damaged := [])
+    index, same = updated_index(cache, None if plan.rebuild_index else previous, manifest.subjects,
+                                manifest.num_labels, damaged := [])
     manifest.slice_index = previous.slice_index if same else store.write_slice_index(cache, index)
     manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                        **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}

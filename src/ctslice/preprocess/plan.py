@@ -61,6 +61,9 @@ class Plan:
     """What is said before the work starts."""
     splits: dict[str, list[str]] | None = None
     """The split as it stays (a repair); None: assigned at commit to the subjects the run leaves."""
+    rebuild_index: bool = False
+    """Build the slice index from every subject instead of updating the previous one (a repair: the previous
+    index may be what verify found damaged)."""
 
 
 def previous_manifest(cache: Path, force: bool, notes: list[str] | None = None
@@ -152,7 +155,7 @@ def plan_repair(cache: Path, dataset: Dataset, cfg: PreprocessConfig, redo: Coll
     notes: list[str] = []
     # Salted as --force is: the damaged folder has the key the subject would get again.
     return Plan(cache, dataset, _capped(cfg, dataset, todo, notes), manifest, previous, todo, keep, failed=failed,
-                job_hash=_salted(settings.hash), notes=notes, splits=previous.splits)
+                job_hash=_salted(settings.hash), notes=notes, splits=previous.splits, rebuild_index=True)
 
 
 def _salted(settings_hash: str) -> str:
