@@ -32,8 +32,8 @@ def bench_scale(
         out.print(f"scale benchmark: N = {', '.join(map(str, counts))} simulated subjects (16x16 px, 4-6 slices); "
                   "wall seconds (CPU seconds of this process)", highlight=False)
         results = run(counts, workdir=workdir, progress=lambda r: out.print(
-            f"  N={r.subjects}: built (seeded, then upgraded and indexed by the first run) in {r.build_s:.1f} s",
-            highlight=False))
+            f"  N={r.subjects}: built (seeded, then upgraded and indexed by the first run) in {r.build_s:.1f} s; "
+            + ", ".join(f"{op} {r.seconds[op]:.2f} s" for op in OPERATIONS), highlight=False))
         head = "".join(f"{'N=' + str(r.subjects):>20s}" for r in results)
         out.print(f"  {'':32s}{head}   ratio", highlight=False)
         first, last = results[0], results[-1]
