@@ -8,7 +8,6 @@ taken against the raw arrays the cache stands for: every slice as int16 image pl
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -1,7 +1,8 @@
 """Reader leases: a version of the cache stays on disk while a reader that opened it is alive.
 
     CACHE/.readers/<token>.json      one per version a preprocess run wrote: {"folders": [its subject folders,
-                                     record files and slice index]}; <token> is a hash of those folders (`version_token`)
+                                     record files and slice index]}; <token> is a hash of those
+                                     (`version_token`)
 
 A reader takes a *shared* flock on its version's file and holds the descriptor open for as long as it lives
 (cache/reader.py); the kernel drops the lock when the process ends, SIGKILL included, so a dead reader never

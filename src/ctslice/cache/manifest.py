@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,8 @@ def validate_schema(data: dict[str, Any], check_subject=check_entry) -> dict[str
     problem = label_map_problem(data["label_map"])
     if problem is not None:
         raise CacheError(problem)
-    if not all(isinstance(ids, list) and all(isinstance(x, str) for x in ids) for ids in data.get("splits", {}).values()):
+    splits = data.get("splits", {}).values()
+    if not all(isinstance(ids, list) and all(isinstance(x, str) for x in ids) for ids in splits):
         raise CacheError("splits are not lists of ids")
     if data.get("slice_index") is not None:
         layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")

@@ -79,7 +79,8 @@ def dataset_statistics(index: store.SliceIndex, slices: Iterable[int], label_map
     spacing = index.original_spacing
     return {"subjects": len(index.subjects), "structures": structures,
             "intensity": intensity_statistics(index.histogram),
-            "spacing": {"slice_thickness": _range(spacing[:, 0].tolist()), "in_plane": _range(spacing[:, 1:].ravel().tolist())},
+            "spacing": {"slice_thickness": _range(spacing[:, 0].tolist()),
+                        "in_plane": _range(spacing[:, 1:].ravel().tolist())},
             "slices": _range(list(slices))}
 
 

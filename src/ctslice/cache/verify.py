@@ -4,8 +4,8 @@ Every slice chunk is read from its file and decoded as the loader would (`store.
 Blosc), so a damaged byte anywhere is found and named by subject, array and slice. The per-subject statistics
 (foreground counts, present labels, label voxel totals) are recomputed from the decoded labels, and the slice
 index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
-per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs are reported but are not
-problems: readers never look at them.
+per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs
+are reported but are not problems: readers never look at them.
 
 Repairing needs the dataset, so it lives with preprocessing (`preprocess/repair.py`).
 """
