@@ -46,7 +46,7 @@ help:
 	@echo "make evaluate [RUN=runs/x] [ARGS='--split test --save-predictions']"
 	@echo "                  score RUN's best checkpoint on its cache's val split (default: the latest run)"
 	@echo "make test [TEST_WORKERS=2]  run the test suite in 2 processes (and print its ten slowest tests)"
-	@echo "make bench        preprocessing, incremental-rebuild, loader, training, metrics and predict benchmarks"
+	@echo "make bench        preprocessing, incremental-rebuild, scale, loader, training, metrics and predict benchmarks"
 	@echo "make bench-gpu     on a CUDA machine: training speed of the real model at 512x512 (one table, < 5 min)"
 	@echo "make clean        remove the demo data, the cache and benchmark outputs (keeps .venv)"
 
@@ -83,6 +83,7 @@ train: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/ctslice bench preprocess
 	$(BIN)/ctslice bench incremental
+	$(BIN)/ctslice bench scale --subjects 1000,5000
 	$(BIN)/ctslice bench loader
 	$(BIN)/ctslice bench train
 	$(BIN)/ctslice bench metrics

@@ -120,7 +120,7 @@ def test_clean_of_a_cache_with_a_damaged_manifest_still_works_by_its_marker(tiny
 def test_a_changed_manifest_fails_its_checksum_and_force_rebuilds(tiny_dataset, tiny_cache):
     path = tiny_cache / "manifest.json"
     text = path.read_text()
-    path.write_text(text.replace('"sha256"', '"sha257"', 1))  # the corruption that used to give KeyError
+    path.write_text(text.replace('"stat"', '"stab"', 1))  # a renamed field: once a KeyError, now a checksum failure
     for command in ("info", "status", "verify"):
         result = cli("cache", command, tiny_cache)
         assert result.exit_code == 2 and "checksum" in result.output

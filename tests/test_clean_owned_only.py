@@ -31,7 +31,7 @@ def test_clean_of_a_folder_with_a_copied_manifest_keeps_and_reports_the_users_fi
     folder = tmp_path / "mine"
     folder.mkdir()
     shutil.copy(tiny_cache / "manifest.json", folder / "manifest.json")
-    listed = next(iter(read_manifest(folder).subjects.values())).path
+    listed = next(iter(read_manifest(folder).subjects.table.values())).path
     files = _user_files(folder, listed)
     result = CliRunner().invoke(app, ["cache", "clean", str(folder), "--yes"])
     assert "Traceback" not in result.output, result.output

@@ -1,5 +1,9 @@
-"""The foreground HU histograms (issue 15): verify checks them like every other array, and a preprocess run over a
-damaged one counts it again from the subject's slices with one line, never a traceback or skewed statistics."""
+"""The foreground HU histograms (issue 15): verify checks them like every other array, and a preprocess run that
+has to sum them over a damaged one counts it again from the subject's slices with one line, never a traceback or
+skewed statistics. (A run that changes nothing reads no subject's histogram: the summed one is kept in the slice
+index, cache/slice_index.py; these tests remove that index so that the run sums them all again.)"""
+
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -18,6 +22,12 @@ SID = "demo0001"
 
 def histogram_chunk(cache):
     return cache / read_manifest(cache).subjects[SID].path / layout.chunk_key(store.HISTOGRAM, 0)
+
+
+def without_index(cache):
+    """Remove the slice index, so that the next run builds it again from every subject (histograms summed)."""
+    shutil.rmtree(cache / read_manifest(cache).slice_index)
+    return cache
 
 
 def flip(path):
@@ -43,7 +53,10 @@ def test_preprocess_over_a_damaged_histogram_says_so_and_keeps_the_statistics_ri
                                                                                     damage):
     intensity = read_manifest(tiny_cache).statistics["intensity"]
     DAMAGE[damage](histogram_chunk(tiny_cache))
-    report = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
+    quiet = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)  # nothing changed: no histogram is read
+    assert quiet.ok and not [n for n in quiet.notes if "intensity histogram" in n]
+    assert read_manifest(tiny_cache).statistics["intensity"] == intensity
+    report = run_preprocess(tiny_dataset, without_index(tiny_cache), TINY_SETTINGS)
     assert report.ok and report.processed == []
     assert read_manifest(tiny_cache).statistics["intensity"] == intensity  # not skewed by a missing subject
     [note] = [n for n in report.notes if "intensity histogram" in n]
@@ -52,6 +65,7 @@ def test_preprocess_over_a_damaged_histogram_says_so_and_keeps_the_statistics_ri
 
 def test_cli_preprocess_over_a_flipped_histogram_byte_gives_one_line(tiny_dataset, tiny_cache):
     flip(histogram_chunk(tiny_cache))
+    without_index(tiny_cache)
     result = CliRunner().invoke(app, ["preprocess", str(tiny_dataset), "--cache", str(tiny_cache), "--workers", "0"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert f"{SID}: its stored intensity histogram is damaged" in result.output

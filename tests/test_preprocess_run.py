@@ -220,7 +220,7 @@ def test_cache_holds_only_arrays_and_json(tiny_cache):
             chunks += 1
         else:
             assert rel in {"splits.csv", ".lock", ".ctslice-cache"}, rel
-    assert chunks > 0 and dtypes <= {"int16", "uint8", "int32", "int64", "bool"}
+    assert chunks > 0 and dtypes <= {"int16", "uint8", "int32", "int64", "float64", "bool"}
     assert codecs <= {"bytes", "blosc", "crc32c"}, codecs
 
 

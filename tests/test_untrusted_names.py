@@ -3,12 +3,14 @@ the one check `cache.names.check_name`, in a dataset, a tampered manifest (check
 what refuses) and a tampered checkpoint; and names from disk are printed escaped, never as terminal sequences or
 rich markup."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from builders import ct_volume, save, ts_subject
 from checkpoints import edit_checkpoint, make_checkpoint
-from ctslice.cache.manifest import read_manifest, write_manifest
+from ctslice.cache.manifest import canonical_checksum, read_manifest, write_manifest
 from ctslice.cache.names import check_name
 from ctslice.cli import app
 from ctslice.errors import CacheError, CtsliceError
@@ -33,14 +35,15 @@ def test_the_one_check_refuses_each_unsafe_name(name):
 
 
 def _tamper_id(cache, bad):
-    """Rename the first subject to `bad` and write the manifest with a correct checksum."""
-    m = read_manifest(cache)
-    old = next(iter(m.subjects))
-    record = m.subjects.pop(old)
-    record.id = bad
-    m.subjects = {bad: record, **m.subjects}
-    m.splits = {k: [bad if s == old else s for s in ids] for k, ids in m.splits.items()}
-    write_manifest(cache, m)
+    """Rename the first subject to `bad` in the manifest's table and give the manifest a correct checksum (the
+    writer itself refuses to write such a record: write_record checks the id)."""
+    path = cache / "manifest.json"
+    data = json.loads(path.read_text())
+    old = next(iter(data["subjects"]))
+    data["subjects"] = {bad: data["subjects"].pop(old), **data["subjects"]}
+    data["splits"] = {k: [bad if s == old else s for s in ids] for k, ids in data["splits"].items()}
+    data["checksum"] = canonical_checksum(data)
+    path.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize("name", BAD.values(), ids=BAD)

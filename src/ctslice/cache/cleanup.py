@@ -27,7 +27,8 @@ from .owner import is_cache, is_empty
 def _referenced(manifest: Manifest | None) -> set[str]:
     if manifest is None:
         return set()
-    return {r.path for r in manifest.subjects.values()} | {manifest.slice_index}
+    rows = manifest.subjects.table.values()
+    return {r.path for r in rows} | {getattr(r, "record", None) for r in rows} | {manifest.slice_index}
 
 
 def _marked(folder: str, path: Path) -> bool:
@@ -55,11 +56,11 @@ def leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None, hel
     cache = Path(cache)
     referenced = _referenced(manifest) | _referenced(keep) | set(held)
     found = []
-    for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR):
+    for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR, layout.RECORDS_DIR):
         if (cache / folder).is_dir() and not (cache / folder).is_symlink():
             found += [p for p in sorted((cache / folder).iterdir())
-                      if layout.is_owned_name(folder, p.name) and f"{folder}/{p.name}" not in referenced
-                      and _marked(folder, p)]
+                      if (layout.is_owned_name(folder, p.name) and f"{folder}/{p.name}" not in referenced
+                          and _marked(folder, p)) or (folder == layout.RECORDS_DIR and layout.is_temp_record(p.name))]
     if os.path.lexists(cache / layout.STAGING_DIR):
         staged, only = _staged(cache)
         found += [cache / layout.STAGING_DIR] if only else staged  # all of it (its entries first), or what is ours
@@ -98,7 +99,7 @@ def _root_files(cache: Path) -> dict[str, str | None]:
         manifest = read_manifest(cache)
     except CacheError:
         try:  # a damaged manifest (wrong checksum) still says what it wrote beside itself
-            manifest = Manifest.from_json(load_manifest_json(cache))
+            manifest = Manifest.from_json(load_manifest_json(cache), cache)
         except (CacheError, TypeError, ValueError, AttributeError, KeyError):
             manifest = None
     if manifest is None and layout.is_marked(cache):
@@ -139,15 +140,16 @@ def remove_cache(cache: Path) -> Removal:
 
     expected = _root_files(cache)
     with cache_lock(cache):
-        for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR, layout.STAGING_DIR):
+        for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR, layout.RECORDS_DIR, layout.STAGING_DIR):
             if (cache / folder).is_dir() and not (cache / folder).is_symlink():
                 for p in sorted((cache / folder).iterdir()):
                     if (folder == layout.STAGING_DIR or layout.is_owned_name(folder, p.name)
+                            or (folder == layout.RECORDS_DIR and layout.is_temp_record(p.name))
                             or (folder == layout.SUBJECTS_DIR and p.name in layout.OWNED_SUBJECTS_FILES)):
                         remove(f"{folder}/{p.name}")  # remove_owned keeps what lacks ctslice's mark
             remove(folder)  # the folder once empty; a link in its place: only the link goes
         last = (layout.MANIFEST_NAME, layout.MARKER_NAME, layout.LOCK_NAME, layout.SUBJECTS_DIR, layout.INDEX_DIR,
-                layout.STAGING_DIR)
+                layout.RECORDS_DIR, layout.STAGING_DIR)
         for p in sorted(cache.iterdir()):
             if p.name in expected and not _as_written(p, expected[p.name]):
                 result.kept.append(f"{p}: not as ctslice writes it beside this manifest (the user's own?); kept")

@@ -1,4 +1,5 @@
-"""`cache_info`: what a cache holds, from its manifest plus one walk over its files for the sizes.
+"""`cache_info`: what a cache holds, from its manifest's table (subject folders' sizes were taken when they were
+written) plus a walk over the record files, slice index and leftovers for theirs.
 
 Nothing here decodes a chunk, so it is cheap enough to run before every training job. The compression ratio is
 taken against the raw arrays the cache stands for: every slice as int16 image plus uint8 label (3 bytes a pixel).
@@ -7,7 +8,6 @@ taken against the raw arrays the cache stands for: every slice as int16 image pl
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,22 +15,11 @@ from typing import Any
 from .cleanup import leftovers
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON
 from .manifest import read_manifest
+from .sizes import FolderSize, folder_size
 from .store import IMAGE_DTYPE, LABEL_DTYPE
 from .warnings import warning_summary
 
 RAW_BYTES_PER_PIXEL = IMAGE_DTYPE.itemsize + LABEL_DTYPE.itemsize
-
-
-@dataclass(frozen=True)
-class FolderSize:
-    files: int = 0
-    bytes: int = 0
-    """Sum of the files' sizes: what the codecs produced."""
-    disk_bytes: int = 0
-    """Blocks allocated on disk (small chunk files round up to the filesystem's block size)."""
-
-    def __add__(self, other: FolderSize) -> FolderSize:
-        return FolderSize(self.files + other.files, self.bytes + other.bytes, self.disk_bytes + other.disk_bytes)
 
 
 @dataclass
@@ -55,7 +44,7 @@ class CacheInfo:
     spacing_mm: dict[str, list[float]]
     """{"slice": [min, max], "row": [min, max], "column": [min, max]} over the cached subjects."""
     size: FolderSize
-    """Files the manifest references (subjects, slice index, manifest)."""
+    """Files the manifest references (subjects, record files, slice index, manifest)."""
     leftovers: FolderSize
     """Files of interrupted runs or replaced subjects (`ctslice cache clean --leftovers`)."""
     raw_bytes: int
@@ -69,25 +58,6 @@ class CacheInfo:
         return dataclasses.asdict(self)
 
 
-def folder_size(path: Path) -> FolderSize:
-    """Files and bytes under `path` (a file counts as itself; a missing path as nothing)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return FolderSize()
-    if not os.path.isdir(path):
-        return FolderSize(1, st.st_size, st.st_blocks * 512)
-    total = FolderSize()
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                total += folder_size(Path(entry.path))
-            else:
-                s = entry.stat(follow_symlinks=False)
-                total += FolderSize(1, s.st_size, s.st_blocks * 512)
-    return total
-
-
 def _range(values: list[float]) -> list[float]:
     return [round(min(values), 4), round(max(values), 4)] if values else []
 
@@ -96,7 +66,7 @@ def cache_info(cache: Path) -> CacheInfo:
     """Summarise a cache; raises CacheError when it is missing or unreadable."""
     cache = Path(cache)
     manifest = read_manifest(cache)
-    records = manifest.subjects
+    records = manifest.subjects.table  # the rows: no record file is read
     slices = sum(r.slices for r in records.values())
     splits = {name: {"subjects": sum(sid in records for sid in ids),
                      "slices": sum(records[sid].slices for sid in ids if sid in records)}
@@ -104,10 +74,11 @@ def cache_info(cache: Path) -> CacheInfo:
     shapes = sorted({tuple(r.shape[1:]) for r in records.values()})
     raw = sum(r.slices * r.shape[1] * r.shape[2] for r in records.values()) * RAW_BYTES_PER_PIXEL
     referenced = [cache / name for name in (MANIFEST_NAME, LABEL_MAP_NAME, SPLITS_NAME, ZARR_JSON)]
-    referenced += [cache / SUBJECTS_DIR / ZARR_JSON, *(cache / r.path for r in records.values())]
+    referenced += [cache / SUBJECTS_DIR / ZARR_JSON, *(cache / r.record for r in records.values())]
     if manifest.slice_index:
         referenced.append(cache / manifest.slice_index)
-    size = sum((folder_size(p) for p in referenced), FolderSize())
+    # each subject folder's size was taken when it was written (records.SubjectEntry.size)
+    size = sum((folder_size(p) for p in referenced), sum((FolderSize(*r.size) for r in records.values()), FolderSize()))
     left = sum((folder_size(p) for p in leftovers(cache, manifest)), FolderSize())
     spacing = {axis: _range([r.spacing[i] for r in records.values()])
                for i, axis in enumerate(("slice", "row", "column"))}

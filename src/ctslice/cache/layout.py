@@ -4,6 +4,7 @@ created, read and deleted there.
     CACHE/.ctslice-cache                 marker: this folder is a ctslice cache (written before anything else)
     CACHE/manifest.json                  the contract (manifest.py)
     CACHE/subjects/<id>-<key16>/         zarr group per subject (store.py)
+    CACHE/records/<id>-<sha16>.json      one subject's full record, named by the hash of its bytes (records.py)
     CACHE/slice_index/<token12>/         zarr group: the consolidated slice index (store.py)
     CACHE/.staging/                      subjects being written (moved into subjects/ when complete)
     CACHE/.lock                          held by the one process writing the cache
@@ -12,8 +13,8 @@ created, read and deleted there.
     CACHE/splits.csv
 
 Paths read from a manifest are untrusted input: `check_relative` accepts only the names the cache itself gives
-(`subjects/<name>`, `slice_index/<name>`), and `inside` refuses anything whose real path (symbolic links
-followed) leaves the cache. Deletion goes through `remove_owned`, which applies both checks again.
+(`subjects/<name>`, `slice_index/<name>`, `records/<name>`), and `inside` refuses anything whose real path
+(symbolic links followed) leaves the cache. Deletion goes through `remove_owned`, which applies both checks again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
 SUBJECTS_DIR = "subjects"
 INDEX_DIR = "slice_index"
+RECORDS_DIR = "records"
 STAGING_DIR = ".staging"
 READERS_DIR = ".readers"
 # Written beside the manifest with each manifest write, for people who open the cache by hand (and for plain
@@ -42,7 +44,7 @@ LABEL_MAP_NAME = "label_map.json"
 SPLITS_NAME = "splits.csv"
 
 OWNED_ROOT_ENTRIES = frozenset({
-    MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR,
+    MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, RECORDS_DIR, STAGING_DIR, READERS_DIR,
     ZARR_JSON, LABEL_MAP_NAME, SPLITS_NAME,
 })
 """Root entries the cache creates; `clean` removes these and nothing else. Add new root files here."""
@@ -51,12 +53,14 @@ OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
 
 _SUBJECT_NAME = re.compile(SAFE_NAME.pattern + r"-[0-9a-f]{16}")  # <subject id>-<key16>
 _INDEX_NAME = re.compile(r"[0-9a-f]{12}")
+_RECORD_NAME = re.compile(SAFE_NAME.pattern + r"-[0-9a-f]{16}\.json")  # <subject id>-<sha16 of its bytes>.json
+_RECORD_TEMP = re.compile(r"\." + _RECORD_NAME.pattern + r"\.\d+\.tmp")  # files.write_atomic's, left by a kill
 # Root files are written as .<name>.<pid>.tmp (files.write_atomic), then renamed: a crash can leave such a
 # temporary name behind.
-_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, STAGING_DIR, READERS_DIR, LOCK_NAME,
-                                           MARKER_NAME})
+_ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, RECORDS_DIR, STAGING_DIR, READERS_DIR,
+                                           LOCK_NAME, MARKER_NAME})
 _TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")
-_FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME}
+_FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME, RECORDS_DIR: _RECORD_NAME}
 
 
 def chunk_key(array: str, *coords: int) -> str:
@@ -66,8 +70,13 @@ def chunk_key(array: str, *coords: int) -> str:
 
 
 def is_owned_name(folder: str, name: str) -> bool:
-    """Is `name` an entry of subjects/ or slice_index/ that the cache itself creates?"""
+    """Is `name` an entry of subjects/, slice_index/ or records/ that the cache itself creates?"""
     return bool(_FOLDER_NAMES[folder].fullmatch(name))
+
+
+def is_temp_record(name: str) -> bool:
+    """A record file's temporary name (a run killed while writing it)."""
+    return bool(_RECORD_TEMP.fullmatch(name))
 
 
 def is_temp_manifest(name: str) -> bool:
@@ -93,6 +102,23 @@ def inside(cache: Path, rel: str) -> Path:
     if os.path.commonpath([root, path]) != root or path == root:
         raise CacheError(f"{cache}: {rel} leads outside the cache (symbolic link?); refused")
     return Path(cache) / rel
+
+
+def inside_all(cache: Path, rels: list[str]) -> None:
+    """`inside` for many entries of a few folders (subjects/, records/) at the cost of one lstat each: a folder's
+    real path is taken once, and an entry that is not a link lies where its folder does (a link is checked by
+    its real path). Missing entries pass: they are found missing where they are used."""
+    parents: dict[str, str] = {}
+    for rel in rels:
+        parent, _, name = rel.partition("/")
+        if parent not in parents:
+            path = os.path.join(cache, parent)
+            parents[parent] = str(inside(cache, parent)) if os.path.lexists(path) else path
+        try:
+            if stat.S_ISLNK(os.lstat(f"{parents[parent]}/{name}").st_mode):  # strings: Path joins cost more here
+                inside(cache, rel)
+        except FileNotFoundError:
+            continue
 
 
 def is_marked(cache: Path) -> bool:
@@ -122,6 +148,8 @@ def _is_owned(parts: list[str]) -> bool:
         return name not in ("", ".", "..")
     if folder == SUBJECTS_DIR and name in OWNED_SUBJECTS_FILES:
         return True
+    if folder == RECORDS_DIR and is_temp_record(name):
+        return True
     return folder in _FOLDER_NAMES and is_owned_name(folder, name)
 
 
@@ -130,10 +158,12 @@ def _carries_mark(path: Path, parts: list[str]) -> bool:
     deleted: its name alone does not prove the cache wrote it. A link in its place is only a link (it goes)."""
     from . import marks
 
-    if len(parts) != 2 or parts[0] not in (SUBJECTS_DIR, INDEX_DIR, STAGING_DIR) or path.is_symlink():
+    if len(parts) != 2 or parts[0] not in (SUBJECTS_DIR, INDEX_DIR, RECORDS_DIR, STAGING_DIR) or path.is_symlink():
         return True
     if parts[0] == SUBJECTS_DIR and parts[1] in OWNED_SUBJECTS_FILES:
         return marks.is_root_group_doc(path)
+    if parts[0] == RECORDS_DIR:  # its name carries the hash of its bytes; a temporary one is ours by its name
+        return is_temp_record(parts[1]) or marks.is_record_file(path)
     return marks.is_owned_entry(parts[0], path)
 
 
@@ -155,7 +185,7 @@ def remove_owned(cache: Path, rel: str) -> str | None:
                 return f"{path}: named like a cache entry but without ctslice's mark (not written by ctslice); kept"
         errors: list[str] = []
         if rel in (*_FOLDER_NAMES, STAGING_DIR) and path.is_dir() and not path.is_symlink():
-            try:  # subjects/ or slice_index/ itself: only once emptied of the entries the cache created
+            try:  # subjects/, slice_index/ or records/ itself: only once emptied of the entries the cache created
                 path.rmdir()
             except OSError:
                 return f"{path}: holds entries ctslice did not create; kept"

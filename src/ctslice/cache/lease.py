@@ -1,7 +1,8 @@
 """Reader leases: a version of the cache stays on disk while a reader that opened it is alive.
 
-    CACHE/.readers/<token>.json      one per version a preprocess run wrote: {"folders": [its subject folders and
-                                     slice index]}; <token> is a hash of those folders (`version_token`)
+    CACHE/.readers/<token>.json      one per version a preprocess run wrote: {"folders": [its subject folders,
+                                     record files and slice index]}; <token> is a hash of those
+                                     (`version_token`)
 
 A reader takes a *shared* flock on its version's file and holds the descriptor open for as long as it lives
 (cache/reader.py); the kernel drops the lock when the process ends, SIGKILL included, so a dead reader never
@@ -42,9 +43,10 @@ _LIMIT = 64 << 20  # a lease file lists folder names: far below this for any dat
 
 
 def version_folders(manifest: Manifest) -> list[str]:
-    """The folders a version reads: its subject folders and its slice index."""
-    folders = sorted(r.path for r in manifest.subjects.values())
-    return folders + ([manifest.slice_index] if manifest.slice_index else [])
+    """The folders a version reads: its subject folders and record files, and its slice index."""
+    rows = manifest.subjects.table.values()
+    folders = sorted(r.path for r in rows) + sorted(getattr(r, "record", None) or "" for r in rows)
+    return [f for f in folders if f] + ([manifest.slice_index] if manifest.slice_index else [])
 
 
 def version_token(manifest: Manifest) -> str:
@@ -161,7 +163,7 @@ def _folders(path: Path, fd: int) -> set[str]:
         return set()
     good = set()
     for rel in folders if isinstance(folders, list) else ():
-        for kind in (layout.SUBJECTS_DIR, layout.INDEX_DIR):
+        for kind in (layout.SUBJECTS_DIR, layout.INDEX_DIR, layout.RECORDS_DIR):
             try:
                 good.add(layout.check_relative(rel, kind, str(path)))
             except CacheError:

@@ -4,6 +4,12 @@ Readers take the label map, the split, each subject's geometry and the slice ind
 declare them again. The file is replaced atomically, so it is always either the previous or the next version. It
 carries a checksum of its own content, and every path in it is checked to stay inside the cache, so a damaged or
 edited manifest is refused before anything is read or deleted through it.
+
+Format 3 keeps per subject only a compact table row (records.SubjectEntry); each subject's full record (input
+file fingerprints, geometry, header) is its own write-once file under records/, named by its hash. Everything a
+version consists of is written under new names first (subject folders, record files, slice index), then this one
+small file is replaced: the single atomic step, which an object store's PUT gives as well. A format-2 manifest
+(every record inline) is upgraded once by the next preprocess run (cache/upgrade.py); readers refuse it until then.
 """
 
 from __future__ import annotations
@@ -13,64 +19,29 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CacheError, CacheFormatError, CtsliceError
+from ..errors import CacheError, CacheFormatError
 from ..files import write_atomic
 from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
-from .names import check_name
-from .settings import FORMAT_VERSION, SPLIT, CacheSettings
+from .records import Records, SubjectEntry, SubjectRecord, as_records, check_entry, check_record  # noqa: F401
+from .settings import SPLIT, CacheSettings
 
-# FORMAT_VERSION (settings.py) 2: the manifest carries its own checksum; paths in it are checked to stay inside.
+FORMAT_VERSION = 3
+"""The manifest's format. 2: the manifest carries its own checksum; paths in it are checked to stay inside.
+3: per-subject records in their own files, a compact table in the manifest, per-subject statistics in the slice
+index (the cached arrays are those of format 2: settings.ARRAY_FORMAT)."""
+UPGRADABLE = 2
+"""The older format a preprocess run upgrades in place (cache/upgrade.py)."""
 
 
-@dataclass
-class SubjectRecord:
-    """One cached subject, as written by preprocessing (also stored in the subject group's attributes)."""
-
-    id: str
-    path: str
-    """The subject's zarr group, relative to the cache root."""
-    key: str
-    """Hash of the settings and the source files' contents: equal keys mean identical cached arrays."""
-    files: dict[str, dict[str, Any]]
-    """Source file (relative to the dataset root) -> {"size", "mtime_ns", "sha256"}."""
-    slices: int
-    shape: list[int]
-    """Cached (slices, rows, columns)."""
-    spacing: list[float]
-    """Cached voxel size in mm: (slice thickness, row spacing, column spacing)."""
-    geometry: dict[str, Any]
-    """imaging.geometry.Geometry as JSON: maps cached slices back to the original grid."""
-    label_voxels: list[int]
-    """Voxels per label index in the cached volume (index 0 = background)."""
-    overlap_voxels: int = 0
-    """Voxels claimed by more than one structure mask (the later index won), each counted once, on the original
-    grid."""
-    original_label_voxels: int = 0
-    """Labelled voxels on the original grid, each counted once: what overlap_voxels is a share of (0 in caches
-    built before it was kept; their overlaps are shown without a share)."""
-    cropped_label_voxels: int = 0
-    """Labelled voxels that fell outside the cached slice size (lost to the crop)."""
-    missing_structures: list[str] = field(default_factory=list)
-    """Label-map names whose mask file this subject lacks: unknown there (not background), so training and
-    evaluation leave them out of this subject's loss and metrics."""
-    warnings: list[str] = field(default_factory=list)
-    header: dict[str, Any] = field(default_factory=dict)
-    """The CT's NIfTI header fields a prediction must carry to open over it (imaging.volume.header_fields:
-    qform/sform and their codes, units, pixdim); empty in caches built before it was kept."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SubjectRecord:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+class OldFormat(CacheFormatError):
+    """A format-2 cache: preprocess upgrades it in place; readers refuse it until then."""
 
 
 @dataclass
@@ -82,7 +53,8 @@ class Manifest:
     dataset: dict[str, Any] = field(default_factory=dict)
     """Where the data came from: {"root", "layout"}."""
     splits: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": [], "test": []})
-    subjects: dict[str, SubjectRecord] = field(default_factory=dict)
+    subjects: Records = field(default_factory=Records)
+    """id -> SubjectRecord, each record file read when first asked for; `subjects.table`: the rows, no reading."""
     failed: dict[str, str] = field(default_factory=dict)
     """Subject -> reason, from the latest run."""
     slice_index: str | None = None
@@ -97,6 +69,9 @@ class Manifest:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        self.subjects = as_records(None, self.subjects)  # a caller may give a plain dict of records
+
     @property
     def labels(self) -> dict[int, str]:
         return label_map_from_json(self.label_map)
@@ -109,17 +84,20 @@ class Manifest:
     def split_of(self) -> dict[str, str]:
         return {sid: name for name, ids in self.splits.items() for sid in ids}
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+    def to_json(self, rows: dict[str, SubjectEntry]) -> dict[str, Any]:
+        """The manifest's JSON with `rows` (Records.save's) as its subjects' table."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "subjects"}
         data["settings"] = self.settings.to_json()
-        data["subjects"] = {k: v.to_json() for k, v in sorted(self.subjects.items())}
+        data["subjects"] = {k: rows[k].to_json() for k in sorted(rows)}
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
+    def from_json(cls, data: dict[str, Any], cache: Path | None = None) -> Manifest:
+        """A format-3 manifest's JSON (subjects: table rows; records read from `cache` when asked for)."""
         data = dict(data)
         data["settings"] = CacheSettings.from_json(data.get("settings"))
-        data["subjects"] = {k: SubjectRecord.from_json(v) for k, v in data.get("subjects", {}).items()}
+        rows = {k: SubjectEntry.from_json(k, v) for k, v in data.get("subjects", {}).items()}
+        data["subjects"] = Records(cache, rows)
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -127,7 +105,8 @@ def manifest_path(cache: Path) -> Path:
     return Path(cache) / MANIFEST_NAME
 
 
-# A manifest lists ~150 bytes per source file: 1,228 subjects x 118 files is ~22 MB. Anything far beyond is not one.
+# A format-3 manifest holds ~350 bytes a subject; a format-2 one ~150 bytes per source file: 1,228 subjects x 118
+# files is ~22 MB. Anything far beyond is not one.
 MAX_MANIFEST_BYTES = 1 << 30
 
 
@@ -156,83 +135,99 @@ def load_manifest_json(cache: Path) -> Any:
                          ) from None
 
 
+def manifest_digest(cache: Path) -> bytes | None:
+    """sha256 of the manifest file's bytes (None when it cannot be read): equal digests, the same version."""
+    try:
+        return hashlib.sha256(layout.read_regular(manifest_path(cache), MAX_MANIFEST_BYTES, str(cache))).digest()
+    except (OSError, CacheError):
+        return None
+
+
 def read_manifest(cache: Path) -> Manifest:
     """The cache's manifest, or a CacheError naming the cache and what is wrong with it. Checked before anything
-    is used: format version, checksum, field types, and that every path it names lies inside the cache."""
-    path = manifest_path(cache)
+    is used: format version, checksum, field types, and that every path it names lies inside the cache. Reads no
+    record file (Records reads each when first asked for it)."""
     data = load_manifest_json(cache)
     version = data.get("format_version") if isinstance(data, dict) else None
+    if version == UPGRADABLE:
+        raise OldFormat(f"{cache}: cache bookkeeping of format {UPGRADABLE} (an older ctslice): run `ctslice "
+                        f"preprocess` once to upgrade it in place (nothing is computed again), or `ctslice preprocess "
+                        "--force` to rebuild it")
     if version != FORMAT_VERSION:
         raise CacheFormatError(
             f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
             f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
         )
-    damaged = f"{path}: damaged manifest"
-    if data.get("checksum") != canonical_checksum(data):
-        raise CacheError(f"{damaged} (its checksum does not match its content: changed or corrupted); "
-                         "`ctslice preprocess --force` rebuilds the cache")
     try:
-        manifest = Manifest.from_json(validate_schema(data))
+        manifest = Manifest.from_json(_checked(cache, data, check_entry), cache)
     except (CacheError, TypeError, ValueError, AttributeError) as e:
-        raise CacheError(f"{damaged} ({e}); `ctslice preprocess --force` rebuilds the cache") from None
-    for record in manifest.subjects.values():
-        layout.inside(cache, record.path)
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
+    layout.inside_all(cache, [e.path for e in manifest.subjects.table.values()]
+                      + [e.record for e in manifest.subjects.table.values()])
     if manifest.slice_index is not None:
         layout.inside(cache, manifest.slice_index)
     return manifest
 
 
-def _check(ok: bool, what: str) -> None:
-    if not ok:
-        raise CacheError(what)
+def read_format2(cache: Path) -> Manifest:
+    """A format-2 manifest (every record inline), checked as that format was: for the upgrade only."""
+    data = _checked(cache, load_manifest_json(cache), check_record)
+    records = Records(cache, {k: SubjectRecord.from_json(v) for k, v in data["subjects"].items()})
+    manifest = Manifest(**{**{k: v for k, v in data.items() if k in Manifest.__dataclass_fields__},
+                           "settings": CacheSettings.from_json(data["settings"]), "subjects": records})
+    for record in records.values():
+        layout.inside(cache, record.path)
+    return manifest
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _checked(cache: Path, data: dict[str, Any], check_subject) -> dict[str, Any]:
+    """`data` after its checksum and schema checks (check_subject(id, value) for each subject)."""
+    if data.get("checksum") != canonical_checksum(data):
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest (its checksum does not match its content: "
+                         "changed or corrupted); `ctslice preprocess --force` rebuilds the cache")
+    try:
+        return validate_schema(data, check_subject)
+    except (CacheError, TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
 
 
-def _str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-def validate_schema(data: dict[str, Any]) -> dict[str, Any]:
-    """Types of the fields readers rely on, and the paths: a record's `path` and the `slice_index` may only be
-    names the cache gives (no absolute paths, no '..'), before anything is read or deleted through them."""
+def validate_schema(data: dict[str, Any], check_subject=check_entry) -> dict[str, Any]:
+    """Types of the fields readers rely on, and the paths: a subject's `path` (and record file) and the
+    `slice_index` may only be names the cache gives (no absolute paths, no '..'), before anything is read or
+    deleted through them."""
     for name in ("settings", "label_map", "dataset", "splits", "subjects", "failed", "totals"):
-        _check(isinstance(data.get(name, {}), dict), f"{name} is not an object")
+        if not isinstance(data.get(name, {}), dict):
+            raise CacheError(f"{name} is not an object")
     problem = label_map_problem(data["label_map"])
-    _check(problem is None, problem or "")
-    _check(all(_str_list(ids) for ids in data.get("splits", {}).values()), "splits are not lists of ids")
+    if problem is not None:
+        raise CacheError(problem)
+    splits = data.get("splits", {}).values()
+    if not all(isinstance(ids, list) and all(isinstance(x, str) for x in ids) for ids in splits):
+        raise CacheError("splits are not lists of ids")
     if data.get("slice_index") is not None:
         layout.check_relative(data["slice_index"], layout.INDEX_DIR, "slice_index")
-    for sid, r in data["subjects"].items():
-        try:  # ids name folders and output files: the one check for names read from files
-            check_name(sid, "subject id")
-        except CtsliceError as e:
-            raise CacheError(str(e)) from None
-        _check(isinstance(r, dict) and r.get("id") == sid, f"subject {sid}: record without its id")
-        layout.check_relative(r.get("path"), layout.SUBJECTS_DIR, f"subject {sid}")
-        _check(isinstance(r.get("key"), str) and isinstance(r.get("files"), dict)
-               and isinstance(r.get("geometry"), dict), f"subject {sid}: key, files or geometry missing")
-        _check(all(isinstance(f, dict) and {"size", "mtime_ns", "sha256"} <= set(f) for f in r["files"].values()),
-               f"subject {sid}: file fingerprints lack size, mtime_ns or sha256")
-        shape = r.get("shape")
-        _check(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape)
-               and r.get("slices") == shape[0], f"subject {sid}: bad shape or slice count")
-        _check(isinstance(r.get("spacing"), list) and len(r["spacing"]) == 3, f"subject {sid}: bad spacing")
-        _check(isinstance(r.get("label_voxels"), list) and all(_is_int(n) for n in r["label_voxels"]),
-               f"subject {sid}: bad label_voxels")
+    for sid, value in data["subjects"].items():
+        check_subject(sid, value)
     return data
 
 
 def write_manifest(cache: Path, manifest: Manifest) -> None:
-    """Write the manifest, then label_map.json and splits.csv from it, each atomically: to a temporary file,
-    fsync, then renamed over the old one, so readers see old or new, never half. The manifest carries the
-    checksum of its own content (`checksum`), checked by every read."""
+    """Write the record files of new or changed subjects, sync the filesystem (subject folders, records and slice
+    index on disk before the manifest names them), then the manifest, then label_map.json and splits.csv from it,
+    each atomically: to a temporary file, fsync, then renamed over the old one, so readers see old or new, never
+    half. The manifest carries the checksum of its own content (`checksum`), checked by every read."""
+    from .store import sync_filesystem
+
+    manifest.subjects = as_records(cache, manifest.subjects)
+    rows = manifest.subjects.save(cache)
     manifest.updated = time.time()
-    data = manifest.to_json()
+    manifest.format_version = FORMAT_VERSION
+    data = manifest.to_json(rows)
     data["checksum"] = canonical_checksum(data)
-    write_atomic(manifest_path(cache), json.dumps(data, indent=1), durable=True)
+    sync_filesystem(cache)
+    write_atomic(manifest_path(cache), json.dumps(data, separators=(",", ":")), durable=True)
     files = root_files(manifest)
     for name in (LABEL_MAP_NAME, SPLITS_NAME):
         write_atomic(Path(cache) / name, files[name], durable=True)

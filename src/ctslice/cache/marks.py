@@ -6,12 +6,15 @@ user's own `splits.csv`, `zarr.json`, `.staging/...` and a `subjects/x-<hex>/` f
   `attributes.ctslice` ("subject" / "slice_index"). Groups written before that mark existed are recognised by what
   ctslice always wrote there: a subject's `record` whose id and key give the folder's name, a slice index's list of
   `subjects`.
+- Record files (records/<id>-<sha16>.json) are named by the hash of their bytes: only the bytes ctslice wrote
+  carry the name.
 - The root files written with the manifest are recognised by their content: `zarr.json` is ctslice's group
   document, `label_map.json` and `splits.csv` are what the manifest gives (`derived_root_files`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -68,7 +71,19 @@ def is_owned_entry(folder: str, path: Path) -> bool:
     right kind, or an empty folder."""
     if is_empty_folder(path):
         return True
+    if folder == "records":
+        return is_record_file(path)
     return is_index_group(path) if folder == "slice_index" else is_subject_group(path)
+
+
+def is_record_file(path: Path) -> bool:
+    """A record file ctslice wrote (cache/records.py): its name ends with the hash of its own bytes."""
+    stem = path.name.removesuffix(".json")
+    try:
+        data = read_regular(path, _METADATA_LIMIT, str(path))
+    except (OSError, CacheError):
+        return False
+    return stem.rpartition("-")[2] == hashlib.sha256(data).hexdigest()[:16]
 
 
 def is_index_group(folder: Path) -> bool:

@@ -46,7 +46,7 @@ import numpy as np
 from ..errors import CacheError
 from . import layout, store
 from .lease import Lease, VersionGone, take_lease, updated_message
-from .manifest import Manifest, read_manifest
+from .manifest import Manifest, manifest_digest, read_manifest
 
 # A Blosc chunk is at most its raw size plus a 16-byte header, then the 4-byte crc32c; ask for a little more so a
 # single read() returns the whole file, and a file longer than that is caught by the checksum.
@@ -71,7 +71,8 @@ class CacheReader:
         if missing:
             raise CacheError(f"{self.cache}: the slice index names subjects the manifest lacks ({', '.join(missing)}); "
                              f"the cache is inconsistent (run `ctslice cache verify`)")
-        records = [manifest.subjects[sid] for sid in self.subjects]
+        table = manifest.subjects.table  # the rows: no record file is read
+        records = [table[sid] for sid in self.subjects]
         self.shapes = np.array([r.shape for r in records], dtype=np.int64).reshape(-1, 3)
         """(slices, rows, columns) of each subject."""
         self.offsets = np.concatenate([[0], np.cumsum(self.shapes[:, 0])]).astype(np.int64)
@@ -246,19 +247,21 @@ class CacheReader:
 
 def _version(manifest: Manifest) -> tuple:
     """What identifies the data a manifest stands for: its slice index and subject folders."""
-    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.values()))
+    return manifest.slice_index, tuple(sorted(r.path for r in manifest.subjects.table.values()))
 
 
 def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
-    """The cache's manifest with a lease on its version (None for a cache without lease files). Read again once
-    the lease is held: if it changed meanwhile the version may already be going, so start over."""
+    """The cache's manifest with a lease on its version (None for a cache without lease files). Its file is hashed
+    before it is read and again once the lease is held (cheaper than reading it twice): if it changed meanwhile
+    the version may already be going, so start over."""
     for _ in range(_OPEN_TRIES):
+        before = manifest_digest(cache)
         manifest = read_manifest(cache)
         try:
             lease = take_lease(cache, manifest)
         except VersionGone:  # being removed by an update that has already written a newer manifest
             continue
-        if lease is None or _version(read_manifest(cache)) == _version(manifest):
+        if lease is None or manifest_digest(cache) == before:
             return manifest, lease
         lease.close()
     raise CacheError(updated_message(cache, f"it changed {_OPEN_TRIES} times while being opened"))

@@ -20,9 +20,9 @@ from typing import Any
 from ..config import Config, PreprocessConfig, validate_settings
 from ..errors import CacheError
 
-FORMAT_VERSION = 2
-"""The cache format (manifest.py says what each version added); part of the settings hash, so a new format
-rebuilds."""
+ARRAY_FORMAT = 2
+"""The format of the cached arrays (the manifest's own is manifest.FORMAT_VERSION); part of the settings hash, so
+a new array format rebuilds, while a new bookkeeping format is upgraded without computing anything again."""
 
 CONTENT = ("spacing", "size", "hu_min", "hu_max")
 SPLIT = ("val_fraction", "seed")
@@ -89,7 +89,7 @@ class CacheSettings:
 
 def settings_hash(content: dict[str, Any], label_map: dict[str, str]) -> str:
     """Hash of what determines the cached arrays: the content settings, the label map and the format."""
-    blob = json.dumps({"format": FORMAT_VERSION, "settings": content, "labels": label_map}, sort_keys=True)
+    blob = json.dumps({"format": ARRAY_FORMAT, "settings": content, "labels": label_map}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

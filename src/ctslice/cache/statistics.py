@@ -3,7 +3,8 @@
 Each subject contributes a histogram of its foreground HU values (integer bins over the whole int16 range,
 stored in its group as `hu_histogram`, so unchanged subjects need not be read again); the run sums them. A
 histogram of integers gives the exact mean, standard deviation and percentiles of all foreground voxels, where
-nnU-Net's fingerprint samples them. Structure counts and volumes come from the records' voxel counts.
+nnU-Net's fingerprint samples them. Structure counts and volumes come from the records' voxel counts, kept per
+subject in the slice index (cache/slice_index.py) together with the summed histogram.
 Statistics describe the cached arrays (what training normalises), foreground meaning any label > 0.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..errors import CacheError
 from . import store
-from .manifest import SubjectRecord
+from .records import Row
 
 HIST_OFFSET = 32768  # bin i holds HU value i - 32768: every int16 value has its bin
 HIST_BINS = 65536
@@ -63,36 +64,34 @@ def original_spacing(geometry: Mapping[str, Any]) -> tuple[float, list[float]]:
     return float(zooms[axial]), [float(z) for i, z in enumerate(zooms) if i != axial]
 
 
-def dataset_statistics(records: Iterable[SubjectRecord], label_map: Mapping[int, str],
-                       histogram: np.ndarray) -> dict[str, Any]:
-    """The manifest's `statistics` (documented on Manifest.statistics) from the subjects' records and their
-    summed foreground histogram."""
-    records = list(records)
+def dataset_statistics(index: store.SliceIndex, slices: Iterable[int], label_map: Mapping[int, str]
+                       ) -> dict[str, Any]:
+    """The manifest's `statistics` (documented on Manifest.statistics) from the slice index's per-subject arrays
+    and summed histogram (cache/slice_index.py) and the subjects' slice counts: no subject is read."""
+    voxels, ml = index.label_voxels, index.volume_ml
     structures = {}
-    for index, name in sorted(label_map.items()):
-        if index == 0:
+    for i, name in sorted(label_map.items()):
+        if i == 0:
             continue
-        voxels = [r.label_voxels[index] if index < len(r.label_voxels) else 0 for r in records]
-        ml = sum(v * float(np.prod(r.spacing)) / 1000 for v, r in zip(voxels, records))
-        structures[name] = {"subjects": sum(v > 0 for v in voxels), "voxels": int(sum(voxels)), "ml": round(ml, 3)}
-    thickness, in_plane = [], []
-    for r in records:
-        t, p = original_spacing(r.geometry)
-        thickness.append(t)
-        in_plane += p
-    return {"subjects": len(records), "structures": structures, "intensity": intensity_statistics(histogram),
-            "spacing": {"slice_thickness": _range(thickness), "in_plane": _range(in_plane)},
-            "slices": _range([r.slices for r in records])}
+        column = voxels[:, i] if i < voxels.shape[1] else np.zeros(len(voxels), np.int64)
+        structures[name] = {"subjects": int((column > 0).sum()), "voxels": int(column.sum()),
+                            "ml": round(float(column.astype(np.float64) @ ml), 3)}
+    spacing = index.original_spacing
+    return {"subjects": len(index.subjects), "structures": structures,
+            "intensity": intensity_statistics(index.histogram),
+            "spacing": {"slice_thickness": _range(spacing[:, 0].tolist()),
+                        "in_plane": _range(spacing[:, 1:].ravel().tolist())},
+            "slices": _range(list(slices))}
 
 
-def summed_histogram(cache, records: Iterable[SubjectRecord], notes: list[str] | None = None) -> np.ndarray:
+def summed_histogram(cache, records: Iterable[Row], notes: list[str] | None = None) -> np.ndarray:
     """The subjects' stored foreground HU histograms summed: one small array read per subject, no image data.
     Subjects cached before histograms existed have none and are left out. A histogram that is damaged, missing
     its chunk or counting other than the subject's labelled voxels is counted again from the subject's slices,
     with a line in `notes` (`cache verify --repair` rewrites it); CacheError if the slices are damaged too."""
     total = np.zeros(HIST_BINS, dtype=np.int64)
     for record in records:
-        labelled = sum(record.label_voxels[1:])
+        labelled = record.labelled
         try:
             hist = store.read_histogram(cache, record.path)
             if hist is not None and (int(hist.sum()) != labelled or hist.min() < 0):
@@ -108,7 +107,7 @@ def summed_histogram(cache, records: Iterable[SubjectRecord], notes: list[str] |
     return total
 
 
-def _recount(cache, record: SubjectRecord) -> np.ndarray:
+def _recount(cache, record: Row) -> np.ndarray:
     """A subject's foreground histogram from its checked slice chunks."""
     s, h, w = record.shape
     hist = np.zeros(HIST_BINS, dtype=np.int64)

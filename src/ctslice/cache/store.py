@@ -176,6 +176,12 @@ class SliceIndex:
     slice: np.ndarray  # int32 (N,)
     foreground: np.ndarray  # int32 (N,) labelled voxels in the slice
     present: np.ndarray  # bool (N, labels): which labels occur in the slice (column 0: background)
+    # Per subject (one row each, in `subjects` order), kept so that the dataset statistics of a run are computed
+    # from the index without reading unchanged subjects (cache/slice_index.py); None in an index written before.
+    label_voxels: np.ndarray | None = None  # int64 (subjects, labels): the record's label_voxels
+    volume_ml: np.ndarray | None = None  # float64 (subjects,): one cached voxel's volume in ml
+    original_spacing: np.ndarray | None = None  # float64 (subjects, 3): original slice thickness, in-plane (2)
+    histogram: np.ndarray | None = None  # int64 (65536,): the subjects' foreground HU histograms summed
 
     def __len__(self) -> int:
         return len(self.slice)
@@ -203,13 +209,15 @@ def write_slice_index(cache: Path, index: SliceIndex) -> str:
     folder = f"{INDEX_DIR}/{uuid.uuid4().hex[:12]}"
     group = zarr.open_group(zarr.storage.LocalStore(Path(cache) / folder), mode="w",
                             attributes={"ctslice": marks.SLICE_INDEX, "subjects": list(index.subjects)})
-    for name in INDEX_ARRAYS:
+    for name in INDEX_ARRAYS + SUBJECT_ARRAYS:
         data = getattr(index, name)
-        _create(group, name, data, _index_chunks(data.shape), SMALL_CODECS)
+        if data is not None:
+            _create(group, name, data, _index_chunks(data.shape), SMALL_CODECS)
     return folder
 
 
 INDEX_ARRAYS = ("subject", "slice", "foreground", "present")
+SUBJECT_ARRAYS = ("label_voxels", "volume_ml", "original_spacing", "histogram")
 
 
 def _index_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -225,7 +233,9 @@ def read_slice_index(cache: Path, folder: str) -> SliceIndex:
         layout.check_regular_tree(path, where)
         group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
         arrays = {}
-        for name in INDEX_ARRAYS:
+        for name in INDEX_ARRAYS + SUBJECT_ARRAYS:
+            if name in SUBJECT_ARRAYS and not (path / name / "zarr.json").is_file():
+                continue  # an index written before they were kept
             array = group[name]
             if array.size and not (path / layout.chunk_key(name, *(0 for _ in array.shape))).is_file():
                 raise CacheError(f"{where}: chunk of {name} is missing, the index is damaged")

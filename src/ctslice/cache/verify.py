@@ -3,8 +3,9 @@
 Every slice chunk is read from its file and decoded as the loader would (`store.decode_chunk`: crc32c, then
 Blosc), so a damaged byte anywhere is found and named by subject, array and slice. The per-subject statistics
 (foreground counts, present labels, label voxel totals) are recomputed from the decoded labels, and the slice
-index and splits are checked against the subjects. Leftovers of interrupted runs are reported but are not
-problems: readers never look at them.
+index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
+per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs
+are reported but are not problems: readers never look at them.
 
 Repairing needs the dataset, so it lives with preprocessing (`preprocess/repair.py`).
 """
@@ -69,6 +70,9 @@ class SubjectCheck:
     chunks: int = 0
     foreground: np.ndarray | None = None
     present: np.ndarray | None = None
+    histogram: np.ndarray | None = None
+    record: SubjectRecord | None = None
+    """The subject's record (None: its record file is damaged)."""
 
 
 def _expected_arrays(record: SubjectRecord, num_labels: int) -> dict[str, tuple[tuple, tuple, np.dtype]]:
@@ -156,7 +160,9 @@ def _check_histogram(cache: Path, record: SubjectRecord, check: SubjectCheck) ->
     if hist is None:
         check.problems.append(Problem(f"{store.HISTOGRAM} is missing (the intensity statistics would leave this "
                                       "subject out)", record.id))
-    elif int(hist.sum()) != sum(record.label_voxels[1:]) or hist.min() < 0:
+    elif int(hist.sum()) == record.labelled and hist.min() >= 0:
+        check.histogram = hist
+    else:
         check.problems.append(Problem(f"{store.HISTOGRAM} counts {int(hist.sum())} voxels, the subject has "
                                       f"{sum(record.label_voxels[1:])} labelled ones", record.id))
 
@@ -179,7 +185,7 @@ def _check_label_slice(label: np.ndarray, sid: str, z: int, num_labels: int, che
 def _check_manifest(cache: Path, manifest: Manifest, checks: dict[str, SubjectCheck]) -> list[Problem]:
     """Splits, totals and the slice index against the subjects (each subject's own arrays checked already)."""
     problems = []
-    records = manifest.subjects
+    records = manifest.subjects.table
     seen: dict[str, str] = {}
     for name, ids in manifest.splits.items():
         for sid in ids:
@@ -207,7 +213,8 @@ def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, Subjec
         message = str(e) if isinstance(e, CacheError) else f"slice index {manifest.slice_index}: {e}"
         # the readers' advice to run verify is no advice in verify's own output
         return [Problem(message.removeprefix(f"{cache}: ").replace(store.DAMAGE_HINT, ""))]
-    ids = tuple(sorted(manifest.subjects))
+    table = manifest.subjects.table
+    ids = tuple(sorted(table))
     if index.subjects != ids:
         missing, extra = sorted(set(ids) - set(index.subjects)), sorted(set(index.subjects) - set(ids))
         return [Problem(f"slice index lists other subjects than the manifest (missing: {missing or 'none'}, "
@@ -218,7 +225,7 @@ def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, Subjec
     problems = []
     for i, sid in enumerate(ids):
         rows = np.flatnonzero(index.subject == i)
-        record, check = manifest.subjects[sid], checks.get(sid)
+        record, check = table[sid], checks.get(sid)
         if not np.array_equal(index.slice[rows], np.arange(record.slices)):
             problems.append(Problem(f"slice index has {len(rows)} rows for subject {sid}, not slices "
                                     f"0..{record.slices - 1}"))
@@ -230,6 +237,29 @@ def _check_slice_index(cache: Path, manifest: Manifest, checks: dict[str, Subjec
         if bad.size:
             problems.append(Problem(f"slice index statistics of subject {sid} differ from its arrays at slice(s) "
                                     f"{first_few(bad.tolist())}"))
+    return problems + _check_subject_statistics(index, ids, checks, n_labels)
+
+
+def _check_subject_statistics(index: store.SliceIndex, ids: tuple[str, ...], checks: dict[str, SubjectCheck],
+                              n_labels: int) -> list[Problem]:
+    """The index's per-subject voxel counts against the records, and its summed histogram against the subjects'
+    (what the dataset statistics of the next run are computed from)."""
+    if any(getattr(index, name) is None for name in store.SUBJECT_ARRAYS):
+        return [Problem("slice index lacks the per-subject statistics (written by an older ctslice)")]
+    problems = []
+    if index.label_voxels.shape != (len(ids), n_labels):
+        return [Problem(f"slice index label_voxels is {list(index.label_voxels.shape)}, expected "
+                        f"{[len(ids), n_labels]}")]
+    for i, sid in enumerate(ids):
+        record = checks[sid].record if sid in checks else None
+        if record is not None and index.label_voxels[i].tolist() != (list(record.label_voxels) + [0] * n_labels)[
+                :n_labels]:
+            problems.append(Problem(f"slice index label voxel counts of subject {sid} differ from its record"))
+    hists = [checks[sid].histogram for sid in ids if sid in checks]
+    if all(h is not None for h in hists) and len(hists) == len(ids):
+        total = np.sum(hists, axis=0) if hists else np.zeros_like(index.histogram)
+        if not np.array_equal(total, index.histogram):
+            problems.append(Problem("slice index histogram differs from the sum of the subjects' histograms"))
     return problems
 
 
@@ -238,18 +268,27 @@ def verify_cache(cache: Path, workers: int = 4, progress: ProgressFn | None = No
     Raises CacheError only when the manifest itself cannot be read."""
     cache = Path(cache)
     manifest = read_manifest(cache)
-    report = VerifyReport(cache, subjects=len(manifest.subjects),
-                          slices=sum(r.slices for r in manifest.subjects.values()))
-    records = [manifest.subjects[sid] for sid in sorted(manifest.subjects)]
+    table = manifest.subjects.table
+    report = VerifyReport(cache, subjects=len(table), slices=sum(r.slices for r in table.values()))
+    ids = sorted(table)
+
+    def check_one(sid: str) -> SubjectCheck:
+        try:
+            record = manifest.subjects[sid]
+        except CacheError as e:
+            return SubjectCheck([Problem(str(e).removeprefix(f"{cache}: subject {sid}: "), sid)])
+        check = verify_subject(cache, record, manifest.num_labels)
+        check.record = record
+        return check
+
     checks: dict[str, SubjectCheck] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for done, (record, check) in enumerate(
-                zip(records, pool.map(lambda r: verify_subject(cache, r, manifest.num_labels), records)), 1):
-            checks[record.id] = check
+        for done, (sid, check) in enumerate(zip(ids, pool.map(check_one, ids)), 1):
+            checks[sid] = check
             report.problems += check.problems
             report.chunks += check.chunks
             if progress:
-                progress(done, len(records), record.id)
+                progress(done, len(ids), sid)
     report.problems += _check_manifest(cache, manifest, checks)
     report.leftovers = [p.relative_to(cache).as_posix() for p in leftovers(cache, manifest)]
     return report

@@ -24,17 +24,16 @@ def warning_summary(manifest: Manifest) -> dict[str, Any]:
     that occur; "dataset": the dataset's warnings, if any. Shares: of the subject's labelled voxels on the same
     grid, each counted once (cropped: the cached grid; overlaps: the original grid, where masks are merged), or of
     the label map's structures (missing masks). Overlaps of records without their original count have no share."""
-    records = manifest.subjects.values()
+    records = manifest.subjects.table.values()  # the rows: no record file is read
     structures = max(manifest.num_labels - 1, 1)
 
     def labelled(r) -> int:
-        return max(sum(r.label_voxels[1:]) + r.cropped_label_voxels, 1)
+        return max(r.labelled + r.cropped_label_voxels, 1)
 
     kinds = {
         "cropped": _kind([(r.id, r.cropped_label_voxels, r.cropped_label_voxels / labelled(r)) for r in records],
                          "voxels"),
-        "missing_masks": _kind([(r.id, len(r.missing_structures), len(r.missing_structures) / structures)
-                                for r in records], "masks"),
+        "missing_masks": _kind([(r.id, r.missing, r.missing / structures) for r in records], "masks"),
         "overlaps": _kind([(r.id, r.overlap_voxels, r.overlap_voxels / r.original_label_voxels
                             if r.original_label_voxels else None) for r in records], "voxels"),
     }

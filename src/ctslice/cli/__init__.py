@@ -2,7 +2,7 @@
 
 from . import (  # noqa: F401  (imported to register their commands)
     bench_incremental, bench_loader, bench_metrics, bench_predict, bench_preprocess, bench_safety, bench_train, cache,
-    cv_summary, evaluate, predict, preprocess, train,
+    bench_scale, cv_summary, evaluate, predict, preprocess, train,
 )
 from .app import app
 

@@ -1,6 +1,7 @@
 """Commit a run: make what execute computed the cache's current version, in the order that keeps it crash safe.
 
-Subjects and the slice index are synced to disk before the manifest names them, the manifest is swapped
+Subjects, their record files and the slice index are synced to disk before the manifest names them (a new
+slice index only when a subject changed: cache/slice_index.py updates the previous one), the manifest is swapped
 atomically, and only then are folders that neither it nor the previous manifest references deleted (the previous
 version's stay one more run, and longer while a reader holds its lease: cache/lease.py). A run killed before the
 swap leaves the previous manifest; one killed after it leaves the new one and some leftovers.
@@ -12,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..cache import lease, store
 from ..cache.cleanup import remove_leftovers
-from ..cache.manifest import Manifest, write_manifest
-from ..cache.statistics import dataset_statistics, summed_histogram
+from ..cache.manifest import write_manifest
+from ..cache.records import Records
+from ..cache.slice_index import updated_index
+from ..cache.statistics import dataset_statistics
 from ..cache.warnings import warning_summary
 from .plan import Plan, cache_splits
 from .split import split_moves, splits_to_lists
@@ -63,16 +64,16 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
             failed[outcome.subject] = outcome.error or "failed"
     # A subject whose new input fails keeps its previous (complete, valid) version when settings allow.
     if plan.rebuilt_all is None:
+        before = previous.subjects.table if previous else {}
         for sid in failed:
-            if previous and sid in previous.subjects and sid not in keep \
-                    and store.subject_exists(cache, previous.subjects[sid].path):
-                keep[sid] = previous.subjects[sid]
+            if sid in before and sid not in keep and store.subject_exists(cache, before[sid].path):
+                keep[sid] = before[sid]
     report.failed = dict(sorted(failed.items()))
     report.processed.sort()
     report.reused.sort()
 
     manifest = plan.manifest
-    manifest.subjects = keep
+    manifest.subjects = Records(cache, keep)  # rows of kept subjects, records of new and refreshed ones
     manifest.failed = report.failed
     if plan.splits is not None:
         manifest.splits = plan.splits
@@ -80,16 +81,16 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
         manifest.splits = splits_to_lists(cache_splits(keep, manifest.settings, dataset, previous))
         _tell(_split_notes(previous.split_of() if previous else {}, manifest.splits, manifest.settings.val_fraction),
               report.notes, say)
-    index = store.build_slice_index(cache, {sid: r.path for sid, r in keep.items()})
-    manifest.slice_index = _same_index(cache, previous, index) or store.write_slice_index(cache, index)
+    index, same = updated_index(cache, None if plan.rebuild_index else previous, manifest.subjects,
+                                manifest.num_labels, damaged := [])
+    manifest.slice_index = previous.slice_index if same else store.write_slice_index(cache, index)
     manifest.totals = {"subjects": len(keep), "slices": len(index), "failed": len(failed),
                        **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
-    histogram = summed_histogram(cache, keep.values(), damaged := [])
     _tell(damaged, report.notes, say)
-    manifest.statistics = dataset_statistics(keep.values(), dataset.label_map, histogram)
+    manifest.statistics = dataset_statistics(index, (r.slices for r in keep.values()), dataset.label_map)
+    manifest.subjects.save(cache)  # record files of new and changed subjects
     lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
-    store.sync_filesystem(cache)  # subjects and index on disk before the manifest names them
-    write_manifest(cache, manifest)
+    write_manifest(cache, manifest)  # syncs subjects, records and index to disk before the manifest names them
     report.warnings = warning_summary(manifest)
     with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
         remove_leftovers(cache, manifest, keep=previous, held=held)
@@ -119,17 +120,3 @@ def _split_notes(old: dict[str, str], splits: dict[str, list[str]], val_fraction
 
 def _first(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _same_index(cache: Path, previous: Manifest | None, index: store.SliceIndex) -> str | None:
-    """The previous slice index folder if it holds exactly `index` (and reads without error): an unchanged cache
-    keeps its index instead of leaving a superseded copy behind at every run."""
-    if previous is None or previous.slice_index is None:
-        return None
-    try:
-        old = store.read_slice_index(cache, previous.slice_index)
-    except Exception:  # noqa: BLE001  (any damage: write a new one; verify names the damage)
-        return None
-    same = old.subjects == index.subjects and all(
-        np.array_equal(getattr(old, name), getattr(index, name)) for name in store.INDEX_ARRAYS)
-    return previous.slice_index if same else None

@@ -1,7 +1,9 @@
 """What changed in a dataset since its cache was built.
 
 A file is unchanged when its size and modification time match the manifest (the fast path); when either differs
-it is hashed again, so a file that was only touched (same bytes, new time) is not treated as modified.
+it is hashed again, so a file that was only touched (same bytes, new time) is not treated as modified. The fast path
+needs no record file: the manifest's table keeps a digest of each subject's file names, sizes and times
+(records.stat_digest), compared with one stat per file; only a subject whose digest differs has its record read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.manifest import Manifest
+from ..cache.records import current_stat_digest
+from ..errors import CacheError
 from .sources import Dataset
 
 _BLOCK = 1 << 20
@@ -99,15 +103,23 @@ def _same_files(root: Path, recorded: dict[str, dict[str, Any]], files: tuple[st
 def compare(dataset: Dataset, manifest: Manifest | None, settings_hash: str) -> Changes:
     """Classify the dataset's subjects against the cache's manifest."""
     changes = Changes(settings_changed=manifest is not None and manifest.settings.hash != settings_hash)
-    recorded = manifest.subjects if manifest else {}
+    recorded = manifest.subjects.table if manifest else {}
     present = {s.id for s in dataset.subjects} | {p.subject for p in dataset.problems}
     changes.removed = sorted(set(recorded) - present)
     for source in dataset.subjects:
-        record = recorded.get(source.id)
-        if record is None:
+        row = recorded.get(source.id)
+        if row is None:
             changes.added.append(source.id)
             continue
-        same, refreshed = _same_files(dataset.root, record.files, source.files)
+        if current_stat_digest(dataset.root, source.files) == row.stat:  # every file as recorded: no record read
+            changes.unchanged.append(source.id)
+            continue
+        try:
+            files = manifest.subjects[source.id].files
+        except CacheError:  # its record file is damaged or gone: compute the subject again
+            changes.modified.append(source.id)
+            continue
+        same, refreshed = _same_files(dataset.root, files, source.files)
         if not same:
             changes.modified.append(source.id)
             continue

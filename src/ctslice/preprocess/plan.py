@@ -2,7 +2,9 @@
 say before the work starts. An update (`plan_update`) and a repair (`plan_repair`) both produce a `Plan`; the
 same execute and commit steps carry either out (run.py).
 
-Planning writes nothing: it reads the manifest and checks which subject folders exist.
+Planning writes nothing (except the one-time upgrade of a format-2 cache's bookkeeping, cache/upgrade.py): it
+reads the manifest's table, stats the dataset's files and checks which subject folders exist; a subject's record
+file is read only when its files' sizes or times changed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 from ..cache import store
 from ..cache.label_map import label_map_to_json
-from ..cache.manifest import FORMAT_VERSION, Manifest, SubjectRecord, manifest_path, read_manifest
+from ..cache.manifest import FORMAT_VERSION, Manifest, OldFormat, manifest_path, read_manifest
+from ..cache.records import Row
+from ..cache.upgrade import upgrade_format2
 from ..cache.settings import CacheSettings, settings_diff
 from ..config import PreprocessConfig
 from ..errors import CacheError, CacheFormatError
@@ -39,8 +43,9 @@ class Plan:
     """The cache's manifest before the run (None: a new cache, or one rebuilt from scratch)."""
     todo: set[str]
     """Subjects to compute."""
-    keep: dict[str, SubjectRecord]
-    """Subjects kept as the cache has them (folder and record)."""
+    keep: dict[str, Row]
+    """Subjects kept as the cache has them (folder and record): the table row, or the record with refreshed file
+    times of a subject whose files were only touched."""
     removed: list[str] = field(default_factory=list)
     """Cached subjects that left the dataset."""
     failed: dict[str, str] = field(default_factory=dict)
@@ -56,14 +61,29 @@ class Plan:
     """What is said before the work starts."""
     splits: dict[str, list[str]] | None = None
     """The split as it stays (a repair); None: assigned at commit to the subjects the run leaves."""
+    rebuild_index: bool = False
+    """Build the slice index from every subject instead of updating the previous one (a repair: the previous
+    index may be what verify found damaged)."""
 
 
-def previous_manifest(cache: Path, force: bool) -> tuple[Manifest | None, str | None]:
-    """The cache's manifest, or None with the reason to build everything."""
+def previous_manifest(cache: Path, force: bool, notes: list[str] | None = None
+                      ) -> tuple[Manifest | None, str | None]:
+    """The cache's manifest, or None with the reason to build everything. A format-2 cache is upgraded first
+    (a line in `notes` says so)."""
     if not manifest_path(cache).exists():
         return None, "new cache"
     try:
         return read_manifest(cache), None
+    except OldFormat:
+        try:
+            manifest, line = upgrade_format2(cache)
+        except CacheError:
+            if not force:
+                raise
+            return None, "unusable manifest"
+        if notes is not None:
+            notes.append(line)
+        return manifest, None
     except CacheFormatError:  # rebuilt in the current format; the old folders are cleaned up afterwards
         return None, f"cache of another format (this ctslice writes format {FORMAT_VERSION})"
     except CacheError:
@@ -77,7 +97,8 @@ def plan_update(cache: Path, dataset: Dataset, cfg: PreprocessConfig, force: boo
     is gone) are computed, unless changed content settings, label map or format, or `force`, rebuild all."""
     labels = label_map_to_json(dataset.label_map)
     settings = CacheSettings.from_config(cfg, labels)
-    previous, problem = previous_manifest(cache, force)
+    upgraded: list[str] = []
+    previous, problem = previous_manifest(cache, force, upgraded)
     changes = compare(dataset, previous, settings.hash)
     diff = settings_diff(previous.settings, previous.label_map, settings, labels) if previous else {}
     rebuilt_all = _rebuild_reason(problem, changes, diff, force)
@@ -85,22 +106,23 @@ def plan_update(cache: Path, dataset: Dataset, cfg: PreprocessConfig, force: boo
                         dataset={"root": str(dataset.root), "layout": dataset.layout,
                                  "warnings": list(dataset.warnings), **_label_values(dataset)},
                         created=previous.created if previous else time.time())
-    keep: dict[str, SubjectRecord] = {}
+    keep: dict[str, Row] = {}
     if rebuilt_all is None:
         todo = set(changes.added) | set(changes.modified)
+        table = previous.subjects.table
         for sid in sorted(set(changes.unchanged) - todo):
-            record = previous.subjects[sid]
-            if not store.subject_exists(cache, record.path):  # deleted by hand: make it again
+            row = table[sid]
+            if not store.subject_exists(cache, row.path):  # deleted by hand: make it again
                 todo.add(sid)
                 continue
-            if sid in changes.touched:
-                record.files = changes.touched[sid]
-            keep[sid] = record
+            if sid in changes.touched:  # same bytes, new times: a new record file with them
+                row = dataclasses.replace(previous.subjects[sid], files=changes.touched[sid])
+            keep[sid] = row
     else:
         todo = {s.id for s in dataset.subjects}
-    notes = []
+    notes = upgraded
     if previous is not None:
-        notes = _run_notes(previous, dataset, settings.split(), rebuilt_all, todo,
+        notes += _run_notes(previous, dataset, settings.split(), rebuilt_all, todo,
                            None if force else _built_before(cache, previous, changes, settings.hash, todo))
     # Subject folders are named by key, so same-key folders would be reused; --force salts the keys so that every
     # subject really is computed again (into new folders: the old ones stay until the manifest swap).
@@ -124,7 +146,7 @@ def plan_repair(cache: Path, dataset: Dataset, cfg: PreprocessConfig, redo: Coll
     if previous is None or reason:
         raise CacheError(f"{cache}: cannot repair ({reason or 'no manifest'}); nothing was changed")
     todo = set(redo) & set(previous.subjects)
-    keep = {sid: r for sid, r in previous.subjects.items() if sid not in todo}
+    keep = {sid: r for sid, r in previous.subjects.table.items() if sid not in todo}
     # What failed before stays listed: a repair does not retry it.
     failed = {**{sid: why for sid, why in previous.failed.items() if sid not in todo},
               **{p.subject: str(p) for p in dataset.problems if p.subject in todo}}
@@ -133,7 +155,7 @@ def plan_repair(cache: Path, dataset: Dataset, cfg: PreprocessConfig, redo: Coll
     notes: list[str] = []
     # Salted as --force is: the damaged folder has the key the subject would get again.
     return Plan(cache, dataset, _capped(cfg, dataset, todo, notes), manifest, previous, todo, keep, failed=failed,
-                job_hash=_salted(settings.hash), notes=notes, splits=previous.splits)
+                job_hash=_salted(settings.hash), notes=notes, splits=previous.splits, rebuild_index=True)
 
 
 def _salted(settings_hash: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cache.manifest import manifest_path, read_manifest, recover_settings
+from ..cache.manifest import OldFormat, manifest_path, read_manifest, recover_settings
 from ..cache.settings import CacheSettings
 from ..config import Config, PreprocessConfig, load_config
 from ..errors import CacheError, CacheFormatError
@@ -38,6 +38,8 @@ def stored_settings(cache: Path) -> StoredSettings:
         return StoredSettings(None)
     try:
         return StoredSettings(read_manifest(cache).settings)
+    except OldFormat:  # upgraded by the run, which keeps its settings
+        return StoredSettings(recover_settings(cache)[0])
     except CacheFormatError:
         return StoredSettings(None)
     except CacheError:

@@ -100,7 +100,8 @@ def _ct_of(folder: Path, sid: str) -> tuple[str, tuple[str, ...]] | InputError:
 
 
 def _visible(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    # names sorted as strings: the order of Paths of one folder, without Path comparisons (per subject, twice)
+    return [path / name for name in sorted(os.listdir(path)) if not name.startswith(".")]
 
 
 def _hidden_warning(root: Path) -> list[str]:

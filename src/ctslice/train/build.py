@@ -54,7 +54,10 @@ def build_valid_table(manifest: Manifest, subjects: list[str], device: torch.dev
     the loss and metrics take their plain paths."""
     index = {name: int(i) for i, name in manifest.label_map.items()}
     table = torch.ones((len(subjects), manifest.num_labels), dtype=torch.bool)
+    rows = manifest.subjects.table
     for row, sid in enumerate(subjects):
+        if not rows[sid].missing:  # the table's count: only such subjects' record files are read
+            continue
         for name in manifest.subjects[sid].missing_structures or []:
             if name in index:
                 table[row, index[name]] = False

@@ -66,7 +66,8 @@ def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_s
         found.append("the label map")
     found += _split_changes(ckpt.splits, manifest.splits)
     keys = ckpt.subject_keys if isinstance(ckpt.subject_keys, dict) else {}
-    changed = sorted(sid for sid, key in keys.items() if sid in manifest.subjects and manifest.subjects[sid].key != key)
+    table = manifest.subjects.table  # the keys without reading record files
+    changed = sorted(sid for sid, key in keys.items() if sid in table and table[sid].key != key)
     if changed:
         found.append(f"the content of {len(changed)} subject(s) ({first_few(changed)}: their source files changed "
                      f"and the cache was updated)")

@@ -48,7 +48,7 @@ def make_checkpoint(trainer: Trainer, state: TrainState, metrics: dict[str, Any]
         label_map=dict(manifest.label_map), preprocess=manifest.settings.to_json(),
         label_values=manifest.dataset.get("label_values") if isinstance(manifest.dataset, dict) else None,
         run_id=state.run_id, splits={k: list(v) for k, v in manifest.splits.items()},
-        subject_keys={sid: manifest.subjects[sid].key for split in ("train", "val")
+        subject_keys={sid: manifest.subjects.table[sid].key for split in ("train", "val")
                       for sid in manifest.splits.get(split, []) if sid in manifest.subjects},
         cache=str(trainer.cache), cache_hash=manifest.settings.hash, config=trainer.cfg.to_dict(),
         epoch=state.epoch, metrics=metrics, world_size=trainer.dist.world_size,
