@@ -1,6 +1,7 @@
 """nnU-Net's recipe as configuration values: SGD and the poly schedule, deep supervision (targets, weights, eval
 output, checkpoints), and configs/nnunet2d.toml."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from ctslice.config import ModelConfig, TrainConfig, load_config
 from ctslice.config.checks import ConfigError
+from ctslice.errors import CtsliceError
 from ctslice.model.checkpoint import read_checkpoint_dict
 from ctslice.model.load import load_model
 from ctslice.model.unet import build_model, describe_heads
@@ -104,6 +106,9 @@ def test_a_deep_supervision_run_checkpoints_and_loads_back_its_heads(cache32, tm
     assert len(model.aux_heads) == 1 and not model.training
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
     assert tuple(model(torch.rand(1, 1, 32, 32)).shape) == (1, checkpoint.num_classes, 32, 32)
+    plain = dataclasses.replace(cfg, model=ModelConfig(4, 4), train=dataclasses.replace(cfg.train, epochs=2))
+    with pytest.raises(CtsliceError, match="the model .*deep supervision in the checkpoint"):
+        run_training(cache32, tmp_path / "run", plain, resume=tmp_path / "run")
 
 
 def test_nnunet2d_config_sets_the_recipe_over_the_demo_settings():
