@@ -2,12 +2,14 @@
 output, checkpoints), and configs/nnunet2d.toml."""
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from checkpoints import edit_checkpoint
 from ctslice.config import ModelConfig, TrainConfig, load_config
 from ctslice.config.checks import ConfigError
 from ctslice.errors import CtsliceError
@@ -106,6 +108,12 @@ def test_a_deep_supervision_run_checkpoints_and_loads_back_its_heads(cache32, tm
     assert len(model.aux_heads) == 1 and not model.training
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
     assert tuple(model(torch.rand(1, 1, 32, 32)).shape) == (1, checkpoint.num_classes, 32, 32)
+    for wrong, message in (("yes", "deep_supervision'] is 'yes'"), (False, "its weights hold")):
+        copy = tmp_path / f"edited_{wrong}.pth"
+        shutil.copy(tmp_path / "run" / "checkpoint_best.pth", copy)
+        edit_checkpoint(copy, lambda c: c["model_config"].update(deep_supervision=wrong))
+        with pytest.raises(CtsliceError, match=message):
+            load_model(copy)
     plain = dataclasses.replace(cfg, model=ModelConfig(4, 4), train=dataclasses.replace(cfg.train, epochs=2))
     with pytest.raises(CtsliceError, match="the model .*deep supervision in the checkpoint"):
         run_training(cache32, tmp_path / "run", plain, resume=tmp_path / "run")
