@@ -1,4 +1,4 @@
-"""Exact resume (cosine and plateau), refusals, a real SIGTERM mid-epoch, kill -9 during checkpoint writes."""
+"""Exact resume (cosine, plateau, nnU-Net's SGD + poly + deep supervision + augmentations), refusals, a real SIGTERM mid-epoch, kill -9 during checkpoint writes."""
 
 import dataclasses
 import json
@@ -22,11 +22,19 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 TIMING = {"epoch_time", "samples_per_second", "perf/data_wait_fraction", "perf/step_time"}
 
 
-def config(**train):
+def config(model=None, augment=None, **train):
     return load_config(None, {
         "train": {"epochs": 2, "wandb": "disabled", "log_every": 1, "val_images": 1, "keep_checkpoints": 0,
                   "cosine_t_max": 2, "plateau_patience": 0, **train},
-        "model": {"base_width": 4, "depth": 3}, "loader": {"batch_size": 8, "workers": 0}})
+        "model": {"base_width": 4, "depth": 3, **(model or {})}, "augment": augment or {},
+        "loader": {"batch_size": 8, "workers": 0}})
+
+
+# nnU-Net's recipe (configs/nnunet2d.toml): SGD + poly, deep supervision (depth 4: one extra head on 32 px
+# slices) and every augmentation drawn, elastic and mirroring included, so their RNG draws are resumed too
+NNUNET = dict(optimizer="sgd", scheduler="poly", model={"depth": 4, "deep_supervision": True},
+              augment={f"{name}_probability": 0.5 for name in ("elastic", "mirror", "noise", "blur", "multiply",
+                                                               "contrast", "lowres", "gamma", "gamma_invert")})
 
 
 def weights(run: Path) -> dict:
@@ -41,11 +49,12 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert strip(ha["epochs"]) == strip(hb["epochs"]) and ha["batches"] == hb["batches"]
 
 
-@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
-def test_one_epoch_then_resume_is_bitwise_the_two_epoch_run(cache32, tmp_path, scheduler):
-    run_training(cache32, tmp_path / "whole", config(scheduler=scheduler))
-    run_training(cache32, tmp_path / "parts", config(scheduler=scheduler, epochs=1))
-    resumed = run_training(cache32, tmp_path / "parts", config(scheduler=scheduler), resume=tmp_path / "parts")
+@pytest.mark.parametrize("recipe", [dict(scheduler="cosine"), dict(scheduler="plateau"), NNUNET],
+                         ids=["cosine", "plateau", "nnunet2d"])
+def test_one_epoch_then_resume_is_bitwise_the_two_epoch_run(cache32, tmp_path, recipe):
+    run_training(cache32, tmp_path / "whole", config(**recipe))
+    run_training(cache32, tmp_path / "parts", config(**recipe, epochs=1))
+    resumed = run_training(cache32, tmp_path / "parts", config(**recipe), resume=tmp_path / "parts")
     assert [r["epoch"] for r in resumed.history] == [1, 2]  # continued, nothing duplicated or lost
     assert_same_run(tmp_path / "whole", tmp_path / "parts")
     ckpt = read_checkpoint_dict(tmp_path / "parts" / "checkpoint_last.pth")

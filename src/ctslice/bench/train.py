@@ -77,12 +77,10 @@ def _cycle(loader):
 def with_outputs(t, classes: int) -> None:
     """Give trainer `t` a fresh model with `classes` outputs (the real job's 118 on a demo cache with fewer
     labels; the loss only needs labels below that)."""
-    from ..config import ModelConfig
     from ..train.build import build_optimizer
     from ..model.unet import build_model, count_parameters
 
-    model = build_model(ModelConfig(t.cfg.model.base_width, t.cfg.model.depth), t.cfg.loader.context_slices,
-                        classes).to(t.device)
+    model = build_model(t.cfg.model, t.cfg.loader.context_slices, classes).to(t.device)
     if t.device.type == "cuda" and t.cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     t.model = t.forward = model

@@ -22,14 +22,15 @@ def train(
         "--out", "-o", help="Run folder for checkpoints, history and figures: a new or empty folder, or the run "
                             "that --resume continues (default: --resume's folder when it is one, else a new "
                             "runs/<time>; a non-empty folder of another run or of other files is refused).")] = None,
-    config: Annotated[Optional[Path], typer.Option(
-        help="TOML file with [train], [model], [loader], [augment].")] = None,
+    config: Annotated[Optional[list[Path]], typer.Option(
+        help="TOML file with [train], [model], [loader], [augment]; repeat it to layer files, each over the ones "
+             "before it (make train: configs/demo.toml, then ARGS' --config configs/nnunet2d.toml).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Epochs. [default: {_T.epochs}]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Slices per batch and process (GPU). [default: {_L.batch_size}]")] = None,
     lr: Annotated[Optional[float], typer.Option(
         "--lr", help=f"Peak learning rate. [default: {_T.learning_rate}]")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
-        help=f"cosine, plateau or none. [default: {_T.scheduler}]")] = None,
+        help=f"cosine, plateau, poly or none. [default: {_T.scheduler}]")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader workers. [default: {_L.workers}]")] = None,
     device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. [default: {_T.device}]")] = None,
     wandb: Annotated[Optional[str], typer.Option(
@@ -63,7 +64,7 @@ def train(
         from ..train.run import run_training
 
         cache, run_settings = resume_defaults(resume, cache)  # `--resume RUN` alone continues the run as it was
-        cfg = load_config(config, {
+        cfg = load_config(config or None, {
             "train": {"epochs": epochs, "learning_rate": lr, "scheduler": scheduler, "device": device,
                       "wandb": wandb, "fold": fold, "folds": folds},
             "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)

@@ -152,20 +152,20 @@ RUN_SECTIONS = ("loader", "model", "train", "augment")
 """The sections a training run is made of: a resumed run takes them from its checkpoint."""
 
 
-def load_config(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+def load_config(path: Path | list[Path] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 run_settings: dict[str, dict[str, Any]] | None = None, base: Config | None = None) -> Config:
     """`base` (default: the defaults; an existing cache's own settings are the base of its update, see
     preprocess/settings.py, so that updating a cache without flags keeps its settings), then the sections of a run
     being resumed (`run_settings`, its checkpoint's config: a resume without flags continues the same run), then
-    the TOML file's sections, then `overrides` ({"preprocess": {"size": 256}}; None values mean "not given" and
+    the TOML file's sections (several files: each over the ones before it), then `overrides` ({"preprocess": {"size": 256}}; None values mean "not given" and
     are skipped, so CLI options can be passed straight through)."""
     layers: list[tuple[str, Any, bool]] = []
     if run_settings:
         run = ({name: values for name, values in run_settings.items() if name in RUN_SECTIONS}
                if isinstance(run_settings, Mapping) else run_settings)
         layers.append(("the resumed run's settings", run, False))
-    if path is not None:
-        layers.append((str(path), read_toml(Path(path)), False))
+    for each in ([] if path is None else path if isinstance(path, list) else [path]):
+        layers.append((str(each), read_toml(Path(each)), False))
     if overrides:
         layers.append(("command line", overrides, True))
     return _resolve(layers, base)

@@ -19,6 +19,11 @@ class ModelConfig:
     depth: int = 5
     """Stages including the bottleneck; slice sizes must be divisible by 2**(depth-1)."""
 
+    deep_supervision: bool = False
+    """nnU-Net's deep supervision: 1x1 heads also at the decoder's lower stages (all but the lowest, whose loss
+    weight nnU-Net sets to 0), trained on nearest-downsampled labels. Inference uses the full-resolution head
+    only. Depth 3 or less has no such stage (nothing is added)."""
+
     SECTION = "model"
     LIMITS = {
         "base_width": Limit(1, 1024),  # 1024 already means 16,384 channels at depth 5
@@ -47,7 +52,15 @@ class ModelConfig:
 
         down = sum(double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths))
         up = sum(4 * 2 * w * w + w + double_conv(2 * w, w) for w in widths[:-1])
-        return down + up + widths[0] * num_classes + num_classes
+        heads = sum(w * num_classes + num_classes for w in [widths[0], *self.supervised_widths()])
+        return down + up + heads
+
+    def supervised_widths(self) -> list[int]:
+        """Channels of the decoder stages that get an extra (deep supervision) head: at 1/2, 1/4, ... of the
+        slice size, the lowest decoder stage left out; empty without deep supervision."""
+        if not self.deep_supervision:
+            return []
+        return [self.base_width * 2**i for i in range(1, self.depth - 2)]
 
     def memory_bytes(self, in_channels: int, num_classes: int, size: int) -> int:
         """Rough float32 memory to build the model and run one size x size slice through it: the weights and,
@@ -72,7 +85,10 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-SCHEDULERS = ("cosine", "plateau", "none")
+SCHEDULERS = ("cosine", "plateau", "poly", "none")
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 3e-5}
+"""torch's AdamW default; nnU-Net's SGD value (L2 through the gradient, so far smaller than AdamW's)."""
 INTENSITY_SCHEMES = ("window", "ct")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -86,13 +102,27 @@ class TrainConfig:
     """Passes over the training split (or `steps_per_epoch` batches each)."""
 
     learning_rate: float = 1e-3
-    """AdamW's peak learning rate."""
+    """The optimizer's peak learning rate (nnU-Net's SGD uses 1e-2)."""
 
-    weight_decay: float = 0.01
-    """AdamW's decoupled weight decay (torch's default)."""
+    optimizer: str = "adamw"
+    """'adamw' (torch's AdamW) or 'sgd' (SGD with `momentum` and Nesterov when `nesterov`: nnU-Net's)."""
+
+    weight_decay: float | None = None
+    """Weight decay; None = the optimizer's usual value: 0.01 for AdamW (decoupled, torch's default), 3e-5 for SGD
+    (nnU-Net's)."""
+
+    momentum: float = 0.99
+    """SGD's momentum (nnU-Net's 0.99); unused by AdamW."""
+
+    nesterov: bool = True
+    """SGD with Nesterov momentum (nnU-Net's); unused by AdamW."""
 
     scheduler: str = "cosine"
-    """'cosine' (CosineAnnealingLR per epoch), 'plateau' (ReduceLROnPlateau on val Dice, mode max) or 'none'."""
+    """'cosine' (CosineAnnealingLR per epoch), 'plateau' (ReduceLROnPlateau on val Dice, mode max), 'poly'
+    (nnU-Net's lr x (1 - epoch/epochs)^poly_exponent, per epoch) or 'none'."""
+
+    poly_exponent: float = 0.9
+    """Exponent of the 'poly' schedule (nnU-Net's 0.9)."""
 
     cosine_t_max: int | None = None
     """Cosine period in epochs; None = epochs."""
@@ -182,8 +212,11 @@ class TrainConfig:
         "epochs": Limit(1, 1_000_000),
         # torch's AdamW raises a bare ValueError for negative rates and decays: say which setting, as for the others
         "learning_rate": Limit(0, 10, low_open=True),
+        "optimizer": OneOf(OPTIMIZERS),
         "weight_decay": Limit(0, 10),
+        "momentum": Limit(0, 1, high_open=True),
         "scheduler": OneOf(SCHEDULERS),
+        "poly_exponent": Limit(0, 100, low_open=True),
         "cosine_t_max": Limit(1, 1_000_000),
         "cosine_eta_min": Limit(0, 10),
         "plateau_factor": Limit(0, 1, low_open=True, high_open=True),
@@ -208,7 +241,7 @@ class TrainConfig:
         "folds": Limit(2, 100),
     }
     NONE_WORDS = {
-        "cosine_t_max": "none: epochs", "grad_clip": "none: no clipping", "steps_per_epoch": "none: the whole split",
+        "weight_decay": "none: 0.01 for adamw, 3e-5 for sgd", "cosine_t_max": "none: epochs", "grad_clip": "none: no clipping", "steps_per_epoch": "none: the whole split",
         "val_batches": "none: every val slice", "window_min": "none: the cache's hu_min",
         "window_max": "none: the cache's hu_max", "fold": "none: the cache's train/val split"}
 
@@ -225,11 +258,18 @@ class TrainConfig:
         """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
         check_section(self)
 
+    @property
+    def resolved_weight_decay(self) -> float:
+        return DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation of training batches, on the training device; never applied to validation. No left-right
-    flips: many structures are left/right pairs."""
+    """Augmentation of training batches, on the training device, batched; never applied to validation. Each
+    transform has its probability per slice; the defaults are the seed's recipe (scale/rotation, brightness and
+    contrast jitter) and `configs/nnunet2d.toml` sets nnU-Net's 2D set. Mirroring is off by default: many
+    structures are left/right pairs, and a flipped slice shows the left kidney where the right one belongs while
+    its label still says "left"."""
 
     enabled: bool = True
     """Augment training batches at all."""
@@ -243,19 +283,98 @@ class AugmentConfig:
     rotate_degrees: float = 10.0
     """Rotation drawn uniformly from [-rotate_degrees, rotate_degrees] (in-plane)."""
 
+    elastic_probability: float = 0.0
+    """Chance of an elastic deformation (nnU-Net's 2D set leaves it off), in the same resampling as the zoom and
+    rotation."""
+
+    elastic_alpha: float = 900.0
+    """Elastic: strength, drawn from [0, elastic_alpha]; the displacement (px) is uniform noise in [-1, 1] smoothed
+    by a Gaussian of elastic_sigma px, times it (batchgenerators' definition and nnU-Net's range)."""
+
+    elastic_sigma: float = 10.0
+    """Elastic: smoothness of the displacement field in px (nnU-Net draws 9-13)."""
+
+    mirror_probability: float = 0.0
+    """Chance of a flip along each in-plane axis (left-right and anterior-posterior, each drawn alone). Off: a
+    flip swaps the sides of left/right pairs whose labels say which side they are on."""
+
     brightness: float = 0.1
-    """Additive intensity shift drawn from [-brightness, brightness] (in normalised units), per slice."""
+    """Additive intensity shift drawn from [-brightness, brightness] (in normalised units), every slice (the
+    seed's jitter; nnU-Net's set has none)."""
 
     contrast: float = 0.1
-    """Multiplicative intensity factor drawn from [1 - contrast, 1 + contrast], per slice."""
+    """Multiplicative intensity factor drawn from [1 - contrast, 1 + contrast], every slice (the seed's jitter;
+    nnU-Net's equivalent is multiply_probability)."""
+
+    noise_probability: float = 0.0
+    """Chance of additive Gaussian noise (nnU-Net: 0.1)."""
+
+    noise_variance: float = 0.1
+    """Noise: variance drawn from [0, noise_variance] (normalised units; nnU-Net's 0.1)."""
+
+    blur_probability: float = 0.0
+    """Chance of a Gaussian blur (nnU-Net: 0.2)."""
+
+    blur_sigma: float = 1.0
+    """Blur: sigma in px drawn from [blur_sigma / 2, blur_sigma] (nnU-Net's 0.5-1)."""
+
+    multiply_probability: float = 0.0
+    """Chance of a multiplicative brightness factor (nnU-Net: 0.15)."""
+
+    multiply_range: float = 0.25
+    """Multiplicative brightness: factor from [1 - multiply_range, 1 + multiply_range] (nnU-Net's 0.75-1.25)."""
+
+    contrast_probability: float = 0.0
+    """Chance of nnU-Net's contrast transform (0.15 there): (x - mean) * factor + mean, clipped to the slice's
+    range before."""
+
+    contrast_range: float = 0.25
+    """Contrast: factor from [1 - contrast_range, 1 + contrast_range] (nnU-Net's 0.75-1.25)."""
+
+    lowres_probability: float = 0.0
+    """Chance of simulated low resolution (nnU-Net: 0.25, per channel 0.5): nearest downsampling by a zoom, then
+    bicubic upsampling back."""
+
+    lowres_zoom: float = 0.5
+    """Low resolution: zoom drawn from [lowres_zoom, 1] (nnU-Net's 0.5)."""
+
+    gamma_probability: float = 0.0
+    """Chance of a gamma transform of the slice's intensity range, mean and std kept (nnU-Net: 0.3)."""
+
+    gamma_invert_probability: float = 0.0
+    """Chance of the same on the inverted intensities (nnU-Net: 0.1)."""
+
+    gamma_low: float = 0.7
+    """Gamma: half the draws from [gamma_low, 1], half from [1, gamma_high] (nnU-Net's 0.7 and 1.5)."""
+
+    gamma_high: float = 1.5
+    """Gamma: the upper end (see gamma_low)."""
 
     SECTION = "augment"
     LIMITS = {
         "probability": Limit(0, 1),
         "scale": Limit(0, 1, high_open=True),
         "rotate_degrees": Limit(0, 180),
+        "elastic_probability": Limit(0, 1),
+        "elastic_alpha": Limit(0, 1e5),
+        "elastic_sigma": Limit(1, 100),
+        "mirror_probability": Limit(0, 1),
         "brightness": Limit(0, 10),  # normalised intensities span about [0, 1] ('window') or a few units ('ct')
         "contrast": Limit(0, 1, high_open=True),
+        "noise_probability": Limit(0, 1),
+        "noise_variance": Limit(0, 10),
+        "blur_probability": Limit(0, 1),
+        "blur_sigma": Limit(0, 10, low_open=True),
+        "multiply_probability": Limit(0, 1),
+        "multiply_range": Limit(0, 1, high_open=True),
+        "contrast_probability": Limit(0, 1),
+        "contrast_range": Limit(0, 1, high_open=True),
+        "lowres_probability": Limit(0, 1),
+        "lowres_zoom": Limit(0.1, 1),
+        "gamma_probability": Limit(0, 1),
+        "gamma_invert_probability": Limit(0, 1),
+        "gamma_low": Limit(0.1, 1),
+        "gamma_high": Limit(1, 10),
     }
 
     def validate(self) -> None:

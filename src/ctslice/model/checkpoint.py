@@ -65,7 +65,8 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     """The bare state_dict (no DDP or torch.compile prefixes): loads into a plain UNet."""
     model_config: dict[str, int]
-    """base_width, depth, in_channels, num_classes."""
+    """base_width, depth, in_channels, num_classes, and deep_supervision (bool; absent in checkpoints written
+    before it existed: False)."""
     context_slices: int
     intensity: dict[str, Any]
     """clip [low, high], shift, scale: the input normalisation the weights were trained with."""
@@ -157,7 +158,8 @@ class Checkpoint:
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
         mc = self.model_config
         return validate_settings({"preprocess": {k: v for k, v in self.preprocess.items() if k in known},
-                                  "model": {"base_width": mc["base_width"], "depth": mc["depth"]},
+                                  "model": {"base_width": mc["base_width"], "depth": mc["depth"],
+                                            "deep_supervision": mc.get("deep_supervision", False)},
                                   "loader": {"context_slices": self.context_slices}}, "the checkpoint's settings")
 
 
@@ -288,6 +290,8 @@ def checkpoint_problem(ckpt: Mapping[str, Any]) -> str | None:
             if isinstance(values[key], bool) or not isinstance(values[key], types):
                 return f"{section}[{key!r}] is {values[key]!r} ({type(values[key]).__name__})"
     mc, intensity, label_map = ckpt["model_config"], ckpt["intensity"], ckpt["label_map"]
+    if not isinstance(mc.get("deep_supervision", False), bool):
+        return f"model_config['deep_supervision'] is {mc['deep_supervision']!r}, not true or false"
     k = ckpt["context_slices"]
     if isinstance(k, bool) or not isinstance(k, int) or k != mc["in_channels"]:
         return f"context_slices {k!r} differs from the model's in_channels {mc['in_channels']}"

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
 from ..errors import CtsliceError
 from .checkpoint import Checkpoint, read_checkpoint
 from .unet import UNet, build_model
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[UNet, Checkpoint]:
-    """The model in eval mode on `device`, and the checkpoint it came from."""
+    """The model in eval mode on `device` (so a deep-supervision model returns its full-resolution logits only),
+    and the checkpoint it came from."""
     checkpoint = read_checkpoint(path)
     mc = checkpoint.model_config
-    model = build_model(ModelConfig(base_width=mc["base_width"], depth=mc["depth"]), mc["in_channels"],
-                        mc["num_classes"])
+    model = build_model(checkpoint.settings().model, mc["in_channels"], mc["num_classes"])
     try:
         model.load_state_dict(checkpoint.model)
     except RuntimeError as e:

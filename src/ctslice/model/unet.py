@@ -5,6 +5,10 @@
 Per stage two 3x3 convolutions + BatchNorm + ReLU; max-pool down, transposed convolution up, skip connections
 by concatenation; a 1x1 head with one output channel per label-map entry, background included. Input height and
 width must be divisible by 2**(depth-1) (512 and 128, the preprocessing sizes, are).
+
+With deep supervision (nnU-Net's), the decoder stages at 1/2, 1/4, ... of the input size (the lowest left out)
+get 1x1 heads too: in training mode the model returns [full, 1/2, 1/4, ...] logits, in eval mode only the full
+resolution's, so evaluation, prediction and ensembles see one tensor either way.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ def double_conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, base_width: int = 32, depth: int = 5):
+    def __init__(self, in_channels: int, num_classes: int, base_width: int = 32, depth: int = 5,
+                 deep_supervision: bool = False):
         super().__init__()
         widths = [base_width * 2**i for i in range(depth)]
         self.down = nn.ModuleList([double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths)])
@@ -34,17 +39,26 @@ class UNet(nn.Module):
         self.up = nn.ModuleList([nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1])])
         self.merge = nn.ModuleList([double_conv(w * 2, w) for w in reversed(widths[:-1])])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        supervised = ModelConfig(base_width, depth, deep_supervision).supervised_widths()  # [1/2, 1/4, ...]
+        self.aux_heads = nn.ModuleList([nn.Conv2d(w, num_classes, 1) for w in reversed(supervised)])  # low first
         self.multiple = 2 ** (depth - 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         skips.pop()  # the bottleneck's output is x itself
-        for up, merge in zip(self.up, self.merge):
+        supervise = self.training and len(self.aux_heads) > 0
+        lower = len(self.up) - 1 - len(self.aux_heads)  # decoder stages before the first supervised one
+        outputs = []
+        for i, (up, merge) in enumerate(zip(self.up, self.merge)):
             x = merge(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
+            if supervise and lower <= i < len(self.up) - 1:
+                outputs.append(self.aux_heads[i - lower](x))
+        if not supervise:
+            return self.head(x)
+        return [self.head(x), *reversed(outputs)]  # full resolution first
 
 
 def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:
@@ -52,7 +66,15 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:
     cache's label map, background included)."""
     if in_channels < 1 or num_classes < 2:
         raise CtsliceError(f"a model needs >= 1 input channel and >= 2 classes, got {in_channels}, {num_classes}")
-    return UNet(in_channels, num_classes, cfg.base_width, cfg.depth)
+    return UNet(in_channels, num_classes, cfg.base_width, cfg.depth, cfg.deep_supervision)
+
+
+def describe_heads(model: UNet) -> str:
+    """The output heads, for the parameter count printed at the start of a run."""
+    if not len(model.aux_heads):
+        return "one output head"
+    scales = ", ".join(f"1/{2 ** (i + 1)}" for i in range(len(model.aux_heads)))
+    return f"output head at full size + deep supervision heads at {scales} (training only)"
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

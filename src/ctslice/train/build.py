@@ -14,7 +14,7 @@ import torch
 
 from ..cache.folds import fold_splits
 from ..cache.manifest import Manifest, read_manifest
-from ..config import Config, ModelConfig
+from ..config import Config
 from ..data.loader import build_loader
 from ..errors import CacheError, CtsliceError
 from ..model.device import resolve_device
@@ -77,7 +77,13 @@ def fixed_slices(present: np.ndarray, count: int) -> list[int]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    """AdamW, or nnU-Net's SGD (momentum 0.99, Nesterov); the learning rate is set before every step."""
+    train = cfg.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.learning_rate, momentum=train.momentum,
+                               nesterov=train.nesterov and train.momentum > 0,
+                               weight_decay=train.resolved_weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=train.learning_rate, weight_decay=train.resolved_weight_decay)
 
 
 def split_figures(manifest: Manifest, train_slices: int, val_slices: int) -> dict[str, float | int]:
@@ -153,7 +159,8 @@ class Trainer:
 
     def model_config(self) -> dict:
         return {"base_width": self.cfg.model.base_width, "depth": self.cfg.model.depth,
-                "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes}
+                "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes,
+                "deep_supervision": self.cfg.model.deep_supervision}
 
 
 def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dist | None = None) -> Trainer:
@@ -178,8 +185,7 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dis
     val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, subjects=manifest.splits["val"], **shards)
     for loader in (train_loader, val_loader):
         loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
-    model = build_model(ModelConfig(cfg.model.base_width, cfg.model.depth), cfg.loader.context_slices,
-                        manifest.num_labels).to(device)
+    model = build_model(cfg.model, cfg.loader.context_slices, manifest.num_labels).to(device)
     if device.type == "cuda" and train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = model

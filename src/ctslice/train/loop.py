@@ -16,7 +16,7 @@ from .build import Trainer, batches_per_epoch
 from .distributed import broadcast_buffers
 from .epoch_metrics import EpochCounts, batch_dice, comparison, gradient_norm, ranked_classes
 from .interrupt import StopTraining, loader_stopped
-from .loss import segmentation_loss
+from .loss import segmentation_loss, supervised_loss
 from .progress import NullProgress
 from .state import TrainState
 
@@ -41,9 +41,10 @@ def train_step(trainer: Trainer, images, labels, valid, lr: float) -> tuple[torc
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr
     with trainer.autocast:
-        logits = trainer.forward(model_input(trainer, images))
-    loss = segmentation_loss(logits, labels, valid, ce_weight=trainer.cfg.train.ce_weight,
-                             dice_weight=trainer.cfg.train.dice_weight)
+        outputs = trainer.forward(model_input(trainer, images))  # (deep supervision: [full, 1/2, ...])
+    loss = supervised_loss(outputs, labels, valid, ce_weight=trainer.cfg.train.ce_weight,
+                           dice_weight=trainer.cfg.train.dice_weight)
+    logits = outputs[0] if isinstance(outputs, list) else outputs
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if trainer.cfg.train.grad_clip is not None:

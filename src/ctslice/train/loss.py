@@ -9,6 +9,10 @@ cache, so the loss must not teach "this is background" there:
   multi-organ segmentation"): for a background pixel, the model's probability of "background" is the sum of the
   probabilities of background and of every class missing in that sample;
 - soft Dice leaves the class out for that sample (its terms are masked), as nnU-Net's ignore label does.
+
+With deep supervision the model returns logits at full, 1/2, 1/4, ... size (`model/unet.py`): the loss is the
+weighted sum of the same loss at each scale against the labels downsampled by nearest neighbour (every 2**k-th
+pixel, which is what F.interpolate's nearest mode takes), with the same per-sample `valid` mask at every scale.
 """
 
 from __future__ import annotations
@@ -67,3 +71,35 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.T
     if dice_weight:
         loss = loss + dice_weight * soft_dice_loss(logits, target, valid)
     return loss
+
+
+def deep_supervision_weights(stages: int) -> list[float]:
+    """nnU-Net's loss weights for the outputs of `stages` decoder stages, full resolution first: halving per
+    scale (1, 1/2, 1/4, ...), the lowest stage's set to 0, normalised to sum 1. One stage: [1.0]."""
+    weights = [0.5**i for i in range(stages)]
+    if stages > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def downsample_labels(target: torch.Tensor, factor: int) -> torch.Tensor:
+    """Labels (B, H, W) at 1/factor of their size by nearest neighbour: no label value is mixed or invented."""
+    return target[:, ::factor, ::factor]
+
+
+def supervised_loss(outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor,
+                    valid: torch.Tensor | None = None, *, ce_weight: float = 1.0,
+                    dice_weight: float = 1.0) -> torch.Tensor:
+    """`segmentation_loss` of one logits tensor, or of a deep-supervision list [full, 1/2, 1/4, ...] (the lowest
+    decoder stage has no head, its weight being 0) as the weighted sum over its scales."""
+    if isinstance(outputs, torch.Tensor):
+        return segmentation_loss(outputs, target, valid, ce_weight=ce_weight, dice_weight=dice_weight)
+    weights = deep_supervision_weights(len(outputs) + 1)
+    total = outputs[0].new_zeros((), dtype=torch.float32)
+    for k, (logits, weight) in enumerate(zip(outputs, weights)):
+        factor = target.shape[-1] // logits.shape[-1]
+        assert factor == 2**k, f"deep supervision output {k} is 1/{factor} of the labels' size, not 1/{2**k}"
+        total = total + weight * segmentation_loss(logits, downsample_labels(target, factor), valid,
+                                                   ce_weight=ce_weight, dice_weight=dice_weight)
+    return total

@@ -27,6 +27,7 @@ from ..config import Config
 from ..data.loader import worker_errors
 from .build import Trainer, build_trainer, check_cache, fixed_slices, is_better, run_config, split_figures
 from ..model.checkpoint import BEST, LAST, Checkpoint, epoch_checkpoint_name, save_checkpoint
+from ..model.unet import describe_heads
 from ..stopping import stop_signals
 from .checkpoint import prune_epoch_checkpoints, remove_stale_temporaries
 from .distributed import Dist, any_rank, close_distributed, init_distributed
@@ -106,7 +107,7 @@ def _train(cache: Path, out: Path, cfg: Config, manifest, path: Path | None, ckp
     figures = split_figures(manifest, len(trainer.train_loader.dataset), len(trainer.val_loader.dataset))
     progress.message(f"U-Net {cfg.model.base_width}x{cfg.model.depth}: {trainer.params[0]:,} parameters "
                      f"({trainer.params[1]:,} trainable), {cfg.loader.context_slices} input channel(s), "
-                     f"{manifest.num_labels} outputs; {figures['train_slices']} train / {figures['val_slices']} val "
+                     f"{manifest.num_labels} outputs ({describe_heads(trainer.model)}); {figures['train_slices']} train / {figures['val_slices']} val "
                      f"slices; device {trainer.device.type}"
                      + (f", {distributed.world_size} processes ({distributed.backend})" if distributed.enabled else ""))
     loggers = []

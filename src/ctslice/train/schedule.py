@@ -6,7 +6,8 @@
     state = schedule.state_dict()          # into the checkpoint
 
 The formulas are those of torch's CosineAnnealingLR (closed form) and ReduceLROnPlateau (mode max, relative
-threshold 1e-4, no cooldown), tested against torch itself. They are written out because a linear warm-up in steps
+threshold 1e-4, no cooldown), tested against torch itself, and nnU-Net's poly schedule (its PolyLRScheduler, set
+once per epoch as the cosine is), tested against a hand computation. They are written out because a linear warm-up in steps
 multiplies whichever is chosen, and torch's epoch schedulers cannot be composed with a per-step warm-up and with
 each other's state in one optimizer without stepping in two places.
 """
@@ -26,6 +27,12 @@ def cosine_lr(epoch: int, base_lr: float, t_max: int, eta_min: float) -> float:
     """CosineAnnealingLR: eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / t_max)) / 2. Past t_max it rises
     again (torch's closed form does the same)."""
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
+
+
+def poly_lr(epoch: int, base_lr: float, epochs: int, exponent: float = 0.9) -> float:
+    """nnU-Net's poly schedule: base_lr * (1 - epoch / epochs) ** exponent, per epoch (epoch from 0, so the last
+    epoch trains at a small non-zero rate); 0 from `epochs` on (a resume that raises --epochs stretches it)."""
+    return base_lr * max(0.0, 1 - epoch / epochs) ** exponent
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -55,11 +62,13 @@ def plateau_step(state: PlateauState, score: float, *, factor: float, patience: 
 
 
 class LRSchedule:
-    """The learning rate of every step: base schedule by epoch (cosine, plateau or constant) times the warm-up."""
+    """The learning rate of every step: base schedule by epoch (cosine, plateau, poly or constant) times the
+    warm-up."""
 
     def __init__(self, cfg: TrainConfig):
         self.kind, self.base_lr, self.warmup_steps = cfg.scheduler, cfg.learning_rate, cfg.warmup_steps
         self.t_max, self.eta_min = cfg.cosine_t_max or cfg.epochs, cfg.cosine_eta_min
+        self.epochs, self.poly_exponent = cfg.epochs, cfg.poly_exponent
         self.plateau_args = dict(factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.plateau_min_lr)
         self.plateau = PlateauState(cfg.learning_rate)
 
@@ -68,6 +77,8 @@ class LRSchedule:
             return cosine_lr(epoch, self.base_lr, self.t_max, self.eta_min)
         if self.kind == "plateau":
             return self.plateau.lr
+        if self.kind == "poly":
+            return poly_lr(epoch, self.base_lr, self.epochs, self.poly_exponent)
         return self.base_lr
 
     def lr(self, epoch: int, step: int) -> float:
