@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from builders import box_mask, ct_volume, nnunet_dataset, ts_subject
+from builders import box_mask, nnunet_dataset, ts_subject
 from clinical_builders import OBLIQUE, write_dicom_series, write_itk
 from conftest import require_real_subject
 from ctslice.cache import store

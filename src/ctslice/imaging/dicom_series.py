@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .itk_files import itk_message
-from .itk_image import LPS_TO_RAS, itk_affine, lazy_image, to_ijk
+from .itk_image import itk_affine, lazy_image, to_ijk
 
 DICM_OFFSET = 128
 SPACING_TOLERANCE_MM = 0.02
