@@ -132,6 +132,9 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
     assert set(data["loader_vs_npy_loader"]) == {"0", "1"} and data["dataset_vs_npy"] > 0
     assert data["dataset_vs_naive"] > 1
     assert "dataset / naive" in result.output
+    one_worker = [r for r in data["results"] if r["workers"] == 1]  # where a DataLoader's CPU goes, printed
+    assert all(len(r["worker_cpu_us_per_pair"]) == 1 and r["main_cpu_us_per_batch"] > 0 for r in one_worker)
+    assert "CPU us/pair in each worker" in result.output and "us/batch of 16" in result.output
 
 
 # --- Reused batch buffers (data/ring.py) ----------------------------------------------------------------------

@@ -161,24 +161,24 @@ def _time_items(ds: Dataset, order: list[int]) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far."""
+def _cpu_seconds(pids: list[int]) -> list[float]:
+    """User + system CPU seconds each process has used so far (0 for one that is gone)."""
     import psutil
 
-    total = 0.0
+    seconds = []
     for pid in pids:
         try:
             times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            seconds.append(times.user + times.system)
         except psutil.Error:
-            continue
-    return total
+            seconds.append(0.0)
+    return seconds
 
 
-def _time_loader(ds: Dataset, order: list[int], cfg: LoaderConfig, batches: int
-                 ) -> tuple[float, int, list, float]:
-    """(seconds, pairs, worker memory, CPU seconds of the readers: the workers, or this process without them) for
-    `batches` batches after warm-up (worker start and queues filled)."""
+def _time_loader(ds: Dataset, order: list[int], cfg: LoaderConfig, batches: int) -> dict:
+    """For `batches` batches after warm-up (worker start and queues filled): seconds, pairs, worker memory, CPU
+    seconds of the readers (the workers, or this process without them), each worker's CPU seconds and this
+    (main) process's CPU seconds (with workers: what it spends receiving and unpacking batches)."""
     import psutil
 
     warmup = 2 * max(cfg.workers, 1) + 1
@@ -190,23 +190,30 @@ def _time_loader(ds: Dataset, order: list[int], cfg: LoaderConfig, batches: int
     for _ in range(warmup):
         next(it)
     workers = [p.pid for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    cpu_at = _cpu_seconds(workers) if workers else time.process_time()
+    workers_at, main_at = _cpu_seconds(workers), time.process_time()
     pairs, start = 0, time.perf_counter()
     for batch in it:
         pairs += len(batch["label"])
     seconds = time.perf_counter() - start
-    cpu = (_cpu_seconds(workers) if workers else time.process_time()) - cpu_at
+    main = time.process_time() - main_at
+    per_worker = [b - a for a, b in zip(workers_at, _cpu_seconds(workers))]
     memory = _worker_memory(workers)
     del it, loader
-    return seconds, pairs, memory, cpu
+    return {"seconds": seconds, "pairs": pairs, "memory": memory, "cpu": sum(per_worker) if workers else main,
+            "worker_cpu": per_worker, "main_cpu": main if workers else None}
 
 
 def _entry(name: str, kind: str, workers: int, pairs: int, seconds: float, memory: list | None = None,
-           cpu: float | None = None) -> dict:
+           cpu: float | None = None, worker_cpu: list[float] | None = None, main_cpu: float | None = None,
+           batch_size: int = 1) -> dict:
+    """One row. CPU per pair of each worker assumes the DataLoader's round robin: each made pairs / workers."""
     rate = pairs / seconds if seconds > 0 else float("nan")
     return {"name": name, "kind": kind, "workers": workers, "pairs": pairs, "seconds": round(seconds, 4),
             "pairs_per_s": rate, "pairs_per_s_per_worker": rate / max(workers, 1),
             "cpu_us_per_pair": cpu / pairs * 1e6 if cpu is not None and pairs else None,
+            "worker_cpu_us_per_pair": [c / (pairs / workers) * 1e6 for c in worker_cpu or []] if pairs else [],
+            "main_cpu_us_per_batch": main_cpu / (pairs / batch_size) * 1e6 if main_cpu is not None and pairs
+            else None,
             "worker_memory": memory or []}
 
 
@@ -266,8 +273,9 @@ def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...],
             log(f"DataLoader, {workers} workers: {batches} batches of {batch_size} each ...")
         for name, kind, dataset in (("ctslice DataLoader", "loader", ds),
                                     (".npy memmap DataLoader", "npy_loader", npy)):
-            seconds, pairs, memory, cpu = _time_loader(dataset, order, cfg, batches)
-            add(_entry(f"{name}, {workers} workers", kind, workers, pairs, seconds, memory, cpu))
+            t = _time_loader(dataset, order, cfg, batches)
+            add(_entry(f"{name}, {workers} workers", kind, workers, t["pairs"], t["seconds"], t["memory"], t["cpu"],
+                       t["worker_cpu"], t["main_cpu"], batch_size))
     result.update(_ratios(result["results"]))
     return result
 
@@ -322,6 +330,11 @@ def format_table(result: dict) -> list[str]:
     for workers, value in result["loader_vs_npy_loader"].items():
         target = TARGETS["loader_vs_npy_loader"] if int(workers) else TARGETS["dataset_vs_npy"]
         lines.append(f"DataLoader / .npy DataLoader, {workers} workers: {verdict(value, target)}")
+    for r in result["results"]:  # where a DataLoader's CPU goes: each worker, and the main process receiving
+        if r["kind"] in ("loader", "npy_loader") and r["workers"] and r.get("worker_cpu_us_per_pair"):
+            each = "/".join(f"{c:.0f}" for c in r["worker_cpu_us_per_pair"])
+            lines.append(f"{r['name']}: CPU us/pair in each worker {each}; main process "
+                         f"{r['main_cpu_us_per_batch']:,.0f} us/batch of {result['batch_size']}")
     worker_rows = [r for r in result["results"] if r["kind"] == "loader" and r["workers"] and r.get("cpu_us_per_pair")]
     if worker_rows:
         r = worker_rows[-1]

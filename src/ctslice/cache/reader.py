@@ -53,6 +53,8 @@ from .manifest import Manifest, manifest_digest, read_manifest
 _READ_SLACK = 4096
 # Opening retries when the manifest changes between reading it and taking its lease (an update finished then).
 _OPEN_TRIES = 5
+# Chunk file of slice z, relative to its subject folder: `layout.chunk_key(array, z, 0, 0)` as a format string.
+_IMAGE_KEY, _LABEL_KEY = (layout.chunk_key(array, "{}", 0, 0) for array in ("image", "label"))
 
 
 class CacheReader:
@@ -177,22 +179,25 @@ class CacheReader:
                    labels: np.ndarray) -> None:
         """A batch in one call: row j gets the `context` image slices centred on slice zs[j] of subject number
         subjects[j] (clamped at the volume's ends, as `data.dataset.context_window`) into images[j] (context, H, W)
-        and its label into labels[j]. The windows are computed for the whole batch at once, a repeated edge slice
-        is decoded once, and each chunk is decoded straight into its row."""
-        subjects = np.asarray(subjects, dtype=np.int64)
-        zs = np.asarray(zs, dtype=np.int64)
-        counts = self.shapes[subjects, 0]
-        outside = np.flatnonzero((zs < 0) | (zs >= counts))
-        if len(outside):
-            j = outside[0]
-            raise IndexError(f"{self.subjects[subjects[j]]}: slice {zs[j]} out of range (subject has {counts[j]})")
-        half = context // 2
-        windows = np.clip(zs[:, None] + np.arange(-half, half + 1), 0, (counts - 1)[:, None]).tolist()
+        and its label into labels[j]. Every slice is checked to exist before any is read, a repeated edge slice is
+        decoded once, and each chunk is decoded straight into its row.
+
+        The per-pair work is plain Python over ints: numpy's per-call costs (~1-3 us each for asarray, clip,
+        flatnonzero on a handful of values) made a fixed ~16 us a call, which for the one-item reads of `ds[i]`
+        was a third of the glue around a pair (`ctslice bench loader`, README "Benchmarks")."""
+        subjects = subjects.tolist() if isinstance(subjects, np.ndarray) else [int(s) for s in subjects]
+        zs = zs.tolist() if isinstance(zs, np.ndarray) else [int(z) for z in zs]
+        counts = self.shapes[subjects, 0].tolist()  # (an IndexError for a subject number out of range)
+        for s, z, count in zip(subjects, zs, counts):
+            if not 0 <= z < count:
+                raise IndexError(f"{self.subjects[s]}: slice {z} out of range (subject has {count})")
+        offsets = range(-(context // 2), context // 2 + 1)
         buf = self._buffer(images[0, 0].nbytes + _READ_SLACK)  # (an image row is larger than a label)
-        image_key, label_key = (layout.chunk_key(array, "{}", 0, 0) for array in ("image", "label"))
-        for j, (s, z, window) in enumerate(zip(subjects.tolist(), zs.tolist(), windows)):
+        image_key, label_key = _IMAGE_KEY, _LABEL_KEY
+        for j, (s, z, count) in enumerate(zip(subjects, zs, counts)):
             folder, rows, previous = self._folders[s], images[j], -1
-            for c, zc in enumerate(window):
+            for c, d in enumerate(offsets):
+                zc = min(max(z + d, 0), count - 1)
                 if zc == previous:  # clamped context repeats the edge slice (always next to itself)
                     rows[c] = rows[c - 1]
                 else:

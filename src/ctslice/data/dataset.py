@@ -141,6 +141,9 @@ class SliceDataset(Dataset):
         self.context_slices = context_slices
         self.rows = split_rows(self.reader, split, subjects)
         """Slice-index row of each item."""
+        sizes = np.unique(self.reader.shapes[np.unique(self.locate_many(np.arange(len(self)))[0]), 1:], axis=0)
+        self.slice_size: tuple[int, int] | None = tuple(sizes[0].tolist()) if len(sizes) == 1 else None
+        """(H, W) of every item; None when the subjects differ in slice size (a cache not made by preprocess)."""
 
     ring: BatchRing | None = None
     """Set by `loader.RingLoader` before its workers start: the buffers they decode batches into."""
@@ -166,10 +169,11 @@ class SliceDataset(Dataset):
     def locate_many(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """(subject numbers, slices) of many items at once."""
         items = np.asarray(indices, dtype=np.int64)
-        outside = np.flatnonzero((items < -len(self)) | (items >= len(self)))
-        if len(outside):
-            raise IndexError(f"item {items[outside[0]]} out of range ({self.split} has {len(self)} slices)")
-        rows = self.rows[items]
+        try:
+            rows = self.rows[items]  # numpy's own bounds check ([-len, len)): no extra pass over the items
+        except IndexError:
+            outside = np.flatnonzero((items < -len(self)) | (items >= len(self)))
+            raise IndexError(f"item {items[outside[0]]} out of range ({self.split} has {len(self)} slices)") from None
         subjects = np.searchsorted(self.reader.offsets, rows, side="right") - 1
         return subjects, rows - self.reader.offsets[subjects]
 
@@ -180,10 +184,13 @@ class SliceDataset(Dataset):
         if not len(indices):
             return []
         subjects, zs = self.locate_many(indices)
-        sizes = self.reader.shapes[subjects, 1:]
-        if (sizes != sizes[0]).any():  # subjects of different slice sizes (not made by preprocess): one buffer each
-            return [item for i in indices for item in self.__getitems__([i])]
-        h, w = sizes[0].tolist()
+        if self.slice_size is not None:  # known once for the split: no per-batch check
+            h, w = self.slice_size
+        else:
+            sizes = self.reader.shapes[subjects, 1:]
+            if (sizes != sizes[0]).any():  # subjects of different slice sizes: one buffer each
+                return [item for i in indices for item in self.__getitems__([i])]
+            h, w = sizes[0].tolist()
         images, labels, token = batch_buffers(self.ring, len(indices), (self.context_slices, h, w), (h, w))
         try:
             with single_threaded_blosc():  # as in a worker, and the caller's own setting back afterwards
@@ -197,8 +204,7 @@ class SliceDataset(Dataset):
     def make_ring(self, workers: int, slots: int, batch_size: int) -> BatchRing | None:
         """Reused batch buffers for `workers` DataLoader workers (`ring.py`), or None when the split's subjects
         differ in slice size (batches then get buffers of their own size)."""
-        sizes = np.unique(self.reader.shapes[np.unique(self.locate_many(np.arange(len(self)))[0]), 1:], axis=0)
-        if len(sizes) != 1:
+        if self.slice_size is None:
             return None
-        h, w = sizes[0].tolist()
+        h, w = self.slice_size
         return BatchRing(workers, slots, batch_size, (self.context_slices, h, w), (h, w))
