@@ -60,19 +60,32 @@ def bench_preprocess(
 
 @bench_app.command("codecs")
 def bench_codecs(
-    cache: Annotated[Path, typer.Argument(help="A cache to take slices from (512x512 ones are representative).")],
-    slices: Annotated[int, typer.Option(help="Slices to sample.")] = 64,
+    caches: Annotated[list[Path], typer.Argument(help="Caches to take slices from (512x512 ones are "
+                                                      "representative); each gets its own table.")],
+    dataset: Annotated[Optional[Path], typer.Option(help="Also a dataset (e.g. ../shared/data/totalseg_example): "
+                                                         "preprocessed once under --out with the default settings, "
+                                                         "then measured like a cache.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where --dataset's cache is built.")] = Path("bench-out"),
+    slices: Annotated[int, typer.Option(help="Slices to sample per cache.")] = 64,
 ) -> None:
-    """Compression ratio and one-core decode speed of Blosc codecs on a cache's slices (the store's choice).
+    """Per Blosc codec: compression ratio of images and labels, and what a loader worker pays per slice (decode
+    into a reused array plus the crc32c over the stored bytes, one core), against the cache's own codec.
 
-    Example: ctslice bench codecs bench-out/cache-512
+    Example: ctslice bench codecs bench-out/loader-cache-512px-16x125-135-seed0 --dataset ../shared/data/totalseg_example
     """
     with user_errors():
-        from ..bench.codecs import measure_codecs
+        from ..bench.codecs import format_codecs, measure_codecs
 
-        out.print(f"{'codec':30s} {'image ratio':>11s} {'decode MB/s':>11s} {'us/image':>9s} {'label ratio':>11s} "
-                  f"{'decode MB/s':>11s} {'us/label':>9s}")
-        for row in measure_codecs(cache, slices):
-            out.print(f"{row['codec']:30s} {row['image_ratio']:11.2f} {row['image_decode_MBps']:11.0f} "
-                      f"{row['image_decode_us']:9.0f} {row['label_ratio']:11.1f} {row['label_decode_MBps']:11.0f} "
-                      f"{row['label_decode_us']:9.0f}")
+        if dataset is not None:
+            from ..config import PreprocessConfig
+            from ..errors import CtsliceError
+            from ..preprocess.run import run_preprocess
+
+            built = out_dir / f"codecs-cache-{dataset.resolve().name}"
+            if not run_preprocess(dataset, built, PreprocessConfig()).ok:
+                raise CtsliceError(f"{dataset}: preprocessing for the codec benchmark failed")
+            caches = [*caches, built]
+        for cache in caches:
+            title = f"{cache}: {slices} slices at most, one core, CPU us a slice (best of 5)"
+            for line in format_codecs(title, measure_codecs(cache, slices)):
+                out.print(line, highlight=False)
