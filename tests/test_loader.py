@@ -120,7 +120,7 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
 
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["bench", "loader", "--cache", str(cache), "--out", str(tmp_path), "--workers",
-                                      "0,1", "--batches", "2", "--samples", "8", "--naive", "1", "--json", str(out)])
+                                      "0,1", "--batches", "2", "--samples", "8", "--naive", "1", "--rounds", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     kinds = {(r["kind"], r["workers"]) for r in data["results"]}

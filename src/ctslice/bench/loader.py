@@ -219,15 +219,16 @@ def _entry(name: str, kind: str, workers: int, pairs: int, seconds: float, memor
 
 def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker_counts: tuple[int, ...] = (0, 1, 2),
                          batch_size: int = 16, batches: int = 48, samples: int = 1000, naive_samples: int = 3,
-                         context_slices: int = 1, seed: int = 0, log: Log | None = None) -> dict:
-    """Measure every way of reading on the same slices of `split`; returns the results as a JSON-able dict."""
+                         context_slices: int = 1, seed: int = 0, rounds: int = 3, log: Log | None = None) -> dict:
+    """Measure every way of reading on the same slices of `split`, each the best of `rounds` rounds taken in turn
+    with the way it is compared with; returns the results as a JSON-able dict."""
     with single_threaded_blosc():  # as in loader workers: one core per reader, for every row alike
         return _measure(cache, out, split, worker_counts, batch_size, batches, samples, naive_samples,
-                        context_slices, seed, log)
+                        context_slices, seed, rounds, log)
 
 
 def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...], batch_size: int, batches: int,
-             samples: int, naive_samples: int, context_slices: int, seed: int, log: Log | None) -> dict:
+             samples: int, naive_samples: int, context_slices: int, seed: int, rounds: int, log: Log | None) -> dict:
     ds = SliceDataset(cache, split, context_slices)
     manifest = read_manifest(cache)
     if len(ds) == 0:
@@ -237,7 +238,7 @@ def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...],
     raw_bytes = sum(s * h * w for s, h, w in shapes) * RAW_BYTES_PER_PIXEL
     result = {"cache": str(cache), "split": split, "split_slices": len(ds), "cache_slices": len(ds.reader),
               "slice_shape": list(shapes[0][1:]) if shapes else [], "context_slices": context_slices,
-              "batch_size": batch_size, "cores": len(os.sched_getaffinity(0)),
+              "batch_size": batch_size, "rounds": rounds, "cores": len(os.sched_getaffinity(0)),
               "pinned": loader_kwargs(LoaderConfig(pin_memory=True))["pin_memory"],
               "cache_bytes": folder_size(Path(cache)).disk_bytes, "raw_bytes": raw_bytes, "results": []}
     add = result["results"].append
@@ -262,22 +263,35 @@ def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...],
     npy = NpySliceDataset(*ensure_npy_copy(ds, npy_folder))
     sample = order[:samples]
     if log:
-        log(f"single process: {len(sample)} pairs each ...")
-    for name, kind, dataset in (("ctslice dataset, one process", "dataset", ds),
-                                (".npy memmap dataset, one process", "npy_dataset", npy)):
-        seconds, cpu = _time_items(dataset, sample)
+        log(f"single process: {len(sample)} pairs each, {rounds} alternating rounds ...")
+    ways = (("ctslice dataset, one process", "dataset", ds), (".npy memmap dataset, one process", "npy_dataset", npy))
+    for (name, kind, _), (seconds, cpu) in zip(ways, _best_rounds(rounds, [
+            lambda d=d: _time_items(d, sample) for _, _, d in ways], key=lambda t: t[0])):
         add(_entry(name, kind, 0, len(sample), seconds, cpu=cpu))
     for workers in worker_counts:
         cfg = LoaderConfig(batch_size=batch_size, workers=workers, seed=seed, context_slices=context_slices)
         if log:
-            log(f"DataLoader, {workers} workers: {batches} batches of {batch_size} each ...")
-        for name, kind, dataset in (("ctslice DataLoader", "loader", ds),
-                                    (".npy memmap DataLoader", "npy_loader", npy)):
-            t = _time_loader(dataset, order, cfg, batches)
+            log(f"DataLoader, {workers} workers: {batches} batches of {batch_size} each, {rounds} alternating rounds ...")
+        ways = (("ctslice DataLoader", "loader", ds), (".npy memmap DataLoader", "npy_loader", npy))
+        for (name, kind, _), t in zip(ways, _best_rounds(rounds, [
+                lambda d=d: _time_loader(d, order, cfg, batches) for _, _, d in ways], key=lambda t: t["seconds"])):
             add(_entry(f"{name}, {workers} workers", kind, workers, t["pairs"], t["seconds"], t["memory"], t["cpu"],
                        t["worker_cpu"], t["main_cpu"], batch_size))
     result.update(_ratios(result["results"]))
     return result
+
+
+def _best_rounds(rounds: int, measures: list[Callable[[], object]], key: Callable) -> list:
+    """Each measurement's least disturbed result (lowest `key`) over `rounds` rounds that take them in turn, so
+    that the ways compared see the same moments of a shared machine's load, and a burst of another job's work
+    slows one round of each rather than all rounds of one."""
+    best: list = [None] * len(measures)
+    for _ in range(max(rounds, 1)):
+        for i, measure in enumerate(measures):
+            got = measure()
+            if best[i] is None or key(got) < key(best[i]):
+                best[i] = got
+    return best
 
 
 def _ratios(results: list[dict]) -> dict:
@@ -305,6 +319,7 @@ def format_table(result: dict) -> list[str]:
     h, w = result["slice_shape"] or ("?", "?")
     lines = [f"loader benchmark: {result['cache']}, split {result['split']} ({result['split_slices']} of "
              f"{result['cache_slices']} slices, {h}x{w}, k={result['context_slices']}), batch {result['batch_size']}, "
+             f"best of {result.get('rounds', 1)} alternating rounds, "
              f"{result['cores']} cores, pinned memory {'on' if result['pinned'] else 'off (no CUDA)'}",
              f"{'way of reading':44s} {'workers':>7s} {'pairs/s':>10s} {'per worker':>10s} {'CPU us/pair':>11s}"
              f" {'peak RSS MB':>12s} {'USS MB':>7s}"]

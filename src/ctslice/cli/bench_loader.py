@@ -43,6 +43,8 @@ def bench_loader(
     samples: Annotated[int, typer.Option(help="Pairs read one by one in the single-process rows.")] = 1000,
     naive: Annotated[int, typer.Option(help="Samples read the naive way (each loads a whole subject).")] = 3,
     context_slices: Annotated[int, typer.Option(help="2.5D context slices k (odd).")] = 1,
+    rounds: Annotated[int, typer.Option(help="Rounds per comparison, ctslice and .npy in turn; each row is its "
+                                             "best round (a shared machine's load moves single runs 2-4x).")] = 3,
     alternatives: Annotated[bool, typer.Option("--alternatives", help="Also time other ways to read: zarr-python, "
                                                "read_bytes, pread, threads, stacking.")] = False,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
@@ -52,7 +54,8 @@ def bench_loader(
     worker's peak memory.
 
     The default (16 demo subjects, >= 2,000 slices of 512x512, 48 batches per row) takes about 3 minutes the
-    first time on 2 cores (demo data, cache and .npy copy are made once, under --out) and under a minute after.
+    first time on 2 cores (demo data, cache and .npy copy are made once, under --out) and about 2 minutes after
+    (3 alternating rounds of each comparison).
 
     Example (a GPU machine): ctslice bench loader --subjects 48 --workers 0,1,2,4,8,N --batches 200 --json r.json
     """
@@ -65,7 +68,7 @@ def bench_loader(
             cache = ensure_bench_cache(out_dir, subjects, size, (min_slices, max_slices), log=log)
         result = run_loader_benchmark(cache, out_dir, split=split, worker_counts=counts, batch_size=batch_size,
                                       batches=batches, samples=samples, naive_samples=naive,
-                                      context_slices=context_slices, log=log)
+                                      context_slices=context_slices, rounds=rounds, log=log)
         for line in format_table(result):
             out.print(line, highlight=False)
         if alternatives:

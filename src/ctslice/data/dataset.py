@@ -84,15 +84,6 @@ def context_window(z: int, k: int, slices: int) -> list[int]:
     return [min(max(z + d, 0), slices - 1) for d in range(-half, half + 1)]
 
 
-def empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor for a batch; in a DataLoader worker it lives in shared memory from the start, as
-    default_collate does it, so sending it to the main process copies nothing (`share_memory_()` would copy).
-    Workers of a `RingLoader` use this only when no ring slot is free (`ring.BatchRing.take`)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    return shared_empty(shape, dtype)
-
-
 class SliceBatch(Sequence):
     """The items of one `__getitems__` call: a sequence of item dicts, made only when asked for, over one filled
     batch buffer. `collate_slices` takes the buffer itself (`collated`), so a batch costs no per-item work."""
@@ -121,11 +112,14 @@ class SliceBatch(Sequence):
 def batch_buffers(ring: BatchRing | None, batch: int, image_shape: tuple[int, ...], label_shape: tuple[int, ...]
                   ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
     """(images int16, labels uint8, ring token or None) to decode a batch into: a free slot of the worker's ring
-    when there is one, else new buffers (`empty_batch`)."""
+    when there is one, else new uninitialised buffers. In a DataLoader worker those live in shared memory from the
+    start, as default_collate makes them, so sending them to the main process copies nothing (`share_memory_()`
+    would copy); workers of a `RingLoader` need them only when no ring slot is free (`ring.BatchRing.take`)."""
     slot = ring.take(batch) if ring is not None else None
     if slot is not None:
         return slot
-    return empty_batch((batch, *image_shape), torch.int16), empty_batch((batch, *label_shape), torch.uint8), None
+    new = torch.empty if get_worker_info() is None else shared_empty  # (asked once: ~1 us a call)
+    return new((batch, *image_shape), dtype=torch.int16), new((batch, *label_shape), dtype=torch.uint8), None
 
 
 class SliceDataset(Dataset):
