@@ -54,6 +54,16 @@ def test_batches_hold_the_sampled_items_in_stored_dtypes(cache):
         assert (first["subject"][j], first["slice"][j]) == (item["subject"], item["slice"])
 
 
+def test_items_by_negative_index_and_out_of_range_items(cache):
+    ds = SliceDataset(cache, "train", context_slices=3)
+    assert ds.slice_size == tuple(ds.reader.shapes[0, 1:].tolist())
+    last, also_last = ds[len(ds) - 1], ds[-1]
+    assert torch.equal(last["image"], also_last["image"]) and last["slice"] == also_last["slice"]
+    for bad in (len(ds), -len(ds) - 1):
+        with pytest.raises(IndexError, match=f"item {bad} out of range \\(train has {len(ds)} slices\\)"):
+            ds.__getitems__([0, bad])
+
+
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_workers_give_the_same_samples_as_in_process(cache, context):
     reference = _epochs(build_loader(cache, "train", CFG))

@@ -158,3 +158,44 @@ def test_a_batch_read_reports_each_damage_as_the_slice_read_does(tiny_cache):
         assert str(batch.value) == str(single.value) and str(tiny_cache) in str(batch.value), z
     reader.read_batch(np.array([s, s]), np.array([0, 2]), 1, np.empty((2, 1, h, w), np.int16),
                       np.empty((2, h, w), np.uint8))  # the others are fine
+
+
+def test_a_batch_is_decoded_into_its_buffer_exactly_as_zarr_stores_it(cache):
+    """read_batch fills a caller's batch buffer (2.5D windows clamped at both ends, subjects mixed, lists or
+    arrays) with the arrays zarr reads, row for row."""
+    reader = CacheReader(cache)
+    arrays = [_zarr_arrays(cache, sid) for sid in reader.subjects]
+    pairs = [(s, z) for s in range(len(reader.subjects)) for z in (0, 1, int(reader.shapes[s, 0]) - 1)]
+    subjects, zs = [s for s, _ in pairs], [z for _, z in pairs]
+    _, h, w = reader.shapes[0]
+    images, labels = np.full((len(pairs), 5, h, w), -7, np.int16), np.full((len(pairs), h, w), 7, np.uint8)
+    reader.read_batch(np.array(subjects), zs, 5, images, labels)
+    for j, (s, z) in enumerate(pairs):
+        window = np.clip(np.arange(z - 2, z + 3), 0, reader.shapes[s, 0] - 1)
+        np.testing.assert_array_equal(images[j], arrays[s][0][window])
+        np.testing.assert_array_equal(labels[j], arrays[s][1][z])
+
+
+def test_a_batch_with_a_slice_out_of_range_reads_nothing(cache):
+    reader = CacheReader(cache)
+    _, h, w = reader.shapes[0]
+    images, labels = np.zeros((2, 1, h, w), np.int16), np.zeros((2, h, w), np.uint8)
+    with pytest.raises(IndexError, match="slice 99 out of range"):
+        reader.read_batch(np.array([0, 0]), np.array([1, 99]), 1, images, labels)
+    assert not images.any() and not labels.any()  # checked before the first chunk is read
+
+
+def test_a_flipped_byte_in_a_batch_names_the_slice_and_leaves_the_other_rows_right(tiny_cache):
+    reader = CacheReader(tiny_cache)
+    sid = reader.subjects[0]
+    expected = [reader.read(sid, z) for z in (0, 1, 2)]
+    raw = bytearray(_chunk(tiny_cache, sid, "image", 2).read_bytes())
+    raw[20] ^= 0x01  # inside the compressed payload: only the crc32c can see it
+    _chunk(tiny_cache, sid, "image", 2).write_bytes(bytes(raw))
+    _, h, w = reader.shapes[0]
+    images, labels = np.zeros((3, 1, h, w), np.int16), np.zeros((3, h, w), np.uint8)
+    with pytest.raises(CacheError, match=f"subject {sid} slice 2 \\(image\\): checksum mismatch"):
+        reader.read_batch(np.zeros(3, np.int64), np.array([0, 1, 2]), 1, images, labels)
+    for j in (0, 1):
+        np.testing.assert_array_equal(images[j, 0], expected[j][0])
+        np.testing.assert_array_equal(labels[j], expected[j][1])
