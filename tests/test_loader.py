@@ -130,7 +130,7 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
 
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["bench", "loader", "--cache", str(cache), "--out", str(tmp_path), "--workers",
-                                      "0,1", "--batches", "2", "--samples", "8", "--naive", "1", "--rounds", "1", "--json", str(out)])
+                                      "0,1", "--batches", "2", "--samples", "8", "--naive", "1", "--rounds", "1", "--steps", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     kinds = {(r["kind"], r["workers"]) for r in data["results"]}
@@ -145,6 +145,10 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
     one_worker = [r for r in data["results"] if r["workers"] == 1]  # where a DataLoader's CPU goes, printed
     assert all(len(r["worker_cpu_us_per_pair"]) == 1 and r["main_cpu_us_per_batch"] > 0 for r in one_worker)
     assert "CPU us/pair in each worker" in result.output and "us/batch of 16" in result.output
+    steps = {row["step"]: row["us_per_pair"] for row in data["steps"]}  # --steps: where a pair's time goes
+    assert all(v > 0 for v in steps.values()) and "sum of the steps above" in result.output
+    assert steps["sum of the steps above"] == pytest.approx(sum(v for k, v in steps.items() if ":" in k
+                                                                and not k.startswith(".npy")))
 
 
 # --- Reused batch buffers (data/ring.py) ----------------------------------------------------------------------

@@ -114,6 +114,12 @@ class NpySliceDataset(Dataset):
         return BatchRing(workers, slots, batch_size, images_in.shape[1:], labels_in.shape[1:])
 
 
+def npy_dataset(ds: SliceDataset, out: Path) -> NpySliceDataset:
+    """The .npy ceiling of `ds` (its copy made once under `out`)."""
+    folder = Path(out) / "loader-npy" / f"{ds.reader.cache.name}-{ds.split}-k{ds.context_slices}"
+    return NpySliceDataset(*ensure_npy_copy(ds, folder))
+
+
 # --- The naive way ------------------------------------------------------------------------------------------------
 
 def naive_pair(data_root: Path, masks: list[str], ct: str, z: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,8 +265,7 @@ def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...],
 
     if log:
         log(f"raw .npy copy of the {len(ds)} {split} slices (written once) ...")
-    npy_folder = Path(out) / "loader-npy" / f"{Path(cache).name}-{split}-k{context_slices}"
-    npy = NpySliceDataset(*ensure_npy_copy(ds, npy_folder))
+    npy = npy_dataset(ds, out)
     sample = order[:samples]
     if log:
         log(f"single process: {len(sample)} pairs each, {rounds} alternating rounds ...")

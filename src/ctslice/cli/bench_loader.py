@@ -47,6 +47,9 @@ def bench_loader(
                                              "best round (a shared machine's load moves single runs 2-4x).")] = 3,
     alternatives: Annotated[bool, typer.Option("--alternatives", help="Also time other ways to read: zarr-python, "
                                                "read_bytes, pread, threads, stacking.")] = False,
+    steps: Annotated[bool, typer.Option("--steps", help="Also time each step of reading a pair in one process "
+                                        "(file reads, crc32c, Blosc decode, the Python around them) beside the "
+                                        ".npy ceiling's copy.")] = False,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
     """Slice pairs per second: naive NIfTI reading, the ctslice dataset and DataLoader, and the same DataLoader
@@ -79,5 +82,17 @@ def bench_loader(
             out.print(f"{'other ways to read, one process':58s} {'pairs/s':>10s}")
             for row in result["alternatives"]:
                 out.print(f"{row['name']:58s} {row['pairs_per_s']:10.1f}", highlight=False)
+        if steps:
+            from ..bench.loader import npy_dataset
+            from ..bench.read_steps import measure_steps
+            from ..data.dataset import SliceDataset, single_threaded_blosc
+
+            log("steps of reading a pair (one process, k = 1, CPU time, best of 5) ...")
+            ds = SliceDataset(cache, split)
+            with single_threaded_blosc():
+                result["steps"] = measure_steps(ds, npy_dataset(ds, out_dir), batch_size=batch_size)
+            out.print(f"{'where a pair goes, one process':58s} {'CPU us/pair':>11s}")
+            for row in result["steps"]:
+                out.print(f"{row['step']:58s} {row['us_per_pair']:11.1f}", highlight=False)
         if json_file:
             json_file.write_text(json.dumps(result, indent=1))
