@@ -40,6 +40,7 @@ def test_the_choice_is_the_fastest_codec_no_larger_than_the_stored_one():
     stored = _row("stored", 2.0, 80, stored=True)
     assert decide([_row("raw", 1.0, 40), stored, _row("zstd", 3.0, 400)]) is stored  # raw: faster but larger
     assert decide([stored, _row("same size, faster", 1.99, 60)])["codec"] == "same size, faster"
+    assert decide([stored, _row("smaller, as fast", 2.2, 78)]) is stored  # within the noise: no change
     assert decide([_row("raw", 1.0, 40)]) is None  # nothing to compare with
 
 

@@ -86,6 +86,7 @@ def bench_codecs(
                 raise CtsliceError(f"{dataset}: preprocessing for the codec benchmark failed")
             caches = [*caches, built]
         for cache in caches:
-            title = f"{cache}: {slices} slices at most, one core, CPU us a slice (best of 5)"
-            for line in format_codecs(title, measure_codecs(cache, slices)):
+            rows = measure_codecs(cache, slices)
+            title = f"{cache}: {rows[0]['slices']} slices of {slices} asked for, one core, CPU us a slice (best of 5)"
+            for line in format_codecs(title, rows):
                 out.print(line, highlight=False)
