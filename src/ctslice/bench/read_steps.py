@@ -16,7 +16,7 @@ import google_crc32c
 import numcodecs.blosc
 import numpy as np
 
-from ..cache import layout
+from ..cache import store
 from ..cache.reader import _read_file
 from ..data.dataset import SliceDataset
 
@@ -38,9 +38,10 @@ def measure_steps(ds: SliceDataset, npy=None, samples: int = 256, batch_size: in
     order = np.random.default_rng(seed).permutation(len(ds))[:samples].tolist()
     subjects, zs = ds.locate_many(order)
     h, w = ds.slice_size or reader.shapes[0, 1:].tolist()
-    paths = {array: [f"{reader._folders[s]}/{layout.chunk_key(array, z, 0, 0)}" for s, z in zip(subjects, zs)]
+    folders = [reader.manifest.subjects[sid].path for sid in reader.subjects]
+    paths = {array: [str(store.chunk_path(reader.cache, folders[s], array, z)) for s, z in zip(subjects, zs)]
              for array in ("image", "label")}
-    buf = reader._buffer(h * w * 2 + 4096)
+    buf = bytearray(h * w * 2 + 4096)
     stored = {array: [bytes(_read_file(p, buf, "")) for p in paths[array]] for array in paths}
     rows = {"image": np.empty((batch_size, h, w), np.int16), "label": np.empty((batch_size, h, w), np.uint8)}
 
@@ -80,6 +81,8 @@ def measure_steps(ds: SliceDataset, npy=None, samples: int = 256, batch_size: in
     result.append({"step": f"whole dataset, batches of {batch_size} (__getitems__)",
                    "us_per_pair": _best_us(batches(ds), rounds)})
     result.append({"step": "whole dataset, one item at a time (indexing)", "us_per_pair": _best_us(items, rounds)})
+    if not callable(getattr(type(reader), "_chunk_into", None)):  # what the stub below replaces
+        raise RuntimeError("CacheReader has no _chunk_into: update bench/read_steps.py")
     reader._chunk_into = lambda *args: None  # the Python alone: no file, crc or decode work (instance only)
     try:
         result.append({"step": f"Python around them, batches of {batch_size}", "us_per_pair": _best_us(batches(ds), rounds)})

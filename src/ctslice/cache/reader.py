@@ -191,12 +191,12 @@ class CacheReader:
         for s, z, count in zip(subjects, zs, counts):
             if not 0 <= z < count:
                 raise IndexError(f"{self.subjects[s]}: slice {z} out of range (subject has {count})")
-        offsets = range(-(context // 2), context // 2 + 1)
+        around = range(-(context // 2), context // 2 + 1)  # a window's steps from its centre
         buf = self._buffer(images[0, 0].nbytes + _READ_SLACK)  # (an image row is larger than a label)
         image_key, label_key = _IMAGE_KEY, _LABEL_KEY
         for j, (s, z, count) in enumerate(zip(subjects, zs, counts)):
             folder, rows, previous = self._folders[s], images[j], -1
-            for c, d in enumerate(offsets):
+            for c, d in enumerate(around):
                 zc = min(max(z + d, 0), count - 1)
                 if zc == previous:  # clamped context repeats the edge slice (always next to itself)
                     rows[c] = rows[c - 1]
