@@ -124,3 +124,27 @@ def test_separable_resampling_equals_scipy_affine_transform_bit_for_bit(seed):
         assert np.array_equal(cached[z][dst], label_slice[src])
         expected_cropped += np.count_nonzero(label_slice) - np.count_nonzero(label_slice[src])
     assert cropped == expected_cropped
+
+
+def test_a_subject_gets_its_workers_share_of_the_cores(monkeypatch):
+    from ctslice.preprocess import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert threads.subject_threads(0, None, in_process=True) == 4
+    assert [threads.subject_threads(w, None, in_process=False) for w in (1, 2, 3, 4)] == [4, 2, 1, 1]
+    assert threads.subject_threads(1, "tcp://elsewhere:8786", in_process=False) == 1  # its cores are unknown
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_alongside_gives_the_result_or_raises_its_error(background):
+    from ctslice.preprocess.threads import alongside
+
+    with alongside(lambda: 42, background) as get:
+        assert get() == 42
+
+    def fail():
+        raise ValueError("ct")
+
+    with alongside(fail, background) as get:
+        with pytest.raises(ValueError, match="ct"):
+            get()

@@ -24,7 +24,7 @@ from .fingerprint import file_fingerprint, subject_key
 from ..imaging.geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import mask_extent, merge_mask, slice_statistics
 from .sources import SubjectSource
-from .threads import map_in_order
+from .threads import alongside, map_in_order
 from ..cache.statistics import foreground_histogram
 from ..text import first_few
 
@@ -86,12 +86,20 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     memory.check_fits(ct_img, src.id, src.image)
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, ct_img.header.get_zooms()[:3], src.id, src.image)
-    ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
     missing: list[str] = []
-    if job.label_values is None:
-        label, overlap, missing = _merge_masks(job, ct_img, root)
-    else:
-        label, overlap = _read_label_file(job, ct_img, root), 0
+    # The CT is decompressed on a thread of its own while the masks are read and merged (a gzip stream is one
+    # thread's work): with 2+ threads the two overlap. Its error still comes first, as when it was read first.
+    with alongside(lambda: volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"]),
+                   background=job.threads > 1) as read_ct:
+        try:
+            if job.label_values is None:
+                label, overlap, missing = _merge_masks(job, ct_img, root)
+            else:
+                label, overlap = _read_label_file(job, ct_img, root), 0
+        except BaseException:
+            read_ct()
+            raise
+        ct = read_ct()
     labelled = int(np.count_nonzero(label))  # on the grid where overlaps are counted: their share's denominator
     image_cached = image_to_cache(ct, geometry, fill=s["hu_min"], threads=job.threads)
     del ct
