@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import formats
-from .nifti_read import GUNZIP_ERRORS, read_voxels
+from .nifti_read import GUNZIP_ERRORS, decode_gz, peek_nifti1_gz, read_voxels
 
 # Real datasets carry sform differences of ~1e-5 mm between a CT and its masks (float32 round-trips);
 # anything beyond this is a different grid.
@@ -107,6 +107,11 @@ def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.
         data = read_voxels(img.dataobj)
     except _READ_ERRORS as e:
         raise InputError(subject, name, f"unreadable or truncated data ({type(e).__name__}: {e})") from None
+    return _as_requested(data, dtype, subject, name)
+
+
+def _as_requested(data: np.ndarray, dtype: type, subject: str, name: str) -> np.ndarray:
+    """Float voxels rounded (after checking they are finite); others as they are."""
     if data.dtype == dtype:
         return data
     if np.issubdtype(data.dtype, np.floating):
@@ -114,6 +119,31 @@ def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.
             raise InputError(subject, name, "contains NaN or infinite values")
         data = np.rint(data)
     return data
+
+
+def read_mask(path: Path, ct: nib.Nifti1Image, subject: str, name: str) -> np.ndarray:
+    """load_header, check_same_grid against the CT and read_data(np.uint8) of a mask file, in one step: a plain
+    .nii.gz NIfTI-1 on the CT's grid is read with one read of the file and no image object (see
+    nifti_read.peek_nifti1_gz); anything else, or anything wrong with it, goes the ordinary way, which says what."""
+    peek = peek_nifti1_gz(path) if str(path).lower().endswith(".nii.gz") else None
+    if peek is not None:
+        header, proxy, compressed = peek
+        affine, dtype = header.get_best_affine(), proxy.dtype
+        declared = int(np.prod(proxy.shape, dtype=np.int64)) * dtype.itemsize
+        if (tuple(proxy.shape) == tuple(ct.shape) and np.all(np.isfinite(affine))
+                and abs(np.linalg.det(affine[:3, :3])) >= 1e-12 and dtype.kind in _SCALAR_KINDS
+                and dtype.fields is None and declared <= len(compressed) * MAX_GZIP_RATIO
+                and float(np.max(np.abs(affine - ct.affine))) <= AFFINE_TOLERANCE_MM):
+            try:
+                data = decode_gz(proxy, compressed)
+            except _READ_ERRORS:
+                pass  # the ordinary read below names it
+            else:
+                if data.dtype.kind != "f" or np.all(np.isfinite(data)):
+                    return _as_requested(data, np.uint8, subject, name)
+    img = load_header(path, subject, name)
+    check_same_grid(ct, img, subject, name)
+    return read_data(img, np.uint8, subject, name)
 
 
 def read_ct(img: nib.Nifti1Image, subject: str, name: str, hu_min: int, hu_max: int) -> np.ndarray:

@@ -144,9 +144,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
 
     def read(item: tuple[int, str]) -> tuple[int, np.ndarray, tuple[slice, ...] | None]:
         index, file = item
-        img = volume.load_header(root / file, src.id, file)
-        volume.check_same_grid(ct_img, img, src.id, file)
-        mask = volume.read_data(img, np.uint8, src.id, file)
+        mask = volume.read_mask(root / file, ct_img, src.id, file)
         binary, box = mask_extent(mask)
         if not binary:
             values = np.unique(mask)[:6]
