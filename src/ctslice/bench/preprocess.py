@@ -73,8 +73,9 @@ def _import_subject_code() -> None:
 @contextmanager
 def clocked_cluster(seconds: list[float]) -> Iterator[None]:
     """While inside, the local cluster each build starts (parallel.dask_client) is timed: the seconds from asking
-    for it until its workers are up with the subject code imported, and from the last result until it is closed, are appended to `seconds`. That part is
-    paid once per run whatever the subjects; the rest is what more workers can speed up."""
+    for it until its workers are up with the subject code imported, and from the last result until it is closed,
+    are appended to `seconds`. That part is paid once per run whatever the subjects; the rest is what more workers
+    can speed up."""
     original = parallel.dask_client
 
     @contextmanager

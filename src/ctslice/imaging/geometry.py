@@ -185,7 +185,7 @@ def _linear_slice(plane: np.ndarray, rows: LinearTaps, cols: LinearTaps, out: np
     for a in range(0, len(y0), ROWS_PER_BLOCK):
         b = min(a + ROWS_PER_BLOCK, len(y0))
         m = b - a
-        terms = [(np.multiply(plane[y0[a:b]], wy0[a:b, None], out=r0[:m]))]
+        terms = [np.multiply(plane[y0[a:b]], wy0[a:b, None], out=r0[:m])]
         if both_rows:
             terms.append(np.multiply(plane[y1[a:b]], wy1[a:b, None], out=r1[:m]))
         first = True

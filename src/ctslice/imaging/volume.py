@@ -27,6 +27,7 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib
 # Deflate expands at most ~1032:1, so a .gz file of n bytes holds at most this many times n bytes of data.
 MAX_GZIP_RATIO = 1100
 _SCALAR_KINDS = "iufb"  # ints, unsigned, floats, bool: not RGB (structured) or complex voxels
+MIN_AFFINE_DET = 1e-12  # below this the voxel axes are (nearly) degenerate
 
 
 def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
@@ -50,7 +51,7 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
         raise InputError(subject, name, f"expected a 3D volume, got shape {tuple(shape)} ({len(shape)}D)")
     if min(shape) < 1:
         raise InputError(subject, name, f"empty volume, shape {tuple(shape)}")
-    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < MIN_AFFINE_DET:
         raise InputError(subject, name, "invalid affine (singular or not finite)")
     dtype = img.get_data_dtype()
     if dtype.kind not in _SCALAR_KINDS or dtype.fields is not None:
@@ -131,7 +132,7 @@ def read_mask(path: Path, ct: nib.Nifti1Image, subject: str, name: str) -> np.nd
         affine, dtype = header.get_best_affine(), proxy.dtype
         declared = int(np.prod(proxy.shape, dtype=np.int64)) * dtype.itemsize
         if (tuple(proxy.shape) == tuple(ct.shape) and np.all(np.isfinite(affine))
-                and abs(np.linalg.det(affine[:3, :3])) >= 1e-12 and dtype.kind in _SCALAR_KINDS
+                and abs(np.linalg.det(affine[:3, :3])) >= MIN_AFFINE_DET and dtype.kind in _SCALAR_KINDS
                 and dtype.fields is None and declared <= len(compressed) * MAX_GZIP_RATIO
                 and float(np.max(np.abs(affine - ct.affine))) <= AFFINE_TOLERANCE_MM):
             try:
