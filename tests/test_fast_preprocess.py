@@ -148,3 +148,17 @@ def test_alongside_gives_the_result_or_raises_its_error(background):
     with alongside(fail, background) as get:
         with pytest.raises(ValueError, match="ct"):
             get()
+
+
+def test_threads_beyond_two_only_when_their_waiting_masks_fit(monkeypatch, tmp_path):
+    import nibabel as nib
+
+    from ctslice.imaging import memory
+
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    img = nib.load(tmp_path / "ct.nii.gz")  # a header on disk, as preprocessing sees it
+    need = memory.estimate_bytes(img)
+    monkeypatch.setattr(memory, "available_bytes", lambda: need + 3 * 1000)  # room for 3 more masks of 1000 voxels
+    assert [memory.affordable_threads(img, w) for w in (1, 2, 4, 8)] == [1, 2, 4, 5]
+    monkeypatch.setattr(memory, "available_bytes", lambda: need // 2)
+    assert memory.affordable_threads(img, 8) == 2

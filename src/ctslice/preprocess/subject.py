@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     s = job.settings
     ct_img = volume.load_header(root / src.image, src.id, src.image)
     memory.check_fits(ct_img, src.id, src.image)
+    job = replace(job, threads=memory.affordable_threads(ct_img, job.threads))
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, ct_img.header.get_zooms()[:3], src.id, src.image)
     missing: list[str] = []
