@@ -145,8 +145,8 @@ def test_alongside_gives_the_result_or_raises_its_error(background):
     def fail():
         raise ValueError("ct")
 
-    with alongside(fail, background) as get:
-        with pytest.raises(ValueError, match="ct"):
+    with pytest.raises(ValueError, match="ct"):
+        with alongside(fail, background) as get:
             get()
 
 

@@ -57,19 +57,11 @@ def map_in_order(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iter
 @contextmanager
 def alongside(fn: Callable[[], R], background: bool) -> Iterator[Callable[[], R]]:
     """Yields a getter of fn()'s result (which raises fn's error). With `background`, fn runs on a thread of its
-    own while the caller goes on (the thread is joined on exit); otherwise it runs at once, as a plain call would."""
+    own while the caller goes on (the thread is joined on exit); otherwise it runs at once, as a plain call would,
+    and its error is raised on entering."""
     if not background:
-        try:
-            value = fn()
-        except BaseException as e:
-            error = e
-
-            def get() -> R:
-                raise error
-        else:
-            def get() -> R:
-                return value
-        yield get
+        value = fn()  # its error is raised here, at the `with`
+        yield lambda: value
         return
     with ThreadPoolExecutor(1, thread_name_prefix="ctslice-alongside") as pool:
         future = pool.submit(fn)
