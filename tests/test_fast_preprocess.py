@@ -87,3 +87,78 @@ def test_map_in_order_keeps_order_and_raises_the_first_failure_in_order():
         for r in map_in_order(fail_on_odd_after_4, range(20), threads=4):
             results.append(r)
     assert results == [0, 1, 2, 3, 4]
+
+
+def _scipy_slice(plane, geometry, order, dtype):
+    """The earlier resampling of one reoriented slice, by scipy itself: the reference the separable code matches."""
+    from scipy import ndimage
+
+    from ctslice.imaging.geometry import _scale
+
+    out = np.empty(tuple(geometry.resampled_shape), np.float32 if order else dtype)
+    ndimage.affine_transform(plane, np.array([_scale(geometry, 1), _scale(geometry, 2)]),
+                             output_shape=out.shape, output=out, order=order, mode="nearest")
+    return np.rint(out) if out.dtype.kind == "f" else out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_separable_resampling_equals_scipy_affine_transform_bit_for_bit(seed):
+    """Shapes, spacings (one in-plane axis at the target spacing, upsampling, downsampling), flips, crops and pads:
+    every cached voxel equals scipy's order-1 (CT) or order-0 (labels) value, and the crop count its count."""
+    from ctslice.imaging.geometry import _reorient, _window
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(3, 40, 3))
+    affine = np.diag([*rng.uniform(0.4, 3.5, 3), 1.0]) * np.r_[rng.choice([-1, 1], 3), 1]
+    if seed % 2:
+        affine[0, 0] = 1.5 * np.sign(affine[0, 0])  # this axis needs no interpolation
+    geometry = plan_geometry(shape, affine, spacing=1.5, size=int(rng.integers(8, 40)))
+    ct = rng.integers(-1024, 3072, shape).astype(np.int16)
+    labels = (rng.integers(0, 4, shape) * (rng.random(shape) < 0.5)).astype(np.uint8)
+    image, (cached, cropped) = image_to_cache(ct, geometry, fill=-1024), labels_to_cache(labels, geometry)
+    src, dst = _window(tuple(geometry.resampled_shape), geometry)
+    expected_cropped = 0
+    for z, (ct_plane, label_plane) in enumerate(zip(_reorient(ct, affine), _reorient(labels, affine))):
+        assert np.array_equal(image[z][dst], _scipy_slice(ct_plane, geometry, 1, np.int16)[src].astype(np.int16))
+        label_slice = _scipy_slice(label_plane, geometry, 0, np.uint8)
+        assert np.array_equal(cached[z][dst], label_slice[src])
+        expected_cropped += np.count_nonzero(label_slice) - np.count_nonzero(label_slice[src])
+    assert cropped == expected_cropped
+
+
+def test_a_subject_gets_its_workers_share_of_the_cores(monkeypatch):
+    from ctslice.preprocess import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert threads.subject_threads(0, None, in_process=True) == 4
+    assert [threads.subject_threads(w, None, in_process=False) for w in (1, 2, 3, 4)] == [4, 2, 1, 1]
+    assert threads.subject_threads(1, "tcp://elsewhere:8786", in_process=False) == 1  # its cores are unknown
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_alongside_gives_the_result_or_raises_its_error(background):
+    from ctslice.preprocess.threads import alongside
+
+    with alongside(lambda: 42, background) as get:
+        assert get() == 42
+
+    def fail():
+        raise ValueError("ct")
+
+    with pytest.raises(ValueError, match="ct"):
+        with alongside(fail, background) as get:
+            get()
+
+
+def test_threads_beyond_two_only_when_their_waiting_masks_fit(monkeypatch, tmp_path):
+    import nibabel as nib
+
+    from ctslice.imaging import memory
+
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    img = nib.load(tmp_path / "ct.nii.gz")  # a header on disk, as preprocessing sees it
+    need = memory.estimate_bytes(img)
+    monkeypatch.setattr(memory, "available_bytes", lambda: need + 3 * 1000)  # room for 3 more masks of 1000 voxels
+    assert [memory.affordable_threads(img, w) for w in (1, 2, 4, 8)] == [1, 2, 4, 5]
+    monkeypatch.setattr(memory, "available_bytes", lambda: need // 2)
+    assert memory.affordable_threads(img, 8) == 2

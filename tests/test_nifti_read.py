@@ -111,3 +111,89 @@ def test_content_beyond_the_declared_voxels_is_not_decompressed(tmp_path):
     bomb.write_bytes(gzip.compress(raw + bytes(50_000_000), compresslevel=1))  # 50 MB of zeros after the voxels
     assert len(gunzip(bomb.read_bytes(), len(raw))) == len(raw) + 1
     _assert_same(read_voxels(nib.load(bomb).dataobj), _stock(path))
+
+
+def _ordinary_mask_read(path, ct, name="segmentations/liver.nii.gz"):
+    """What read_mask replaces: load_header, check_same_grid, read_data (or the error they raise)."""
+    try:
+        img = volume.load_header(path, "s1", name)
+        volume.check_same_grid(ct, img, "s1", name)
+        return volume.read_data(img, np.uint8, "s1", name)
+    except InputError as e:
+        return str(e)
+
+
+def _read_mask(path, ct, name="segmentations/liver.nii.gz"):
+    try:
+        return volume.read_mask(path, ct, "s1", name)
+    except InputError as e:
+        return str(e)
+
+
+def _big_endian(path, data):
+    img = nib.Nifti1Image(data.astype(">u1"), AFFINE)
+    nib.save(nib.Nifti1Image.from_bytes(img.to_bytes()), path)
+
+
+def _float_mask(path, data):
+    save(path, data.astype(np.float32))
+
+
+def _scaled_mask(path, data):
+    img = nib.Nifti1Image(data.astype(np.int16), AFFINE)
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, path)
+
+
+def _nan_mask(path, data):
+    f = data.astype(np.float32)
+    f[0, 0, 0] = np.nan
+    save(path, f)
+
+
+MASK_FILES = {
+    "uint8": lambda p, m: save(p, m),
+    "big endian": _big_endian,
+    "float32": _float_mask,
+    "scaled int16": _scaled_mask,
+    "singleton 4th axis": lambda p, m: save(p, m[..., None]),
+    "plain .nii": lambda p, m: save(p.with_name("liver.nii"), m),
+    "other shape": lambda p, m: save(p, m[:-1]),
+    "other grid": lambda p, m: save(p, m, np.diag([2.0, 2.0, 3.5, 1.0])),
+    "NaN voxel": _nan_mask,
+    "truncated": lambda p, m: (save(p, m), _truncated(p)),
+    "corrupt": lambda p, m: (save(p, m), _corrupt(p)),
+    "not NIfTI": lambda p, m: p.write_bytes(gzip.compress(b"hello" * 100)),
+    "folder": lambda p, m: p.mkdir(),
+}
+
+
+@pytest.mark.parametrize("case", MASK_FILES)
+def test_a_mask_reads_as_the_ordinary_read_gives_it_or_fails_the_same_way(tmp_path, case):
+    ct = nib.load(save(tmp_path / "ct.nii.gz", ct_volume()))
+    path = tmp_path / "liver.nii.gz"
+    MASK_FILES[case](path, box_mask())
+    if not path.exists():
+        path = path.with_name("liver.nii")
+    ours, ordinary = _read_mask(path, ct), _ordinary_mask_read(path, ct)
+    if isinstance(ordinary, str):
+        assert ours == ordinary
+    else:
+        _assert_same(ours, ordinary)
+
+
+def test_the_real_subjects_masks_read_as_the_ordinary_read_gives_them():
+    root = require_real_subject() / "s0001"
+    ct = nib.load(root / "ct.nii.gz")
+    for path in sorted((root / "segmentations").glob("*.nii.gz")):
+        _assert_same(_read_mask(path, ct), _ordinary_mask_read(path, ct))
+
+
+@pytest.mark.parametrize("case", ["uint8", "big endian", "float32", "scaled int16"])
+def test_a_plain_mask_is_read_without_an_image_object(tmp_path, monkeypatch, case):
+    ct = nib.load(save(tmp_path / "ct.nii.gz", ct_volume()))
+    path = tmp_path / "liver.nii.gz"
+    MASK_FILES[case](path, box_mask())
+    expected = _ordinary_mask_read(path, ct)
+    monkeypatch.setattr(volume, "load_header", lambda *a: pytest.fail("took the ordinary path"))
+    _assert_same(volume.read_mask(path, ct, "s1", "liver.nii.gz"), expected)

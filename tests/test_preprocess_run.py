@@ -131,6 +131,20 @@ def test_bad_input_names_subject_and_file_and_the_rest_is_processed(tmp_path, ca
     assert list(m.subjects) == ["good"] and m.failed == report.failed
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_broken_ct_is_reported_before_a_broken_mask_while_masks_are_read_alongside(tmp_path, monkeypatch, threads):
+    """With 2 threads the CT is decompressed alongside the masks; its error still wins, as when it was read first."""
+    monkeypatch.setattr("ctslice.preprocess.execute.subject_threads", lambda *a: threads)
+    data = tmp_path / "d"
+    ts_subject(data, "good")
+    ts_subject(data, "bad", seed=1)
+    _truncate(data / "bad/ct.nii.gz")
+    save(data / "bad/segmentations/liver.nii.gz", box_mask() * 2)
+    report = run_preprocess(data, tmp_path / "c", NATIVE)
+    assert list(report.failed) == ["bad"] and "bad/ct.nii.gz" in report.failed["bad"]
+    assert "truncated" in report.failed["bad"]
+
+
 def test_unsafe_and_duplicate_ids_are_reported(tmp_path):
     data = tmp_path / "d"
     for sid in ("ok", "A1", "a1", "has space"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import resource
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 from ..cache import store
 from ..cache.manifest import read_manifest
 from ..config import PreprocessConfig
+from ..preprocess import parallel
 from ..preprocess.run import run_preprocess
 from ..preprocess.sources import discover
 from .demo import benchmark_spec, ensure_demo_dataset
@@ -45,22 +49,61 @@ def arrays_digest(cache: Path) -> str:
 
 
 def _timed_build(data: Path, cache: Path, cfg: PreprocessConfig) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds of this process and its threads, arrays digest) of one build."""
+    """(wall seconds, CPU seconds of this process, its threads and the worker processes it started and ended,
+    arrays digest) of one build."""
     shutil.rmtree(cache, ignore_errors=True)
-    cpu = time.process_time()
+    cpu = _cpu_with_children()
     report = run_preprocess(data, cache, cfg)
-    cpu = time.process_time() - cpu
+    cpu = _cpu_with_children() - cpu
     if not report.ok:
         raise RuntimeError(f"benchmark build failed: {report.failed}")
     return report.seconds, cpu, arrays_digest(cache)
 
 
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of its ended children (a local cluster's processes, once it is closed)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _import_subject_code() -> None:
+    from ..preprocess import subject  # noqa: F401
+
+
+@contextmanager
+def clocked_cluster(seconds: list[float]) -> Iterator[None]:
+    """While inside, the local cluster each build starts (parallel.dask_client) is timed: the seconds from asking
+    for it until its workers are up with the subject code imported, and from the last result until it is closed,
+    are appended to `seconds`. That part is paid once per run whatever the subjects; the rest is what more workers
+    can speed up."""
+    original = parallel.dask_client
+
+    @contextmanager
+    def timed(workers: int, scheduler: str | None) -> Iterator[object]:
+        start = time.perf_counter()
+        with original(workers, scheduler) as client:
+            client.wait_for_workers(workers)
+            client.run(_import_subject_code)  # what each worker's first task would import
+            seconds.append(time.perf_counter() - start)
+            yield client
+            start = time.perf_counter()
+        seconds.append(time.perf_counter() - start)
+
+    parallel.dask_client = timed
+    try:
+        yield
+    finally:
+        parallel.dask_client = original
+
+
 def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slices: tuple[int, int] = (80, 100),
                              workers: int = 2, data: Path | None = None) -> dict:
     """Seconds per subject after one untimed warm-up build: the stock read floor (the faster of two measurements,
-    before and after the builds), in-process, 1 and `workers` dask workers, and the CPU seconds of the floor and
-    the in-process build (on a machine shared with other jobs, less noisy than wall time). On the demo dataset,
-    or on `data` (dask rows only with 2+ subjects: one subject is always processed in-process)."""
+    before and after the builds), in-process, 1 and `workers` dask workers, and the CPU seconds of each (all
+    processes; on a machine shared with other jobs, less noisy than wall time). For the dask rows also the
+    cluster's own start and stop (clocked_cluster), and the rows without it (the part that can scale with workers).
+    On the demo dataset, or on `data` (dask rows only with 2+ subjects: one subject is always processed
+    in-process)."""
     out = Path(out)
     if data is None:
         data = ensure_demo_dataset(out / f"demo-{size}px-{subjects}", benchmark_spec(subjects, size, slices))
@@ -75,10 +118,14 @@ def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slic
     runs = {"in_process": 0} if n < 2 else {"in_process": 0, "dask_1_worker": 1, f"dask_{workers}_workers": workers}
     digests = set()
     for name, w in runs.items():
-        seconds, cpu, digest = _timed_build(data, out / "cache-bench-preprocess", replace(cfg, workers=w))
+        cluster: list[float] = []
+        with clocked_cluster(cluster):
+            seconds, cpu, digest = _timed_build(data, out / "cache-bench-preprocess", replace(cfg, workers=w))
         result[f"{name}_s_per_subject"] = seconds / n
-        if w == 0:  # the CPU time of dask rows is spent in other processes
-            result["in_process_cpu_s_per_subject"] = cpu / n
+        result[f"{name}_cpu_s_per_subject"] = cpu / n
+        if cluster:
+            result[f"{name}_cluster_s"] = sum(cluster)
+            result[f"{name}_s_per_subject_without_cluster"] = (seconds - sum(cluster)) / n
         digests.add(digest)
     again, again_cpu = read_floor_seconds(data)
     result["read_floor_s_per_subject"] = min(floor, again) / n
@@ -88,7 +135,9 @@ def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slic
     result["in_process_cpu_vs_floor_cpu"] = (result["in_process_cpu_s_per_subject"]
                                              / result["read_floor_cpu_s_per_subject"])
     if n >= 2:
-        result[f"speedup_1_to_{workers}_workers"] = (result["dask_1_worker_s_per_subject"]
-                                                     / result[f"dask_{workers}_workers_s_per_subject"])
+        for suffix in ("", "_without_cluster"):
+            many = result[f"dask_{workers}_workers_s_per_subject{suffix}"]
+            result[f"speedup_1_to_{workers}_workers{suffix}"] = (result[f"dask_1_worker_s_per_subject{suffix}"]
+                                                                 / many if many else float("nan"))
     shutil.rmtree(out / "cache-bench-preprocess", ignore_errors=True)
     return result

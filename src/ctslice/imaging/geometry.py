@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
-from scipy import ndimage
 
 CACHE_AXCODES = ("L", "P", "S")  # of the (x, y, z) volume before it is transposed to (slice, row, column)
 
@@ -100,36 +99,105 @@ def _reorient(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 def _to_cache_grid(volume: np.ndarray, geometry: Geometry, order: int, dtype: type, fill: int, threads: int = 1,
                    count_cropped: bool = False) -> tuple[np.ndarray, int]:
     """A reoriented (slice, row, column) volume resampled in-plane and centre-cropped or padded onto the cache grid,
-    and (with count_cropped) the nonzero voxels the crop removed. Slice by slice, on `threads` threads (scipy
-    releases the GIL), each resampled slice copied straight into its window of the output: only one slice per
-    thread is ever resampled in full (no float or uncropped copy of the volume). Interpolated values (order > 0)
-    are rounded with np.rint and cast as astype casts."""
+    and (with count_cropped) the nonzero voxels the crop removed. Slice by slice, on `threads` threads (numpy
+    releases the GIL), each slice's kept window computed straight into the output (no float or uncropped copy of
+    the volume). Values are those of scipy.ndimage.affine_transform(slice, (ry, rx), order=order, mode="nearest")
+    into float32 (order 1) or the input's dtype (order 0), rounded with np.rint and cast as astype casts: see
+    `_linear_taps` for why they are equal bit for bit."""
     ry, rx = _scale(geometry, axis=1), _scale(geometry, axis=2)
     resampled_shape = tuple(geometry.resampled_shape)
     native = volume.shape[1:] == resampled_shape and abs(ry - 1.0) < 1e-9 and abs(rx - 1.0) < 1e-9
     src, dst = _window(resampled_shape, geometry)
     covers = all(w.stop - w.start == n for w, n in zip(dst, geometry.shape[1:]))
+    cropped_any = any(w.stop - w.start < n for w, n in zip(src, resampled_shape))
     out = np.empty(geometry.shape, dtype=dtype)  # each slice filled by its thread, while it is in the CPU's cache
-    matrix = np.array([ry, rx])
+    n_rows, n_cols = volume.shape[1:]
+    if native:
+        rows, cols = np.arange(src[0].start, src[0].stop), np.arange(src[1].start, src[1].stop)
+    elif order == 0:
+        rows, cols = _nearest_taps(src[0], n_rows, ry), _nearest_taps(src[1], n_cols, rx)
+        # the whole resampled slice, only to count the labelled voxels the crop removes
+        all_rows, all_cols = (_nearest_taps(slice(0, n), n_in, r)
+                              for n, n_in, r in zip(resampled_shape, (n_rows, n_cols), (ry, rx)))
+    elif count_cropped:
+        raise ValueError("count_cropped is for labels (order 0)")
+    else:
+        rows, cols = _linear_taps(src[0], n_rows, ry), _linear_taps(src[1], n_cols, rx)
 
     def one_slice(z: int) -> int:
-        if native:  # nothing to interpolate
-            resampled = volume[z]
-        else:
-            resampled = np.empty(resampled_shape, dtype=np.float32 if order > 0 else volume.dtype)
-            ndimage.affine_transform(volume[z], matrix, output_shape=resampled_shape, output=resampled, order=order,
-                                     mode="nearest")
-        if resampled.dtype.kind == "f":
-            resampled = np.rint(resampled)
         if not covers:
             out[z].fill(fill)
-        out[z][dst] = resampled[src]
-        return int(np.count_nonzero(resampled)) - int(np.count_nonzero(out[z][dst])) if count_cropped else 0
+        window = out[z][dst]
+        if native or order == 0:
+            picked = volume[z].take(rows, axis=0).take(cols, axis=1)  # 6x faster than [rows[:, None], cols]
+            window[...] = np.rint(picked) if picked.dtype.kind == "f" else picked
+        else:
+            _linear_slice(volume[z], rows, cols, window)
+        if not (count_cropped and cropped_any):
+            return 0
+        whole = volume[z] if native else volume[z].take(all_rows, axis=0).take(all_cols, axis=1)
+        return int(np.count_nonzero(whole)) - int(np.count_nonzero(window))
 
     if threads <= 1:
         return out, sum(map(one_slice, range(volume.shape[0])))
     with ThreadPoolExecutor(threads, thread_name_prefix="ctslice-resample") as pool:
         return out, sum(pool.map(one_slice, range(volume.shape[0])))  # re-raises a slice's error
+
+
+LinearTaps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""Along one axis, for each output pixel: the two input pixels it blends and their weights (i0, i1, w0, w1)."""
+
+ROWS_PER_BLOCK = 32  # a block of rows in float64 stays in the CPU's L2 cache: 2x faster than whole slices
+
+
+def _linear_taps(kept: slice, n_in: int, scale: float) -> LinearTaps:
+    """The taps of output pixels kept.start..kept.stop-1 along an axis zoomed by `scale` input pixels per output
+    pixel, computed as scipy.ndimage's zoom_shift does for affine_transform with a diagonal matrix, order 1 and
+    mode 'nearest' (ni_interpolation.c, ni_splines.c): c = k * scale, i0 = floor(c), i1 = i0 + 1, both clamped to the
+    edge, w0 = 1 - (c - floor(c)), w1 = 1 - w0. Only the kept pixels are computed: each depends on its own k."""
+    c = np.arange(kept.start, kept.stop, dtype=np.float64) * scale
+    start = np.floor(c)
+    w0 = 1.0 - (c - start)
+    i0 = start.astype(np.intp)
+    return np.clip(i0, 0, n_in - 1), np.clip(i0 + 1, 0, n_in - 1), w0, 1.0 - w0
+
+
+def _nearest_taps(kept: slice, n_in: int, scale: float) -> np.ndarray:
+    """The input pixel of each kept output pixel with order 0 (scipy: floor(k * scale + 0.5), clamped)."""
+    c = np.arange(kept.start, kept.stop, dtype=np.float64) * scale
+    return np.clip(np.floor(c + 0.5).astype(np.intp), 0, n_in - 1)
+
+
+def _linear_slice(plane: np.ndarray, rows: LinearTaps, cols: LinearTaps, out: np.ndarray) -> None:
+    """Bilinear resampling of one slice into `out` (the kept window), separably but with scipy's arithmetic to the
+    bit: scipy sums t = 0 + v00*wy0*wx0 + v01*wy0*wx1 + v10*wy1*wx0 + v11*wy1*wx1 in double, left to right, each
+    product as (v * wy) * wx, then stores float32(t). Here (v * wy) is computed once per input row and blended
+    along the columns in the same order, so every value is the same double (no fused multiply-add in numpy);
+    then np.rint in float32 and the cast to the output type, as before. An axis whose positions all fall on input
+    pixels (w1 = 0 everywhere: the target spacing equals the source's) skips its second tap, whose products are
+    +-0 and leave each finite sum unchanged."""
+    y0, y1, wy0, wy1 = rows
+    x0, x1, wx0, wx1 = cols
+    both_rows, both_cols = bool(np.any(wy1)), bool(np.any(wx1))
+    n = min(ROWS_PER_BLOCK, len(y0))
+    r0, r1 = np.empty((n, plane.shape[1])), np.empty((n, plane.shape[1]))
+    t, u = np.empty((n, len(x0))), np.empty((n, len(x0)))
+    for a in range(0, len(y0), ROWS_PER_BLOCK):
+        b = min(a + ROWS_PER_BLOCK, len(y0))
+        m = b - a
+        terms = [np.multiply(plane[y0[a:b]], wy0[a:b, None], out=r0[:m])]
+        if both_rows:
+            terms.append(np.multiply(plane[y1[a:b]], wy1[a:b, None], out=r1[:m]))
+        first = True
+        for r in terms:
+            for xi, wx in ((x0, wx0), (x1, wx1)) if both_cols else ((x0, wx0),):
+                dest = t[:m] if first else u[:m]
+                np.take(r, xi, axis=1, out=dest)
+                dest *= wx
+                if not first:
+                    t[:m] += dest
+                first = False
+        out[a:b] = np.rint(t[:m].astype(np.float32))
 
 
 def _window(resampled_shape: tuple[int, int], geometry: Geometry) -> tuple[tuple[slice, slice], tuple[slice, slice]]:

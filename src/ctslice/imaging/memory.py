@@ -47,6 +47,19 @@ def check_fits(img, subject: str, name: str) -> None:
                                         f"voxels), more than the {have / 1e9:.1f} GB available to this worker")
 
 
+THREADS_IN_ESTIMATE = 2  # the 10 bytes a voxel were measured with a subject on 2 threads
+
+
+def affordable_threads(img, wanted: int) -> int:
+    """At most `wanted` threads for a subject, fewer when memory is short: each thread beyond the estimate's two
+    holds one more decoded mask (1 byte a voxel) while it waits for its turn to be merged."""
+    if wanted <= THREADS_IN_ESTIMATE:
+        return wanted
+    spare = available_bytes() - estimate_bytes(img)
+    voxels = max(1, int(np.prod(img.shape, dtype=np.int64)))
+    return int(max(THREADS_IN_ESTIMATE, min(wanted, THREADS_IN_ESTIMATE + spare // voxels)))
+
+
 RESAMPLED_BYTES_PER_PIXEL = 4 + 1 + 4  # float32 image, uint8 labels, and the float32 probabilities mapped back
 
 

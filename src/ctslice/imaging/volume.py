@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import formats
-from .nifti_read import GUNZIP_ERRORS, read_voxels
+from .nifti_read import GUNZIP_ERRORS, decode_gz, peek_nifti1_gz, read_voxels
 
 # Real datasets carry sform differences of ~1e-5 mm between a CT and its masks (float32 round-trips);
 # anything beyond this is a different grid.
@@ -27,6 +27,7 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib
 # Deflate expands at most ~1032:1, so a .gz file of n bytes holds at most this many times n bytes of data.
 MAX_GZIP_RATIO = 1100
 _SCALAR_KINDS = "iufb"  # ints, unsigned, floats, bool: not RGB (structured) or complex voxels
+MIN_AFFINE_DET = 1e-12  # below this the voxel axes are (nearly) degenerate
 
 
 def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
@@ -50,7 +51,7 @@ def load_header(path: Path, subject: str, name: str) -> nib.Nifti1Image:
         raise InputError(subject, name, f"expected a 3D volume, got shape {tuple(shape)} ({len(shape)}D)")
     if min(shape) < 1:
         raise InputError(subject, name, f"empty volume, shape {tuple(shape)}")
-    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < MIN_AFFINE_DET:
         raise InputError(subject, name, "invalid affine (singular or not finite)")
     dtype = img.get_data_dtype()
     if dtype.kind not in _SCALAR_KINDS or dtype.fields is not None:
@@ -107,6 +108,11 @@ def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.
         data = read_voxels(img.dataobj)
     except _READ_ERRORS as e:
         raise InputError(subject, name, f"unreadable or truncated data ({type(e).__name__}: {e})") from None
+    return _as_requested(data, dtype, subject, name)
+
+
+def _as_requested(data: np.ndarray, dtype: type, subject: str, name: str) -> np.ndarray:
+    """Float voxels rounded (after checking they are finite); others as they are."""
     if data.dtype == dtype:
         return data
     if np.issubdtype(data.dtype, np.floating):
@@ -114,6 +120,31 @@ def read_data(img: nib.Nifti1Image, dtype: type, subject: str, name: str) -> np.
             raise InputError(subject, name, "contains NaN or infinite values")
         data = np.rint(data)
     return data
+
+
+def read_mask(path: Path, ct: nib.Nifti1Image, subject: str, name: str) -> np.ndarray:
+    """load_header, check_same_grid against the CT and read_data(np.uint8) of a mask file, in one step: a plain
+    .nii.gz NIfTI-1 on the CT's grid is read with one read of the file and no image object (see
+    nifti_read.peek_nifti1_gz); anything else, or anything wrong with it, goes the ordinary way, which says what."""
+    peek = peek_nifti1_gz(path) if str(path).lower().endswith(".nii.gz") else None
+    if peek is not None:
+        header, proxy, compressed = peek
+        affine, dtype = header.get_best_affine(), proxy.dtype
+        declared = int(np.prod(proxy.shape, dtype=np.int64)) * dtype.itemsize
+        if (tuple(proxy.shape) == tuple(ct.shape) and np.all(np.isfinite(affine))
+                and abs(np.linalg.det(affine[:3, :3])) >= MIN_AFFINE_DET and dtype.kind in _SCALAR_KINDS
+                and dtype.fields is None and declared <= len(compressed) * MAX_GZIP_RATIO
+                and float(np.max(np.abs(affine - ct.affine))) <= AFFINE_TOLERANCE_MM):
+            try:
+                data = decode_gz(proxy, compressed)
+            except _READ_ERRORS:
+                pass  # the ordinary read below names it
+            else:
+                if data.dtype.kind != "f" or np.all(np.isfinite(data)):
+                    return _as_requested(data, np.uint8, subject, name)
+    img = load_header(path, subject, name)
+    check_same_grid(ct, img, subject, name)
+    return read_data(img, np.uint8, subject, name)
 
 
 def read_ct(img: nib.Nifti1Image, subject: str, name: str, hu_min: int, hu_max: int) -> np.ndarray:

@@ -24,7 +24,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None) -> list[SubjectOutco
     """The outcome of each subject in plan.todo; `progress(done, total, outcome)` after each."""
     dataset, cfg = plan.dataset, plan.cfg
     todo = [s for s in dataset.subjects if s.id in plan.todo]
-    threads = subject_threads(runs_in_process(cfg.workers, cfg.dask_scheduler, len(todo)))
+    threads = subject_threads(cfg.workers, cfg.dask_scheduler,
+                              runs_in_process(cfg.workers, cfg.dask_scheduler, len(todo)))
     jobs = [SubjectJob(s, str(dataset.root), str(plan.cache), cfg.content_settings(), plan.job_hash,
                        dataset.label_map, dataset.label_values, threads) for s in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.

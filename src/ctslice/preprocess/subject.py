@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from .fingerprint import file_fingerprint, subject_key
 from ..imaging.geometry import image_to_cache, labels_to_cache, plan_geometry
 from .labels import mask_extent, merge_mask, slice_statistics
 from .sources import SubjectSource
-from .threads import map_in_order
+from .threads import alongside, map_in_order
 from ..cache.statistics import foreground_histogram
 from ..text import first_few
 
@@ -84,14 +84,23 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     s = job.settings
     ct_img = volume.load_header(root / src.image, src.id, src.image)
     memory.check_fits(ct_img, src.id, src.image)
+    job = replace(job, threads=memory.affordable_threads(ct_img, job.threads))
     geometry = plan_geometry(ct_img.shape, ct_img.affine, s["spacing"], s["size"])
     memory.check_resampling_fits(geometry, ct_img.header.get_zooms()[:3], src.id, src.image)
-    ct = volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"])
     missing: list[str] = []
-    if job.label_values is None:
-        label, overlap, missing = _merge_masks(job, ct_img, root)
-    else:
-        label, overlap = _read_label_file(job, ct_img, root), 0
+    # The CT is decompressed on a thread of its own while the masks are read and merged (a gzip stream is one
+    # thread's work): with 2+ threads the two overlap. Its error still comes first, as when it was read first.
+    with alongside(lambda: volume.read_ct(ct_img, src.id, src.image, s["hu_min"], s["hu_max"]),
+                   background=job.threads > 1) as read_ct:
+        try:
+            if job.label_values is None:
+                label, overlap, missing = _merge_masks(job, ct_img, root)
+            else:
+                label, overlap = _read_label_file(job, ct_img, root), 0
+        except BaseException:
+            read_ct()
+            raise
+        ct = read_ct()
     labelled = int(np.count_nonzero(label))  # on the grid where overlaps are counted: their share's denominator
     image_cached = image_to_cache(ct, geometry, fill=s["hu_min"], threads=job.threads)
     del ct
@@ -136,9 +145,7 @@ def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, 
 
     def read(item: tuple[int, str]) -> tuple[int, np.ndarray, tuple[slice, ...] | None]:
         index, file = item
-        img = volume.load_header(root / file, src.id, file)
-        volume.check_same_grid(ct_img, img, src.id, file)
-        mask = volume.read_data(img, np.uint8, src.id, file)
+        mask = volume.read_mask(root / file, ct_img, src.id, file)
         binary, box = mask_extent(mask)
         if not binary:
             values = np.unique(mask)[:6]
