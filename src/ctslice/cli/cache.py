@@ -45,7 +45,9 @@ def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="
 
         i = cache_info(opened(cache, storage_option))
         if as_json:
-            typer.echo(json.dumps(i.to_json(), indent=1))
+            named = _named(i.cache)
+            mirror = {"mirror": str(i.cache)} if named != str(i.cache) else {}
+            typer.echo(json.dumps({**i.to_json(), "cache": named, **mirror}, indent=1))
             return
         spacing = "native" if i.settings.get("spacing") is None else f"{i.settings['spacing']} mm"
         lines = [
