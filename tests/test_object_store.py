@@ -173,3 +173,21 @@ def test_no_secret_in_outputs_or_errors(tiny_dataset, s3_url):
     assert given.exit_code == 0
     for out in (info.output, missing.output, bad_key.output, given.output):
         assert SECRET not in out
+
+
+def test_mirror_keeps_to_its_size_bound_and_refetches(tiny_dataset, s3_url, tmp_path, monkeypatch):
+    from ctslice.cache.mirror import remote_of
+    from ctslice.cache.sizes import folder_size
+
+    assert run_preprocess(tiny_dataset, open_cache(s3_url, writing=True), TINY_SETTINGS).ok
+    fresh_machine(monkeypatch, tmp_path, "small")
+    mirror = open_cache(s3_url)
+    remote_of(mirror).limit_bytes = 1  # at most one subject folder stays
+    reader = CacheReader(mirror)
+    first = reader.read(reader.subjects[0], 0)
+    for s in range(1, len(reader.subjects)):
+        reader.read(s, 0)
+        assert len([p for p in (mirror / "subjects").iterdir() if p.is_dir()]) == 1
+    again = reader.read(reader.subjects[0], 0)  # evicted, fetched again
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert folder_size(mirror / "subjects").bytes < 2 * max(r.size[1] for r in reader.manifest.subjects.table.values())

@@ -60,7 +60,7 @@ class Remote:
 
     def __getstate__(self) -> dict:
         # workers (dask, DataLoader) get the store and the mirror; `known` could list 10,000s of folders
-        return {**self.__dict__, "known": set()}
+        return {**self.__dict__, "known": set(), "_sizes": {}}
 
     # --- Opening ------------------------------------------------------------------------------------------------
 
@@ -163,6 +163,7 @@ class Remote:
             (root / folder).parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(staging, root / folder)
+                os.utime(root / folder)  # when it was fetched: what eviction orders by
             except OSError:
                 if not store.subject_exists(root, folder):  # someone else's rename wins; else a real error
                     raise
@@ -189,21 +190,26 @@ class Remote:
         self.known.add(folder)
 
     def evict(self, keep: str = "") -> None:
-        """Delete the least recently fetched subject folders while those in the mirror exceed the bound."""
+        """Delete the least recently fetched subject folders while those in the mirror exceed the bound. Sizes are
+        walked once per folder and process (`_sizes`); each call then costs one listing of subjects/."""
         folder = self.mirror / layout.SUBJECTS_DIR
+        sizes = self.__dict__.setdefault("_sizes", {})
         try:
-            entries = [e for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)
-                       and layout.is_owned_name(layout.SUBJECTS_DIR, e.name)]
+            entries = {e.name: e.stat(follow_symlinks=False).st_mtime for e in os.scandir(folder)
+                       if e.is_dir(follow_symlinks=False) and layout.is_owned_name(layout.SUBJECTS_DIR, e.name)}
         except FileNotFoundError:
             return
-        sized = [(e.stat().st_mtime, e.name, _bytes(Path(e.path))) for e in entries]
-        total = sum(s for _, _, s in sized)
-        for _, name, size in sorted(sized):
+        for name in entries.keys() - sizes.keys():
+            sizes[name] = _bytes(folder / name)
+        for name in sizes.keys() - entries.keys():
+            del sizes[name]
+        total = sum(sizes.values())
+        for _, name in sorted((t, n) for n, t in entries.items()):
             if total <= self.limit_bytes:
                 break
-            if f"{layout.SUBJECTS_DIR}/{name}" != keep and not layout.remove_owned(
-                    self.mirror, f"{layout.SUBJECTS_DIR}/{name}"):
-                total -= size
+            rel = f"{layout.SUBJECTS_DIR}/{name}"
+            if rel != keep and layout.remove_owned(self.mirror, rel) is None:
+                total -= sizes.pop(name)
 
     # --- Committing (preprocess) ------------------------------------------------------------------------------------
 
