@@ -228,6 +228,12 @@ class CacheReader:
     def _where(self, s: int, array: str, z: int) -> str:
         return f"{self.cache}: subject {self.subjects[s]} slice {z} ({array})"
 
+    @property
+    def fork_safe(self) -> bool:
+        """False for the mirror of an object store: the store client's threads (obstore's runtime) do not survive a
+        fork, and a forked worker that fetches hangs or crashes, so loaders start such readers' workers by spawn."""
+        return self._remote is None
+
     def _fetched(self, s: int) -> bool:
         """For the mirror of a cache on object storage (cache/mirror.py): fetch the subject's folder, whole, the
         first time one of its chunks is missing here. False for a local cache, or when there is nothing to fetch."""
