@@ -57,7 +57,7 @@ def test_build_with_two_workers_reads_back_like_a_local_build(tiny_dataset, tiny
         assert np.array_equal(got[sid][1], label) and got[sid][1].dtype == label.dtype
 
 
-def test_train_one_epoch_from_the_store(cache32, s3_url, tmp_path):
+def test_train_one_epoch_from_the_store_then_evaluate(cache32, s3_url, tmp_path, monkeypatch):
     data = tmp_path / "data"  # cache32's own dataset, preprocessed again into the store
     import shutil
 
@@ -65,6 +65,7 @@ def test_train_one_epoch_from_the_store(cache32, s3_url, tmp_path):
     pre = CliRunner().invoke(app, ["preprocess", str(data), "--cache", s3_url, "--workers", "0", "--size", "32",
                                    "--spacing", "native"])
     assert pre.exit_code == 0, pre.output
+    fresh_machine(monkeypatch, tmp_path, "trainer")  # an empty mirror: the loader's (spawned) worker fetches
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--cache", s3_url, "--out", str(run), "--epochs", "1",
                                       "--batch-size", "8", "--workers", "1", "--wandb", "disabled", "--config",
@@ -73,8 +74,14 @@ def test_train_one_epoch_from_the_store(cache32, s3_url, tmp_path):
     assert "1 epochs, final val Dice" in result.output
     config = json.loads((run / "config.json").read_text())
     assert config["cache"] == s3_url  # the store, not this machine's mirror, is what the run was trained on
-    written = [p.read_bytes() for p in (*run.rglob("*"), *(tmp_path / "xdg").rglob("*")) if p.is_file()]
-    assert not any(SECRET.encode() in b for b in written) and SECRET not in pre.output + result.output
+    scored = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "checkpoint_last.pth"), "--cache", s3_url,
+                                      "--out", str(tmp_path / "eval"), "--workers", "0", "--device", "cpu"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["settings"]["cache"] == s3_url
+    written = [p.read_bytes() for p in (*run.rglob("*"), *(tmp_path / "eval").rglob("*"), *(tmp_path / "xdg").rglob(
+        "*"), *(tmp_path / "trainer").rglob("*")) if p.is_file()]
+    assert not any(SECRET.encode() in b for b in written)
+    assert SECRET not in pre.output + result.output + scored.output
 
 
 def _tiny_model(tmp_path: Path) -> Path:
@@ -171,7 +178,9 @@ def test_no_secret_in_outputs_or_errors(tiny_dataset, s3_url):
                                      f"secret_access_key={SECRET}-wrong-but-moto-takes-any"])
     assert missing.exit_code == 2 and "error:" in missing.output and bad_key.exit_code == 2
     assert given.exit_code == 0
-    for out in (info.output, missing.output, bad_key.output, given.output):
+    status = CliRunner().invoke(app, ["cache", "status", s3_url, "--data", str(tiny_dataset)])
+    assert status.exit_code == 0 and "up to date" in status.output, status.output
+    for out in (info.output, missing.output, bad_key.output, given.output, status.output):
         assert SECRET not in out
 
 
