@@ -96,7 +96,7 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
     report.warnings = warning_summary(manifest)
     with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
         remove_leftovers(cache, manifest, keep=previous, held=held)
-    mirror.remove_orphans(cache, manifest, previous)
+    _tell(mirror.remove_orphans(cache, manifest, previous), report.notes, say)
     return report
 
 
