@@ -28,8 +28,6 @@ def s3_endpoint():
 def s3_url(s3_endpoint, tmp_path, monkeypatch) -> str:
     """s3://<fresh bucket>/cache, with credentials and endpoint in the environment (as a user would set them) and
     the local mirrors under tmp_path."""
-    import boto3
-
     bucket = f"ctslice-test-{uuid.uuid4().hex[:12]}"
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL":
                         s3_endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",

@@ -33,7 +33,7 @@ def own_store() -> Iterator[tuple[str, list[str]]]:
 
     try:
         import boto3
-        import moto.server  # noqa: F401
+        import moto.server  # noqa: F401  (started below with `python -m moto.server`)
     except ImportError:
         raise CtsliceError("bench store without --cache starts moto's S3 server: pip install 'moto[server]' (the "
                            "dev extra), or give --cache s3://... of a store you have") from None

@@ -31,7 +31,6 @@ _ENV = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_a
 OPTION_KEYS = frozenset({"access_key_id", "secret_access_key", "session_token", "endpoint", "region", "allow_http",
                          "virtual_hosted_style_request", "skip_signature", "unsigned_payload", "request_payer"})
 """Keys `--storage-option` accepts (obstore's S3 configuration keys)."""
-SECRET_KEYS = frozenset({"secret_access_key", "session_token"})
 _TRUE = {"true", "1", "yes"}
 
 

@@ -239,14 +239,14 @@ class Remote:
         keep = _referenced(manifest) | _referenced(previous)
         kept: list[str] = []
         doomed: list[str] = []
-        for folder, mark in ((layout.SUBJECTS_DIR, marks.SUBJECT), (layout.INDEX_DIR, marks.SLICE_INDEX)):
+        for folder, kind in ((layout.SUBJECTS_DIR, marks.SUBJECT), (layout.INDEX_DIR, marks.SLICE_INDEX)):
             for name in self.store.folders(f"{folder}/"):
                 rel = f"{folder}/{name}"
                 if rel in keep or not layout.is_owned_name(folder, name):
                     continue
                 keys = [k for k, _ in self.store.list(f"{rel}/")]
                 root = self.store.get(f"{rel}/zarr.json") if f"{rel}/zarr.json" in keys else None
-                if root is not None and json.loads(root).get("attributes", {}).get("ctslice") != mark:
+                if root is not None and json.loads(root).get("attributes", {}).get("ctslice") != kind:
                     kept.append(f"{self.store.url}/{rel}: without ctslice's mark; kept")
                     continue
                 doomed += [k for k in keys if k != f"{rel}/zarr.json"] + ([f"{rel}/zarr.json"] if root else [])

@@ -92,14 +92,6 @@ class ObjectStore:
         except Exception as e:  # noqa: BLE001  (network, permissions: one message naming the object)
             raise self._failed("read", key, e) from None
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        import obstore
-
-        try:
-            return bytes(obstore.get_range(self.client, key, start=start, length=length))
-        except Exception as e:  # noqa: BLE001
-            raise self._failed("read", key, e) from None
-
     def exists(self, key: str) -> bool:
         import obstore
         from obstore.exceptions import NotFoundError
