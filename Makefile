@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(BIN)/ctslice bench incremental
 	$(BIN)/ctslice bench scale --subjects 1000,5000
 	$(BIN)/ctslice bench loader
+	$(BIN)/ctslice bench store
 	$(BIN)/ctslice bench train
 	$(BIN)/ctslice bench metrics
 	$(BIN)/ctslice bench predict

@@ -42,10 +42,11 @@ READERS_DIR = ".readers"
 ZARR_JSON = "zarr.json"
 LABEL_MAP_NAME = "label_map.json"
 SPLITS_NAME = "splits.csv"
+MIRROR_NAME = ".ctslice-mirror.json"  # a mirror of a cache on object storage: which store (cache/mirror.py)
 
 OWNED_ROOT_ENTRIES = frozenset({
     MARKER_NAME, MANIFEST_NAME, LOCK_NAME, SUBJECTS_DIR, INDEX_DIR, RECORDS_DIR, STAGING_DIR, READERS_DIR,
-    ZARR_JSON, LABEL_MAP_NAME, SPLITS_NAME,
+    ZARR_JSON, LABEL_MAP_NAME, SPLITS_NAME, MIRROR_NAME,
 })
 """Root entries the cache creates; `clean` removes these and nothing else. Add new root files here."""
 OWNED_SUBJECTS_FILES = frozenset({ZARR_JSON})
@@ -58,7 +59,7 @@ _RECORD_TEMP = re.compile(r"\." + _RECORD_NAME.pattern + r"\.\d+\.tmp")  # files
 # Root files are written as .<name>.<pid>.tmp (files.write_atomic), then renamed: a crash can leave such a
 # temporary name behind.
 _ROOT_FILES = sorted(OWNED_ROOT_ENTRIES - {SUBJECTS_DIR, INDEX_DIR, RECORDS_DIR, STAGING_DIR, READERS_DIR,
-                                           LOCK_NAME, MARKER_NAME})
+                                           LOCK_NAME, MARKER_NAME, MIRROR_NAME})
 _TEMP_FILE = re.compile(r"\.(" + "|".join(map(re.escape, _ROOT_FILES)) + r")\.\d+\.tmp")
 _FOLDER_NAMES = {SUBJECTS_DIR: _SUBJECT_NAME, INDEX_DIR: _INDEX_NAME, RECORDS_DIR: _RECORD_NAME}
 

@@ -47,6 +47,7 @@ from ..errors import CacheError
 from . import layout, store
 from .lease import Lease, VersionGone, take_lease, updated_message
 from .manifest import Manifest, manifest_digest, read_manifest
+from .mirror import remote_of
 
 # A Blosc chunk is at most its raw size plus a 16-byte header, then the 4-byte crc32c; ask for a little more so a
 # single read() returns the whole file, and a file longer than that is caught by the checksum.
@@ -84,6 +85,7 @@ class CacheReader:
         self._index_folder = manifest.slice_index
         self._version = _version(manifest)
         self._numbers = {sid: i for i, sid in enumerate(self.subjects)}
+        self._remote = remote_of(self.cache)  # a mirror of an object store: subjects fetched on first use
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
         self._index: store.SliceIndex | None = index
@@ -219,6 +221,8 @@ class CacheReader:
         try:
             store.decode_chunk(_read_file(path, buf, ""), out.dtype, out.shape, "", out=out)
         except FileNotFoundError:
+            if self._fetched(s):
+                return self._chunk_into(path, s, array, z, out, buf)
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
             raise CacheError(f"{self._where(s, array, z)}: chunk file {path} is missing, the cache is damaged "
@@ -228,6 +232,17 @@ class CacheReader:
 
     def _where(self, s: int, array: str, z: int) -> str:
         return f"{self.cache}: subject {self.subjects[s]} slice {z} ({array})"
+
+    @property
+    def fork_safe(self) -> bool:
+        """False for the mirror of an object store: the store client's threads (obstore's runtime) do not survive a
+        fork, and a forked worker that fetches hangs or crashes, so loaders start such readers' workers by spawn."""
+        return self._remote is None
+
+    def _fetched(self, s: int) -> bool:
+        """For the mirror of a cache on object storage (cache/mirror.py): fetch the subject's folder, whole, the
+        first time one of its chunks is missing here. False for a local cache, or when there is nothing to fetch."""
+        return self._remote is not None and self._remote.fetch_subject(self._folders[s][len(str(self.cache)) + 1:])
 
     def _superseded(self, s: int) -> bool:
         """Is this reader's version no longer the cache's (or its subject folder gone)? Asked only when a chunk

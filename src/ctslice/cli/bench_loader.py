@@ -28,8 +28,9 @@ def parse_worker_counts(text: str) -> tuple[int, ...]:
 
 @bench_app.command("loader")
 def bench_loader(
-    cache: Annotated[Optional[Path], typer.Option(help="An existing cache to read (default: a 512x512 demo cache "
-                                                       "generated under --out once, then reused).")] = None,
+    cache: Annotated[Optional[str], typer.Option(help="An existing cache to read (default: a 512x512 demo cache "
+                                                      "generated under --out once, then reused); s3://bucket/prefix: "
+                                                      "`ctslice bench store` on it.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the generated demo data, its cache and the "
                                                         "raw .npy copy.")] = Path("bench-out"),
     subjects: Annotated[int, typer.Option(help="Demo subjects (when generating).")] = 16,
@@ -67,6 +68,10 @@ def bench_loader(
 
         counts = parse_worker_counts(workers)
         log = lambda message: console.print(message, highlight=False)  # noqa: E731
+        if cache is not None and cache.startswith("s3://"):  # pairs/s from the store beside local disk
+            from .bench_store import bench_store
+
+            return bench_store(cache=cache, out_dir=out_dir, workers=counts[0], batch_size=batch_size)
         if cache is None:
             cache = ensure_bench_cache(out_dir, subjects, size, (min_slices, max_slices), log=log)
         result = run_loader_benchmark(cache, out_dir, split=split, worker_counts=counts, batch_size=batch_size,

@@ -11,8 +11,9 @@ import typer
 
 from ..text import first_few
 from .app import cache_app, console, out, shown, user_errors
+from .storage import StorageOptions, opened
 
-CacheArg = Annotated[Path, typer.Argument(help="Cache folder (the one holding manifest.json).")]
+CacheArg = Annotated[str, typer.Argument(help="Cache folder (the one holding manifest.json), or s3://bucket/prefix.")]
 
 
 def _say(text: str) -> None:
@@ -32,7 +33,8 @@ def _when(t: float) -> str:
 
 
 @cache_app.command()
-def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+         storage_option: StorageOptions = None) -> None:
     """What a cache holds: subjects and slices per split, structures, slice size, spacing, settings, size on disk.
 
     Example: ctslice cache info /fast/cache --json
@@ -41,13 +43,15 @@ def info(cache: CacheArg, as_json: Annotated[bool, typer.Option("--json", help="
         from ..cache.info import cache_info
         from ..cache.warnings import summary_lines
 
-        i = cache_info(cache)
+        i = cache_info(opened(cache, storage_option))
         if as_json:
-            typer.echo(json.dumps(i.to_json(), indent=1))
+            named = _named(i.cache)
+            mirror = {"mirror": str(i.cache)} if named != str(i.cache) else {}
+            typer.echo(json.dumps({**i.to_json(), "cache": named, **mirror}, indent=1))
             return
         spacing = "native" if i.settings.get("spacing") is None else f"{i.settings['spacing']} mm"
         lines = [
-            f"cache      {i.cache}",
+            f"cache      {_named(i.cache)}",
             f"dataset    {i.dataset.get('root', '?')} ({i.dataset.get('layout', '?')} layout)",
             f"format     version {i.format_version}, written by ctslice {i.ctslice_version}",
             f"created    {_when(i.created)}, updated {_when(i.updated)}",
@@ -74,6 +78,7 @@ def status(
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder [default: the one the cache was built "
                                                       "from].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """What changed in the dataset since the cache was built. Exit code 0: up to date, 1: stale.
 
@@ -83,12 +88,12 @@ def status(
         from ..preprocess.plan import describe_changes
         from ..preprocess.status import cache_status
 
-        s = cache_status(cache, data)
+        s = cache_status(opened(cache, storage_option), data)
         if as_json:
             typer.echo(json.dumps(s.to_json(), indent=1))
         else:
             c = s.changes
-            lines = [f"{s.cache} against {s.data}:"]
+            lines = [f"{_named(s.cache)} against {s.data}:"]
             if c.settings_changed:
                 what = describe_changes(s.changed_settings) or "the format"
                 lines.append(f"  settings changed: {what}: the next preprocess rebuilds every subject")
@@ -118,6 +123,7 @@ def verify(
                                                       "was built from].")] = None,
     workers: Annotated[int, typer.Option(help="Threads decoding chunks.")] = 4,
     repair_workers: Annotated[int, typer.Option(help="Dask workers for --repair (0 = in this process).")] = 0,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Decode every chunk, check its checksum, and check that manifest, arrays and slice index agree.
     Exit code 1 when anything is wrong (each problem is listed with subject and slice).
@@ -125,8 +131,12 @@ def verify(
     Example: ctslice cache verify /fast/cache --repair --data /data/Totalsegmentator_dataset_v201
     """
     with user_errors():
+        from ..cache.location import is_remote
         from ..preprocess.repair import verify_and_repair
 
+        if is_remote(cache):
+            _verify_store(cache, repair, storage_option, workers)
+            return
         with _VerifyBar() as bar:
             result = verify_and_repair(cache, repair, data, workers, repair_workers, progress=bar.advance,
                                        checked=bar.then(_print_verify))
@@ -176,6 +186,26 @@ class _VerifyBar:
         self.stop()
 
 
+def _verify_store(cache: str, repair: bool, options: list[str] | None, workers: int) -> None:
+    """verify of a cache on object storage: every object of its current version fetched fresh (not the mirror)."""
+    from ..cache.remote_verify import verify_store
+    from ..errors import CtsliceError
+
+    if repair:
+        raise CtsliceError("--repair of a cache on object storage: run `ctslice preprocess --force` instead")
+    with _VerifyBar() as bar:
+        report = verify_store(opened(cache, options), workers, progress=bar.advance)
+    _print_verify(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _named(cache) -> str:
+    from ..cache.location import shown as where
+
+    return where(cache)
+
+
 def _print_verify(report) -> None:
     for problem in report.problems:
         _say(f"problem: {problem}")
@@ -184,7 +214,7 @@ def _print_verify(report) -> None:
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
     if report.damaged_subjects:
         verdict += f", damaged subject(s): {first_few(report.damaged_subjects, 20)}"
-    _say(f"{report.cache}: {report.subjects} subjects, {report.slices} slices, {report.chunks} chunks checked: "
+    _say(f"{_named(report.cache)}: {report.subjects} subjects, {report.slices} slices, {report.chunks} chunks checked: "
          f"{verdict}")
 
 
@@ -206,9 +236,14 @@ def clean(
     """
     with user_errors():
         from ..cache.cleanup import check_removable, remove_cache, remove_leftovers
+        from ..cache.location import is_remote
         from ..cache.lock import cache_lock
         from ..cache.manifest import read_manifest
+        from ..errors import CtsliceError
 
+        if is_remote(cache):
+            raise CtsliceError(f"{cache}: `cache clean` works on local caches only (a preprocess removes a store's "
+                               "superseded objects; delete a whole prefix with the store's own tools)")
         cache = Path(cache)
         if leftovers:
             read_manifest(cache)  # a clear error for a folder that is not a cache, before taking its lock
@@ -249,6 +284,7 @@ def show(
                                                                   "without suffix), or an existing folder to "
                                                                   "write the default name in [default: "
                                                                   "SUBJECT-AXIS[-SLICE].png].")] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Draw a cached subject's CT with its labels as a coloured overlay and a legend of the structures present:
     the first thing to look at after preprocessing a new dataset (orientation, labels, windowing).
@@ -258,7 +294,7 @@ def show(
     with user_errors():
         from ..view.show import show_subject
 
-        _say(f"wrote {show_subject(cache, subject, out_png, slice_, axis, window)}")
+        _say(f"wrote {show_subject(opened(cache, storage_option), subject, out_png, slice_, axis, window)}")
 
 
 @cache_app.command()
@@ -267,6 +303,7 @@ def stats(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for structures.png and dataset.png "
                                                                   "[default: CACHE-stats beside the cache].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's statistics as JSON.")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Dataset statistics from the manifest: per structure the subjects containing it, voxels and volume;
     foreground HU statistics (nnU-Net's CT normalisation); spacing; and figures of them.
@@ -277,6 +314,7 @@ def stats(
         from ..cache.manifest import read_manifest
         from ..view.stats import figure_folder, structure_rows, write_figures
 
+        cache = opened(cache, storage_option)
         manifest = read_manifest(cache)
         st = manifest.statistics
         if as_json:

@@ -10,6 +10,7 @@ import typer
 
 from ..config import EvaluateConfig, LoaderConfig
 from .app import app, console, out, shown, user_errors
+from .storage import StorageOptions, opened
 
 _D, _L = EvaluateConfig(), LoaderConfig()
 
@@ -28,7 +29,8 @@ def evaluate(
         "--checkpoint", metavar="<path>",
         help="Checkpoint of a training run; give it several times to average the models' probabilities (an "
              "ensemble: the folds of a cross-validation, or several seeds).")],
-    cache: Annotated[Optional[Path], typer.Option(help="Cache to evaluate on [default: the checkpoint's].")] = None,
+    cache: Annotated[Optional[str], typer.Option(help="Cache to evaluate on, a folder or s3://bucket/prefix "
+                                                      "[default: the checkpoint's].")] = None,
     split: Annotated[str, typer.Option(help="Split of the cache: val, test or train.")] = "val",
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Output folder [default: RUN/eval-<split>, with -ensemble<N> and -tta when they apply; RUN: "
@@ -58,6 +60,7 @@ def evaluate(
              "(only for models trained with left-right mirroring; left/right pairs are swapped back). "
              f"[default: {_D.tta}]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with [evaluate] and [loader] sections.")] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Score a trained model on every subject of a cache split, in 3D, per structure: Dice, IoU, surface Dice,
     volumes and detection; writes evaluation.json, per_class.csv, per_subject.csv and figures. Subjects the model
@@ -90,7 +93,7 @@ def evaluate(
                       TextColumn("{task.description}"), console=console) as bar:
             task = bar.add_task("", total=None)
             result = run_evaluation(
-                checkpoint, cfg, loader, cache=cache, split=split, out=out_dir,
+                checkpoint, cfg, loader, cache=None if cache is None else opened(cache, storage_option, config), split=split, out=out_dir,
                 reference=partial(open_reference, data) if original_space else None,
                 save_predictions=save_predictions, split_masks=split_masks,
                 progress=lambda done, total, sid: bar.update(task, completed=done, total=total, description=shown(sid)))

@@ -9,6 +9,7 @@ import typer
 
 from ..config import PreprocessConfig
 from .app import app, console, out, shown, user_errors
+from .storage import StorageOptions, opened
 
 # Defaults live in ctslice.config; the help shows them from there. Options default to None = "not given", so that a
 # --config file can set them too (flags > file > defaults).
@@ -18,7 +19,8 @@ _D = PreprocessConfig()
 @app.command()
 def preprocess(
     data: Annotated[Path, typer.Argument(help="Dataset folder (TotalSegmentator or nnU-Net layout).")],
-    cache: Annotated[Path, typer.Option("--cache", "-c", help="Cache folder to create or update.")] = Path("cache"),
+    cache: Annotated[str, typer.Option("--cache", "-c", help="Cache folder to create or update, or s3://bucket/prefix "
+                                                             "(see --storage-option).")] = "cache",
     config: Annotated[Optional[Path], typer.Option(help="TOML file with a [preprocess] section.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local dask worker processes (default: all cores; "
                                                         "capped by cores, subjects and memory; "
@@ -39,6 +41,7 @@ def preprocess(
     seed: Annotated[Optional[int], typer.Option(
         help=f"Seed of the split rule. [default: the cache's; new: {_D.seed}]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every subject, even unchanged ones.")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Build or update the slice cache of a dataset: only new or changed subjects are processed.
 
@@ -55,6 +58,7 @@ def preprocess(
     with user_errors():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from ..cache.location import shown as where
         from ..cache.warnings import summary_lines
         from ..preprocess.run import run_preprocess
 
@@ -73,12 +77,13 @@ def preprocess(
             # Only what the user gave: the library resolves it over --config, the cache's own settings, the defaults.
             given = {"workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
                      "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}
-            report = run_preprocess(data, cache, given, config_file=config, force=force, progress=advance,
+            folder = opened(cache, storage_option, config, writing=True)
+            report = run_preprocess(data, folder, given, config_file=config, force=force, progress=advance,
                                     say=lambda note: console.print(shown(note), highlight=False, soft_wrap=True))
         finally:
             if bar.live.is_started:  # stopping a bar that never started prints an empty line
                 bar.stop()
-        summary = (f"{report.cache}: {len(report.processed)} processed, {len(report.reused)} reused, "
+        summary = (f"{where(report.cache)}: {len(report.processed)} processed, {len(report.reused)} reused, "
                    f"{len(report.unchanged)} unchanged, {len(report.removed)} removed, {len(report.failed)} failed "
                    f"in {report.seconds:.1f} s")
         if report.rebuilt_all:

@@ -9,14 +9,16 @@ import typer
 
 from ..config import LoaderConfig, TrainConfig
 from .app import app, console, out, user_errors
+from .storage import StorageOptions, opened
 
 _T, _L = TrainConfig(), LoaderConfig()
 
 
 @app.command()
 def train(
-    cache: Annotated[Optional[Path], typer.Option(
-        "--cache", "-c", help="Slice cache to train on [default: with --resume the run's own cache, else ./cache].")
+    cache: Annotated[Optional[str], typer.Option(
+        "--cache", "-c", help="Slice cache to train on, a folder or s3://bucket/prefix [default: with --resume the "
+                              "run's own cache, else ./cache].")
     ] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Run folder for checkpoints, history and figures: a new or empty folder, or the run "
@@ -44,6 +46,7 @@ def train(
         help="Continue a run exactly: its folder (uses checkpoint_last.pth, also one written mid-epoch on SIGTERM "
              "or Ctrl-C) or a checkpoint file. The run's settings and cache are the defaults; --epochs may be "
              "raised.")] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Train the 2D U-Net on a slice cache: label map, split, HU clip and slice size come from its manifest.
 
@@ -69,6 +72,7 @@ def train(
                       "wandb": wandb, "fold": fold, "folds": folds},
             "loader": {"batch_size": batch_size, "workers": workers}}, run_settings=run_settings)
         out_dir = out_dir if out_dir is not None else default_run_folder(resume)
+        cache = opened(cache, storage_option, config or None)
         result = run_training(cache, out_dir, cfg, resume=resume, progress=RichProgress(console))
         if not result.history:  # a rank > 0 of torchrun: rank 0 reports
             return

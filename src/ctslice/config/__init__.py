@@ -15,6 +15,7 @@ where)`, which `load_config` applies layer by layer; `Section.validate()` checks
 
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
+from .storage import StorageConfig
 from .checks import ConfigError
 from .loading import RUN_SECTIONS, SECTIONS, Config, load_config, parse_spacing, validate_settings
 from .checks import DEVICE
@@ -22,6 +23,6 @@ from .training import INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, AugmentConfig,
 
 __all__ = [
     "DEVICE", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "SECTIONS", "WANDB_MODES", "AugmentConfig",
-    "Config", "ConfigError", "EvaluateConfig", "LoaderConfig", "ModelConfig", "PreprocessConfig", "TrainConfig",
+    "Config", "ConfigError", "EvaluateConfig", "LoaderConfig", "ModelConfig", "PreprocessConfig", "StorageConfig", "TrainConfig",
     "load_config", "parse_spacing", "validate_settings",
 ]

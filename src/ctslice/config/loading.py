@@ -14,6 +14,7 @@ from ..files import FileTooLarge, NotRegularFile, read_bounded
 from .checks import ConfigError, check_section, check_value, kind, show
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
+from .storage import StorageConfig
 from .training import AugmentConfig, ModelConfig, TrainConfig
 
 
@@ -25,6 +26,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON-able data, to save with a run (training checkpoints;

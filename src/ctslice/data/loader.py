@@ -130,6 +130,8 @@ def build_loader(cache: Path | str, split: str, cfg: LoaderConfig, *, shuffle: b
     else:
         sampler = SequentialSampler(dataset)
     generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds follow from it: reproducible workers
+    if multiprocessing_context is None and not getattr(getattr(dataset, "reader", None), "fork_safe", True):
+        multiprocessing_context = "spawn"  # the object-store client's runtime does not survive a fork (reader.py)
     return RingLoader(dataset, sampler=sampler, generator=generator, **loader_kwargs(cfg, multiprocessing_context))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cache.location import shown as cache_name
 from ..cache.manifest import Manifest
 from ..config import EvaluateConfig, LoaderConfig
 from ..data.loader import worker_errors
@@ -131,7 +132,7 @@ def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: 
     return {
         "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch,
         "ensemble": [str(p.resolve()) for p in ctx.checkpoints] if len(ctx.checkpoints) > 1 else None,
-        "cache": str(ctx.cache.resolve()),
+        "cache": cache_name(ctx.cache.resolve()),  # a cache on object storage: its URL
         "cache_hash": ctx.manifest.settings.hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
         "split": ctx.split, "space": space.name, "data": str(space.reference.root) if original else None,
         "device": str(ctx.device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

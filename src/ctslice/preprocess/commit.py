@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import lease, store
+from ..cache import lease, mirror, store
 from ..cache.cleanup import remove_leftovers
 from ..cache.manifest import write_manifest
 from ..cache.records import Records
@@ -66,13 +66,14 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
     if plan.rebuilt_all is None:
         before = previous.subjects.table if previous else {}
         for sid in failed:
-            if sid in before and sid not in keep and store.subject_exists(cache, before[sid].path):
+            if sid in before and sid not in keep and mirror.subject_exists(cache, before[sid].path):
                 keep[sid] = before[sid]
     report.failed = dict(sorted(failed.items()))
     report.processed.sort()
     report.reused.sort()
 
     manifest = plan.manifest
+    mirror.make_local(cache, _read_by_commit(previous, keep, plan.rebuild_index))
     manifest.subjects = Records(cache, keep)  # rows of kept subjects, records of new and refreshed ones
     manifest.failed = report.failed
     if plan.splits is not None:
@@ -91,10 +92,22 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
     manifest.subjects.save(cache)  # record files of new and changed subjects
     lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
     write_manifest(cache, manifest)  # syncs subjects, records and index to disk before the manifest names them
+    mirror.publish(cache, manifest)  # a cache on object storage: its manifest.json last (cache/mirror.py)
     report.warnings = warning_summary(manifest)
     with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
         remove_leftovers(cache, manifest, keep=previous, held=held)
+    _tell(mirror.remove_orphans(cache, manifest, previous), report.notes, say)
     return report
+
+
+def _read_by_commit(previous, keep: dict, rebuild_index: bool) -> list[str]:
+    """Subject folders whose small arrays the slice index update reads (cache/slice_index.py): those new to this
+    version, and, unless every subject is new, those leaving it (their histograms are subtracted). For a mirror of
+    an object store they are fetched first; a subject computed here is in the mirror already."""
+    before = {} if previous is None or rebuild_index else previous.subjects.table
+    arrived = [row.path for sid, row in keep.items() if sid not in before or before[sid].path != row.path]
+    leaving = [row.path for sid, row in before.items() if sid not in keep or keep[sid].path != row.path]
+    return arrived + (leaving if len(arrived) < len(keep) else [])
 
 
 def _tell(added: list[str], notes: list[str], say: Callable[[str], None] | None) -> None:

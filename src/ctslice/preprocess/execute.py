@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cache.mirror import remote_of
 from .parallel import map_unordered, runs_in_process
 from .subject import SubjectJob, SubjectOutcome, process_subject
 from .threads import subject_threads
@@ -26,8 +27,9 @@ def execute(plan: Plan, progress: ProgressFn | None = None) -> list[SubjectOutco
     todo = [s for s in dataset.subjects if s.id in plan.todo]
     threads = subject_threads(cfg.workers, cfg.dask_scheduler,
                               runs_in_process(cfg.workers, cfg.dask_scheduler, len(todo)))
+    remote = remote_of(plan.cache)  # a cache on object storage: each worker uploads its subject
     jobs = [SubjectJob(s, str(dataset.root), str(plan.cache), cfg.content_settings(), plan.job_hash,
-                       dataset.label_map, dataset.label_values, threads) for s in todo]
+                       dataset.label_map, dataset.label_values, threads, remote) for s in todo]
     # Largest inputs first, so one big subject does not start last and hold up the end of the run.
     jobs.sort(key=lambda j: -input_size(dataset.root / j.source.image))
 

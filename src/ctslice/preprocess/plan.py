@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import store
+from ..cache import mirror, store
 from ..cache.label_map import label_map_to_json
 from ..cache.manifest import FORMAT_VERSION, Manifest, OldFormat, manifest_path, read_manifest
 from ..cache.records import Row
@@ -112,7 +112,7 @@ def plan_update(cache: Path, dataset: Dataset, cfg: PreprocessConfig, force: boo
         table = previous.subjects.table
         for sid in sorted(set(changes.unchanged) - todo):
             row = table[sid]
-            if not store.subject_exists(cache, row.path):  # deleted by hand: make it again
+            if not mirror.subject_exists(cache, row.path):  # deleted by hand: make it again
                 todo.add(sid)
                 continue
             if sid in changes.touched:  # same bytes, new times: a new record file with them
@@ -193,7 +193,7 @@ def _built_before(cache: Path, previous: Manifest, changes: Changes, shash: str,
     count = 0
     for sid in set(todo) & set(changes.unchanged):
         files = changes.touched.get(sid, previous.subjects[sid].files)
-        count += store.subject_exists(cache, store.subject_folder(sid, subject_key(shash, files)))
+        count += mirror.subject_exists(cache, store.subject_folder(sid, subject_key(shash, files)))
     return count
 
 

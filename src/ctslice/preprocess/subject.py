@@ -18,6 +18,7 @@ import numpy as np
 
 from ..cache import store
 from ..cache.manifest import SubjectRecord
+from ..cache.mirror import Remote
 from ..errors import InputError
 from ..imaging import memory, volume
 from .fingerprint import file_fingerprint, subject_key
@@ -42,6 +43,8 @@ class SubjectJob:
     """nnU-Net layout: value in the label file -> label-map index."""
     threads: int = 1
     """Threads that read this subject's masks and resample its slices (threads.subject_threads)."""
+    remote: Remote | None = None
+    """For a cache on object storage: the store the worker uploads the subject's folder to (cache/mirror.py)."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def _process(job: SubjectJob) -> SubjectOutcome:
             raise InputError(src.id, name, f"cannot read file ({e.strerror or e})") from None
     key = subject_key(job.settings_hash, files)
     folder = store.subject_folder(src.id, key)
-    if store.subject_exists(job.cache, folder):
-        record = SubjectRecord.from_json(store.read_subject_record(job.cache, folder))
+    done = _complete_record(job, folder)
+    if done is not None:
+        record = SubjectRecord.from_json(done)
         record.files = files  # same bytes; keep the current times
         return SubjectOutcome(src.id, record=record, reused=True)
 
@@ -123,7 +127,19 @@ def _process(job: SubjectJob) -> SubjectOutcome:
     )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
                         foreground_histogram(image_cached, label_cached))
+    if job.remote is not None:
+        job.remote.upload_folder(folder)
     return SubjectOutcome(src.id, record=record)
+
+
+def _complete_record(job: SubjectJob, folder: str) -> dict[str, Any] | None:
+    """The record of a complete folder of this key from an interrupted run or another worker, or None. For a cache
+    on object storage the store's copy counts (uploaded again from the mirror when only the mirror has it)."""
+    if store.subject_exists(job.cache, folder):
+        if job.remote is not None and not job.remote.has_subject(folder):
+            job.remote.upload_folder(folder)
+        return store.read_subject_record(job.cache, folder)
+    return job.remote.subject_record(folder) if job.remote is not None else None
 
 
 def _merge_masks(job: SubjectJob, ct_img, root: Path) -> tuple[np.ndarray, int, list[str]]:

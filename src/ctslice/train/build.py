@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache.location import shown
 from ..cache.folds import fold_splits
 from ..cache.manifest import Manifest, read_manifest
 from ..config import Config
@@ -115,7 +116,7 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
         flat.update(fold=train.fold, folds=train.folds, fold_train_subjects=manifest.splits["train"],
                     fold_val_subjects=manifest.splits["val"])
     sections = {**cfg.to_dict(), "preprocess": manifest.settings.to_json()}
-    return {**flat, **sections, "cache": str(cache), "cache_hash": manifest.settings.hash,
+    return {**flat, **sections, "cache": shown(cache), "cache_hash": manifest.settings.hash,
             "intensity": intensity, "device": device.type}
 
 

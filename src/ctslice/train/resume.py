@@ -39,13 +39,15 @@ def read_resumable(path: Path) -> Checkpoint:
     return checkpoint
 
 
-def resume_defaults(resume: Path | str | None, cache: Path | None) -> tuple[Path, dict[str, Any] | None]:
+def resume_defaults(resume: Path | str | None, cache: Path | str | None) -> tuple[Path | str, dict[str, Any] | None]:
     """The cache and the run settings a run starts from: with `resume`, the resumed run's own (its checkpoint's
     config, and its cache unless `cache` is given), so that `--resume RUN` alone continues it; else `cache` or
     ./cache and no settings (the defaults)."""
     if resume is None:
         return (cache if cache is not None else Path("cache")), None
     checkpoint = read_resumable(resume_checkpoint(resume))
+    if cache is None and (checkpoint.cache or "").startswith("s3://"):  # a cache on object storage: its URL
+        return checkpoint.cache, checkpoint.config
     return (cache if cache is not None else Path(checkpoint.cache or "cache")), checkpoint.config
 
 
