@@ -27,8 +27,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import CacheError
-from . import layout
-from . import marks
+from . import encode, layout, marks, shards
 from .layout import INDEX_DIR, STAGING_DIR, SUBJECTS_DIR  # noqa: F401  (re-exported)
 
 HISTOGRAM = "hu_histogram"
@@ -57,9 +56,33 @@ def _create(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, .
     array[...] = data
 
 
+def _write_array(group: zarr.Group, folder: Path, name: str, data: np.ndarray, codecs, sliced: bool = False,
+                 sharded: bool = False, threads: int = 1) -> None:
+    """What `_create` writes (and, with `sharded`, what zarr writes with shards=data.shape), with the chunks
+    encoded and written here (cache/encode.py: byte-identical, without zarr's per-chunk cost); zarr writes the
+    metadata. `sliced`: chunks (1, H, W), else one chunk; `sharded`: those slices in one shard file."""
+    chunks = (1, *data.shape[1:]) if sliced else data.shape
+    group.create_array(name, shape=data.shape, chunks=chunks, shards=(max(1, len(data)), *data.shape[1:])
+                       if sharded else None, dtype=data.dtype, compressors=codecs, config={"write_empty_chunks": True})
+    if not sliced:
+        files = {layout.chunk_key(name, *(0 for _ in data.shape)): encode.encode_chunk(data, codecs)}
+    elif sharded:
+        files = {layout.chunk_key(name, 0, 0, 0): shards.pack(encode.encode_slices(data, codecs, threads))}
+    else:
+        files = {layout.chunk_key(name, z, 0, 0): chunk
+                 for z, chunk in enumerate(encode.encode_slices(data, codecs, threads))}
+    for key, chunk in files.items():
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(chunk)
+
+
 def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray, foreground: np.ndarray,
-                  present: np.ndarray, record: dict[str, Any], hu_histogram: np.ndarray | None = None) -> None:
-    """Write a subject's arrays under a temporary name, then rename the folder into place.
+                  present: np.ndarray, record: dict[str, Any], hu_histogram: np.ndarray | None = None,
+                  sharded: bool = False, threads: int = 1) -> None:
+    """Write a subject's arrays under a temporary name, then rename the folder into place. `sharded`: the image
+    and label arrays in the "shards" layout (cache/shards.py), else one chunk file per slice; `threads` encode
+    their slices.
 
     If the folder already exists, it holds the same content (same key) from an earlier, interrupted run or
     another worker: the new copy is dropped."""
@@ -71,13 +94,13 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
     try:
         group = zarr.open_group(zarr.storage.LocalStore(staging), mode="w",
                                  attributes={"ctslice": marks.SUBJECT, "record": record})  # mark: cache/marks.py
-        slice_chunks = (1, *image.shape[1:])
-        _create(group, "image", image.astype(IMAGE_DTYPE, copy=False), slice_chunks, IMAGE_CODECS)
-        _create(group, "label", label.astype(LABEL_DTYPE, copy=False), slice_chunks, LABEL_CODECS)
-        _create(group, "foreground", foreground.astype(np.int32, copy=False), foreground.shape, SMALL_CODECS)
-        _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
+        for name, data, codecs in (("image", image.astype(IMAGE_DTYPE, copy=False), IMAGE_CODECS),
+                                   ("label", label.astype(LABEL_DTYPE, copy=False), LABEL_CODECS)):
+            _write_array(group, staging, name, data, codecs, sliced=True, sharded=sharded, threads=threads)
+        _write_array(group, staging, "foreground", foreground.astype(np.int32, copy=False), SMALL_CODECS)
+        _write_array(group, staging, "present", present.astype(bool, copy=False), SMALL_CODECS)
         if hu_histogram is not None:  # foreground HU counts, for the dataset statistics (cache/statistics.py)
-            _create(group, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), hu_histogram.shape, SMALL_CODECS)
+            _write_array(group, staging, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), SMALL_CODECS)
         if target.exists():
             return
         os.rename(staging, target)  # on disk before the manifest names it: sync_filesystem, called by the writer
