@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from . import layout, store
+from . import layout, shards, store
 from .lease import Lease, VersionGone, take_lease, updated_message
 from .manifest import Manifest, manifest_digest, read_manifest
 
@@ -82,6 +82,8 @@ class CacheReader:
         self._index_folder = manifest.slice_index
         self._version = _version(manifest)
         self._numbers = {sid: i for i, sid in enumerate(self.subjects)}
+        # "shards" layout: slices are byte ranges of one file per array (cache/shards.py), indexes parsed once
+        self._shards = shards.ShardFiles() if manifest.settings.layout == "shards" else None
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
         self._index: store.SliceIndex | None = index
@@ -98,6 +100,8 @@ class CacheReader:
 
     def close(self) -> None:
         """Let go of this reader's version (a later preprocess run may then delete it). Also at garbage collection."""
+        if self._shards is not None:
+            self._shards.close()
         if self._lease is not None:
             self._lease.close()
             self._lease = None
@@ -212,10 +216,13 @@ class CacheReader:
         `out`. The error context is only put together when something is wrong: read and decode report with an
         empty `where`, and their message gets it in front (the same text as if it had been passed)."""
         try:
-            store.decode_chunk(_read_file(path, buf, ""), out.dtype, out.shape, "", out=out)
+            raw = (_read_file(path, buf, "") if self._shards is None else
+                   self._shards.read(shards.shard_path(self._folders[s], array), z, int(self.shapes[s, 0]), buf))
+            store.decode_chunk(raw, out.dtype, out.shape, "", out=out)
         except FileNotFoundError:
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
+            path = path if self._shards is None else shards.shard_path(self._folders[s], array)
             raise CacheError(f"{self._where(s, array, z)}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
         except CacheError as e:

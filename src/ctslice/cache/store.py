@@ -185,6 +185,42 @@ def read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str, 
     return flat.reshape(shape)
 
 
+class SubjectSlices:
+    """A subject's image or label slices one at a time, checked and decoded as `read_chunk` does, in either
+    layout (for verify and the statistics' recount; the loader's own path is cache/reader.py). Errors are
+    CacheErrors naming `where`; close() lets go of a sharded subject's open files."""
+
+    def __init__(self, cache: Path, folder: str, shape: tuple[int, int, int], sharded: bool):
+        self.folder, self.shape = f"{cache}/{folder}", tuple(shape)
+        self.files = shards.ShardFiles(keep=2) if sharded else None
+        self._buf = bytearray(self.shape[1] * self.shape[2] * IMAGE_DTYPE.itemsize + _CHUNK_SLACK)
+
+    def check_index(self, array: str, where: str) -> None:
+        """Open a sharded array and check its shard index (nothing to do for one file per slice)."""
+        if self.files is not None:
+            self._shard(array, where, lambda path: self.files.index(path, self.shape[0]))
+
+    def read(self, array: str, z: int, where: str, hint: str = "") -> np.ndarray:
+        dtype, plane = LABEL_DTYPE if array == "label" else IMAGE_DTYPE, self.shape[1:]
+        if self.files is None:
+            return read_chunk(Path(self.folder) / layout.chunk_key(array, z, 0, 0), dtype, plane, where, hint)
+        raw = self._shard(array, where, lambda path: self.files.read(path, z, self.shape[0], self._buf))
+        return decode_chunk(raw, dtype, (1, plane[0] * plane[1]), where, hint=hint).reshape(plane)
+
+    def _shard(self, array: str, where: str, action):
+        path = shards.shard_path(self.folder, array)
+        try:
+            return action(path)
+        except FileNotFoundError:
+            raise CacheError(f"{where}: shard file {path} is missing") from None
+        except CacheError as e:
+            raise CacheError(f"{where}{e}") from None
+
+    def close(self) -> None:
+        if self.files is not None:
+            self.files.close()
+
+
 def read_subject_record(cache: Path, folder: str) -> dict[str, Any]:
     return dict(open_subject(cache, folder).attrs["record"])
 

@@ -113,7 +113,8 @@ def _process(job: SubjectJob) -> SubjectOutcome:
         missing_structures=missing, warnings=warnings, header=volume.header_fields(ct_img.header),
     )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
-                        foreground_histogram(image_cached, label_cached))
+                        foreground_histogram(image_cached, label_cached),
+                        sharded=s.get("layout") == "shards", threads=job.threads)
     return SubjectOutcome(src.id, record=record)
 
 
