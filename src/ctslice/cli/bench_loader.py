@@ -45,6 +45,9 @@ def bench_loader(
     context_slices: Annotated[int, typer.Option(help="2.5D context slices k (odd).")] = 1,
     alternatives: Annotated[bool, typer.Option("--alternatives", help="Also time other ways to read: zarr-python, "
                                                "read_bytes, pread, threads, stacking.")] = False,
+    shards: Annotated[bool, typer.Option("--shards/--no-shards", help="Also read the same cache in the shards "
+                                         "layout (built once under --out from its dataset), row by row beside "
+                                         "it.")] = True,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
     """Slice pairs per second: naive NIfTI reading, the ctslice dataset and DataLoader, and the same DataLoader
@@ -57,15 +60,16 @@ def bench_loader(
     Example (a GPU machine): ctslice bench loader --subjects 48 --workers 0,1,2,4,8,N --batches 200 --json r.json
     """
     with user_errors():
-        from ..bench.loader import ensure_bench_cache, format_table, run_loader_benchmark
+        from ..bench.loader import ensure_bench_cache, ensure_sharded_copy, format_table, run_loader_benchmark
 
         counts = parse_worker_counts(workers)
         log = lambda message: console.print(message, highlight=False)  # noqa: E731
         if cache is None:
             cache = ensure_bench_cache(out_dir, subjects, size, (min_slices, max_slices), log=log)
+        sharded = ensure_sharded_copy(cache, out_dir, log=log) if shards else None
         result = run_loader_benchmark(cache, out_dir, split=split, worker_counts=counts, batch_size=batch_size,
                                       batches=batches, samples=samples, naive_samples=naive,
-                                      context_slices=context_slices, log=log)
+                                      context_slices=context_slices, sharded=sharded, log=log)
         for line in format_table(result):
             out.print(line, highlight=False)
         if alternatives:
