@@ -8,6 +8,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
+from ctslice.bench.subject_write import measure_subject_write, write_with_zarr
 from ctslice.cache import shards, store
 from ctslice.cache.manifest import read_manifest
 from ctslice.cache.reader import CacheReader
@@ -33,19 +34,6 @@ def _arrays(seed=0, s=7, h=24, w=20, labels=5):
             "present": rng.random((s, labels)) < 0.5, "hu_histogram": rng.integers(0, 5, 65536).astype(np.int64)}
 
 
-def _written_by_zarr(root, arrays, sharded):
-    """The same group as store.write_subject's, written by zarr itself (array[...] = data)."""
-    group = zarr.open_group(zarr.storage.LocalStore(root), mode="w", attributes={"ctslice": "subject", "record": {}})
-    codecs = {"image": store.IMAGE_CODECS, "label": store.LABEL_CODECS}
-    for name, data in arrays.items():
-        sliced = name in codecs
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype,
-                                   chunks=(1, *data.shape[1:]) if sliced else data.shape,
-                                   shards=data.shape if sliced and sharded else None,
-                                   compressors=codecs.get(name, store.SMALL_CODECS), config={"write_empty_chunks": True})
-        array[...] = data
-
-
 def _files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -63,7 +51,7 @@ def test_direct_writer_writes_the_bytes_zarr_writes(tmp_path, sharded, threads):
     arrays = _arrays()
     store.write_subject(tmp_path, FOLDER, arrays["image"], arrays["label"], arrays["foreground"], arrays["present"],
                         {}, arrays["hu_histogram"], sharded=sharded, threads=threads)
-    _written_by_zarr(tmp_path / "reference", arrays, sharded)
+    write_with_zarr(tmp_path / "reference", arrays, {}, sharded)
     mine, reference = _files(tmp_path / FOLDER), _files(tmp_path / "reference")
     assert mine.keys() == reference.keys() and mine == reference  # chunks, shard files and metadata alike
     assert ("image/c/0/0/0" in mine) and (("image/c/6/0/0" in mine) != sharded)
@@ -74,8 +62,8 @@ def test_direct_writer_writes_the_bytes_zarr_writes(tmp_path, sharded, threads):
 
 def test_shard_index_is_parsed_as_zarr_wrote_it(tmp_path):
     arrays = _arrays(seed=1)
-    _written_by_zarr(tmp_path / "sharded", arrays, sharded=True)
-    _written_by_zarr(tmp_path / "sliced", arrays, sharded=False)
+    write_with_zarr(tmp_path / "sharded", arrays, {}, sharded=True)
+    write_with_zarr(tmp_path / "sliced", arrays, {}, sharded=False)
     shard = (tmp_path / "sharded" / "image" / "c" / "0" / "0" / "0").read_bytes()
     n = len(arrays["image"])
     offsets, sizes = shards.parse_index(shard[-shards.index_size(n):], n, len(shard))
@@ -180,3 +168,9 @@ def test_a_worker_copy_of_the_reader_opens_its_own_files(tiny_dataset, tmp_path)
     (cache / shards.shard_path(read_manifest(cache).subjects.table[SID].path, "image")).unlink()
     with pytest.raises(CacheError, match=r"image/c/0/0/0 is missing, the cache is damaged"):
         copy.read(SID, 0)
+
+
+def test_the_write_benchmark_times_every_way(tmp_path):
+    result = measure_subject_write(_arrays(), tmp_path / "w", repeats=1)
+    assert set(result["seconds"]) == set(result["vs_zarr"]) and result["vs_zarr"]["zarr, slices (before)"] == 1
+    assert all(s > 0 for s in result["seconds"].values()) and not (tmp_path / "w").exists()
