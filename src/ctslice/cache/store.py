@@ -71,10 +71,17 @@ def _write_array(group: zarr.Group, folder: Path, name: str, data: np.ndarray, c
     else:
         files = {layout.chunk_key(name, z, 0, 0): chunk
                  for z, chunk in enumerate(encode.encode_slices(data, codecs, threads))}
-    for key, chunk in files.items():
-        path = folder / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(chunk)
+    made: set[str] = set()
+    for key, chunk in files.items():  # strings and os calls: Path.mkdir/write_bytes cost more than a slice's encode
+        parent, path = os.path.dirname(f"{folder}/{key}"), f"{folder}/{key}"
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(fd, chunk)  # one write of a chunk (a regular file takes it whole)
+        finally:
+            os.close(fd)
 
 
 def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray, foreground: np.ndarray,
