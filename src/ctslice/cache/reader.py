@@ -26,7 +26,9 @@ page cache, one process on a shared 2-core VM, so +-20% between runs); pairs/s:
   slower for lz4 slices, so the dataset turns them off while it reads (`data/dataset.py`). Two threads decoding a
   batch's rows in one process gained 5-30% on 2 cores (`--alternatives`), which workers give anyway.
 - No file handles are kept: there is one chunk file per slice (millions), and open-read-close is what the numbers
-  above include. The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
+  above include. In the "shards" layout (a cache built with `layout = "shards"`) a slice is a byte range of its
+  array's shard file instead: `shards.ShardFiles` keeps the recently used shard files open with their parsed
+  indexes, and a read is one pread into the same buffer (the one branch is in `_chunk_into`). The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
   with fork, spawn and forkserver DataLoader workers; each process makes its own read buffer on first use.
 - The version it opened stays on disk while the reader lives: it holds a shared lock on that version's lease file
   (cache/lease.py), and preprocess runs delete no version a reader holds. Workers need no lock of their own: the

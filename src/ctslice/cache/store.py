@@ -1,4 +1,6 @@
-"""The cache's arrays on disk: zarr v3 groups, one per subject, one chunk per slice (folders: layout.py).
+"""The cache's arrays on disk: zarr v3 groups, one per subject, one chunk per slice (folders: layout.py), in one
+file per slice or, in the "shards" layout, one shard file per array (cache/shards.py); written without zarr's
+per-chunk cost (cache/encode.py), byte for byte what zarr writes.
 
     CACHE/subjects/<id>-<key>/           zarr group per subject: image (S,H,W) int16, label (S,H,W) uint8,
                                          foreground (S,) int32, present (S, labels) bool, hu_histogram

@@ -1,9 +1,10 @@
 """`verify_cache`: is every byte of a cache still good, and do its manifest and arrays agree?
 
-Every slice chunk is read from its file and decoded as the loader would (`store.decode_chunk`: crc32c, then
-Blosc), so a damaged byte anywhere is found and named by subject, array and slice. The per-subject statistics
-(foreground counts, present labels, label voxel totals) are recomputed from the decoded labels, and the slice
-index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
+Every slice chunk is read from its file (or, in the "shards" layout, from its byte range of the array's shard
+file, whose index is checked first) and decoded as the loader would (`store.decode_chunk`: crc32c, then Blosc),
+so a damaged byte anywhere is found and named by subject, array and slice (a damaged shard index: subject and
+array). The per-subject statistics (foreground counts, present labels, label voxel totals) are recomputed from
+the decoded labels, and the slice index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
 per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs
 are reported but are not problems: readers never look at them.
 
