@@ -16,6 +16,7 @@ from ctslice.cache.statistics import _recount
 from ctslice.cache.verify import verify_cache
 from ctslice.cli import app
 from ctslice.errors import CacheError
+from ctslice.preprocess.repair import repair_cache
 from ctslice.preprocess.run import run_preprocess
 
 from conftest import TINY_SETTINGS
@@ -129,6 +130,10 @@ def test_verify_and_the_reader_catch_a_flipped_byte_in_a_chunk_or_the_index(tiny
         CacheReader(cache).read(SID, 0)
     path.unlink()
     assert "label: shard file" in str(verify_cache(cache).problems[0])
+    result = repair_cache(cache, tiny_dataset)  # in the cache's own layout
+    assert result.damaged == [SID] and result.preprocess.processed == [SID] and verify_cache(cache).ok
+    assert read_manifest(cache).settings.layout == "shards"
+    assert (cache / shards.shard_path(read_manifest(cache).subjects.table[SID].path, "label")).is_file()
 
 
 def test_a_layout_change_rewrites_every_subject_and_back(tiny_dataset, tiny_cache):
