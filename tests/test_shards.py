@@ -144,7 +144,7 @@ def test_a_layout_change_rewrites_every_subject_and_back(tiny_dataset, tiny_cach
     assert after.settings.layout == "shards"
     assert all(after.subjects.table[sid].path != before.subjects.table[sid].path for sid in before.subjects)
     assert verify_cache(tiny_cache).ok
-    assert run_preprocess(tiny_dataset, tiny_cache, {"workers": 0}).processed == []  # the layout sticks, as other settings do
+    assert run_preprocess(tiny_dataset, tiny_cache, {"workers": 0}).processed == []  # the layout sticks
     report = run_preprocess(tiny_dataset, tiny_cache, {"layout": "slices", "workers": 0})
     assert "layout" in report.rebuilt_all
     assert read_manifest(tiny_cache).settings.hash == before.settings.hash  # slices: the hash a cache always had

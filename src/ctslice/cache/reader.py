@@ -28,8 +28,9 @@ page cache, one process on a shared 2-core VM, so +-20% between runs); pairs/s:
 - No file handles are kept: there is one chunk file per slice (millions), and open-read-close is what the numbers
   above include. In the "shards" layout (a cache built with `layout = "shards"`) a slice is a byte range of its
   array's shard file instead: `shards.ShardFiles` keeps the recently used shard files open with their parsed
-  indexes, and a read is one pread into the same buffer (the one branch is in `_chunk_into`). The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
-  with fork, spawn and forkserver DataLoader workers; each process makes its own read buffer on first use.
+  indexes, and a read is one pread into the same buffer (the one branch is in `_chunk_into`). The reader holds
+  only plain data (paths, shapes, offsets) and pickles as such, so it is safe with fork, spawn and forkserver
+  DataLoader workers; each process makes its own read buffer (and table of open shard files) on first use.
 - The version it opened stays on disk while the reader lives: it holds a shared lock on that version's lease file
   (cache/lease.py), and preprocess runs delete no version a reader holds. Workers need no lock of their own: the
   process that built the reader holds it while it lives (forked workers inherit the descriptor). Call `close()`

@@ -4,9 +4,9 @@ Every slice chunk is read from its file (or, in the "shards" layout, from its by
 file, whose index is checked first) and decoded as the loader would (`store.decode_chunk`: crc32c, then Blosc),
 so a damaged byte anywhere is found and named by subject, array and slice (a damaged shard index: subject and
 array). The per-subject statistics (foreground counts, present labels, label voxel totals) are recomputed from
-the decoded labels, and the slice index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
-per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs
-are reported but are not problems: readers never look at them.
+the decoded labels, and the slice index and splits are checked against the subjects, and so are the per-subject
+statistics the index keeps (voxels per label, summed histogram). Every record file is read and must hash to its
+name. Leftovers of interrupted runs are reported but are not problems: readers never look at them.
 
 Repairing needs the dataset, so it lives with preprocessing (`preprocess/repair.py`).
 """
@@ -89,6 +89,10 @@ def _expected_arrays(record: SubjectRecord, num_labels: int, sharded: bool
     }
 
 
+def _described(dtype, shape, chunks, shards) -> str:
+    return f"{dtype}{list(shape)} in chunks {list(chunks)}" + (f" in shards {list(shards)}" if shards else "")
+
+
 _read_chunk = store.read_chunk  # checksum-checked, no advice to run verify in verify's own output
 
 
@@ -120,9 +124,8 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int, sharded:
     for name, (shape, chunks, shards, dtype) in _expected_arrays(record, num_labels, sharded).items():
         a = arrays[name]
         if (tuple(a.shape), tuple(a.chunks), a.shards, np.dtype(a.dtype)) != (shape, chunks, shards, dtype):
-            problem(Problem(f"array {name} is {a.dtype}{list(a.shape)} in chunks {list(a.chunks)} (shards "
-                            f"{a.shards and list(a.shards)}), expected {dtype}{list(shape)} in chunks "
-                            f"{list(chunks)} (shards {shards and list(shards)})", sid))
+            problem(Problem(f"array {name} is {_described(a.dtype, a.shape, a.chunks, a.shards)}, expected "
+                            f"{_described(dtype, shape, chunks, shards)}", sid))
     if check.problems:
         return check
 
