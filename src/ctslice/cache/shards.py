@@ -111,6 +111,9 @@ class ShardFiles:
                 return entry
         entry = _open_shard(path, chunks)
         with self._lock:
+            if path in self._open:  # another thread opened it meanwhile: keep one descriptor
+                os.close(entry[0])
+                return self._open[path]
             self._open[path] = entry
             while len(self._open) > self._keep:
                 os.close(self._open.popitem(last=False)[1][0])
