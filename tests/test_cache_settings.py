@@ -22,7 +22,7 @@ def test_the_hash_is_the_one_existing_caches_carry():
 
 def test_the_manifest_json_keeps_its_shape_and_reads_back(tiny_cache):
     on_disk = json.loads((tiny_cache / "manifest.json").read_text())["settings"]
-    assert set(on_disk) == {"spacing", "size", "hu_min", "hu_max", "hash", "split"}
+    assert set(on_disk) == {"spacing", "size", "hu_min", "hu_max", "layout", "hash", "split"}
     assert set(on_disk["split"]) == {"val_fraction", "seed"}
     settings = read_manifest(tiny_cache).settings
     assert isinstance(settings, CacheSettings) and settings.to_json() == on_disk

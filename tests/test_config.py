@@ -42,5 +42,5 @@ def test_unknown_and_invalid_settings_are_named(tmp_path):
 
 def test_content_settings_are_what_the_cache_hash_covers():
     cfg = PreprocessConfig(workers=3, seed=9)
-    assert set(cfg.content_settings()) == {"spacing", "size", "hu_min", "hu_max"}
+    assert set(cfg.content_settings()) == {"spacing", "size", "hu_min", "hu_max", "layout"}
     assert cfg.split_settings() == {"val_fraction": 0.2, "seed": 9}

@@ -135,7 +135,10 @@ def test_bench_loader_command_writes_every_way_of_reading(cache, tmp_path):
     data = json.loads(out.read_text())
     kinds = {(r["kind"], r["workers"]) for r in data["results"]}
     assert kinds == {("naive", 0), ("dataset", 0), ("npy_dataset", 0), ("loader", 0), ("npy_loader", 0),
-                     ("loader", 1), ("npy_loader", 1)}
+                     ("loader", 1), ("npy_loader", 1), ("shards_dataset", 0), ("shards_loader", 0),
+                     ("shards_loader", 1)}  # the same slices in the shards layout, beside the slices one
+    assert set(data["shards_vs_slices"]) == {"dataset", "0 workers", "1 workers"}
+    assert "shards / slices layout" in result.output
     assert all(r["pairs_per_s"] > 0 for r in data["results"])
     assert data["cache_bytes"] > 0 and data["raw_bytes"] == sum(
         s * h * w * 3 for s, h, w in (r.shape for r in SliceDataset(cache).reader.manifest.subjects.values()))

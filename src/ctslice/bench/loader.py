@@ -48,6 +48,24 @@ def ensure_bench_cache(out: Path, subjects: int, size: int, slices: tuple[int, i
     return cache
 
 
+def ensure_sharded_copy(cache: Path, out: Path, log: Log | None = None) -> Path:
+    """The same cache in the "shards" layout (config.LAYOUTS) under `out`, built once from the cache's dataset with
+    its settings (preprocess skips it when it is up to date), so both layouts are read side by side."""
+    import dataclasses
+
+    from ..preprocess.run import run_preprocess
+
+    manifest = read_manifest(cache)
+    twin = Path(out) / f"{Path(cache).name}-shards"
+    if log:
+        log(f"the same cache in the shards layout: {twin} (built once) ...")
+    cfg = dataclasses.replace(manifest.settings.config(), layout="shards")
+    report = run_preprocess(Path(manifest.dataset.get("root", "")), twin, cfg)
+    if not report.ok:
+        raise CtsliceError(f"{twin}: sharded benchmark cache build failed: {report.failed}")
+    return twin
+
+
 def ensure_npy_copy(ds: SliceDataset, folder: Path) -> tuple[Path, Path]:
     """image.npy (N, k, H, W) int16 and label.npy (N, H, W) uint8: the dataset's items, uncompressed, in order.
     Rewritten only when the cache (its slice index), split or context change; a stamp written last marks it
@@ -225,17 +243,27 @@ def _entry(name: str, kind: str, workers: int, pairs: int, seconds: float, memor
 
 def run_loader_benchmark(cache: Path, out: Path, *, split: str = "train", worker_counts: tuple[int, ...] = (0, 1, 2),
                          batch_size: int = 16, batches: int = 48, samples: int = 1000, naive_samples: int = 3,
-                         context_slices: int = 1, seed: int = 0, rounds: int = 3, log: Log | None = None) -> dict:
+                         context_slices: int = 1, seed: int = 0, rounds: int = 3, sharded: Path | None = None,
+                         log: Log | None = None) -> dict:
     """Measure every way of reading on the same slices of `split`, each the best of `rounds` rounds taken in turn
-    with the way it is compared with; returns the results as a JSON-able dict."""
+    with the ways it is compared with; returns the results as a JSON-able dict. `sharded`: the same cache in the
+    "shards" layout (ensure_sharded_copy), read beside it in every row."""
     with single_threaded_blosc():  # as in loader workers: one core per reader, for every row alike
         return _measure(cache, out, split, worker_counts, batch_size, batches, samples, naive_samples,
-                        context_slices, seed, rounds, log)
+                        context_slices, seed, rounds, sharded, log)
 
 
 def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...], batch_size: int, batches: int,
-             samples: int, naive_samples: int, context_slices: int, seed: int, rounds: int, log: Log | None) -> dict:
+             samples: int, naive_samples: int, context_slices: int, seed: int, rounds: int, sharded: Path | None,
+             log: Log | None) -> dict:
     ds = SliceDataset(cache, split, context_slices)
+    ways = [("ctslice", "", ds)]
+    if sharded is not None:
+        twin = SliceDataset(sharded, split, context_slices)
+        if len(twin) != len(ds):
+            raise CacheError(f"{sharded}: holds {len(twin)} {split} slices, {cache} {len(ds)}: not the same cache")
+        ways.append(("ctslice (shards)", "shards_", twin))
+    ways_npy = [*ways, (".npy memmap", "npy_", None)]
     manifest = read_manifest(cache)
     if len(ds) == 0:
         raise CacheError(f"{cache}: split {split!r} has no slices to read")
@@ -269,19 +297,18 @@ def _measure(cache: Path, out: Path, split: str, worker_counts: tuple[int, ...],
     sample = order[:samples]
     if log:
         log(f"single process: {len(sample)} pairs each, {rounds} alternating rounds ...")
-    ways = (("ctslice dataset, one process", "dataset", ds), (".npy memmap dataset, one process", "npy_dataset", npy))
-    for (name, kind, _), (seconds, cpu) in zip(ways, _best_rounds(rounds, [
-            lambda d=d: _time_items(d, sample) for _, _, d in ways], key=lambda t: t[0])):
-        add(_entry(name, kind, 0, len(sample), seconds, cpu=cpu))
+    ways_npy = [(name, prefix, dataset or npy) for name, prefix, dataset in ways_npy]
+    for (name, prefix, _), (seconds, cpu) in zip(ways_npy, _best_rounds(rounds, [
+            lambda d=d: _time_items(d, sample) for _, _, d in ways_npy], key=lambda t: t[0])):
+        add(_entry(f"{name} dataset, one process", f"{prefix}dataset", 0, len(sample), seconds, cpu=cpu))
     for workers in worker_counts:
         cfg = LoaderConfig(batch_size=batch_size, workers=workers, seed=seed, context_slices=context_slices)
         if log:
             log(f"DataLoader, {workers} workers: {batches} batches of {batch_size} each, {rounds} alternating rounds ...")
-        ways = (("ctslice DataLoader", "loader", ds), (".npy memmap DataLoader", "npy_loader", npy))
-        for (name, kind, _), t in zip(ways, _best_rounds(rounds, [
-                lambda d=d: _time_loader(d, order, cfg, batches) for _, _, d in ways], key=lambda t: t["seconds"])):
-            add(_entry(f"{name}, {workers} workers", kind, workers, t["pairs"], t["seconds"], t["memory"], t["cpu"],
-                       t["worker_cpu"], t["main_cpu"], batch_size))
+        for (name, prefix, _), t in zip(ways_npy, _best_rounds(rounds, [
+                lambda d=d: _time_loader(d, order, cfg, batches) for _, _, d in ways_npy], key=lambda t: t["seconds"])):
+            add(_entry(f"{name} DataLoader, {workers} workers", f"{prefix}loader", workers, t["pairs"], t["seconds"],
+                       t["memory"], t["cpu"], t["worker_cpu"], t["main_cpu"], batch_size))
     result.update(_ratios(result["results"]))
     return result
 
@@ -308,9 +335,14 @@ def _ratios(results: list[dict]) -> dict:
         return a / b if a is not None and b else None
 
     loaders = sorted({r["workers"] for r in results if r["kind"] == "loader"})
-    return {"dataset_vs_npy": ratio(rate("dataset"), rate("npy_dataset")),
-            "loader_vs_npy_loader": {str(w): ratio(rate("loader", w), rate("npy_loader", w)) for w in loaders},
-            "dataset_vs_naive": ratio(rate("dataset"), rate("naive"))}
+    ratios = {"dataset_vs_npy": ratio(rate("dataset"), rate("npy_dataset")),
+              "loader_vs_npy_loader": {str(w): ratio(rate("loader", w), rate("npy_loader", w)) for w in loaders},
+              "dataset_vs_naive": ratio(rate("dataset"), rate("naive"))}
+    if rate("shards_dataset") is not None:  # the same slices read from the "shards" layout
+        ratios["shards_vs_slices"] = {"dataset": ratio(rate("shards_dataset"), rate("dataset")),
+                                      **{f"{w} workers": ratio(rate("shards_loader", w), rate("loader", w))
+                                         for w in loaders}}
+    return ratios
 
 
 # --- Output ---------------------------------------------------------------------------------------------------
@@ -362,4 +394,7 @@ def format_table(result: dict) -> list[str]:
                      f"worker feeds at most {1e6 / r['cpu_us_per_pair']:,.0f} pairs/s: workers per GPU = GPU slices/s "
                      f"x {r['cpu_us_per_pair']:.0f} us (plus headroom)")
     lines.append(f"dataset / naive: {verdict(result['dataset_vs_naive'], TARGETS['dataset_vs_naive'])}")
+    if result.get("shards_vs_slices"):
+        lines.append("shards / slices layout, same slices: " + ", ".join(
+            f"{way} {value:.2f}" for way, value in result["shards_vs_slices"].items() if value is not None))
     return lines

@@ -21,6 +21,7 @@ from ..preprocess import parallel
 from ..preprocess.run import run_preprocess
 from ..preprocess.sources import discover
 from .demo import benchmark_spec, ensure_demo_dataset
+from .subject_write import measure_subject_write, subject_arrays
 
 TARGET_VS_FLOOR = 1.0  # issue 19: in-process at most the stock read's time
 TARGET_SPEEDUP = 1.8  # issue 19: 2 workers at least 1.8x one
@@ -139,5 +140,8 @@ def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slic
             many = result[f"dask_{workers}_workers_s_per_subject{suffix}"]
             result[f"speedup_1_to_{workers}_workers{suffix}"] = (result[f"dask_1_worker_s_per_subject{suffix}"]
                                                                  / many if many else float("nan"))
+    # The write of one subject, zarr against the direct writer (bench/subject_write.py), on the cache just built.
+    result["subject_write"] = measure_subject_write(subject_arrays(out / "cache-bench-preprocess"),
+                                                    out / "bench-subject-write")
     shutil.rmtree(out / "cache-bench-preprocess", ignore_errors=True)
     return result

@@ -26,8 +26,11 @@ page cache, one process on a shared 2-core VM, so +-20% between runs); pairs/s:
   slower for lz4 slices, so the dataset turns them off while it reads (`data/dataset.py`). Two threads decoding a
   batch's rows in one process gained 5-30% on 2 cores (`--alternatives`), which workers give anyway.
 - No file handles are kept: there is one chunk file per slice (millions), and open-read-close is what the numbers
-  above include. The reader holds only plain data (paths, shapes, offsets) and pickles as such, so it is safe
-  with fork, spawn and forkserver DataLoader workers; each process makes its own read buffer on first use.
+  above include. In the "shards" layout (a cache built with `layout = "shards"`) a slice is a byte range of its
+  array's shard file instead: `shards.ShardFiles` keeps the recently used shard files open with their parsed
+  indexes, and a read is one pread into the same buffer (the one branch is in `_chunk_into`). The reader holds
+  only plain data (paths, shapes, offsets) and pickles as such, so it is safe with fork, spawn and forkserver
+  DataLoader workers; each process makes its own read buffer (and table of open shard files) on first use.
 - The version it opened stays on disk while the reader lives: it holds a shared lock on that version's lease file
   (cache/lease.py), and preprocess runs delete no version a reader holds. Workers need no lock of their own: the
   process that built the reader holds it while it lives (forked workers inherit the descriptor). Call `close()`
@@ -44,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from . import layout, store
+from . import layout, shards, store
 from .lease import Lease, VersionGone, take_lease, updated_message
 from .manifest import Manifest, manifest_digest, read_manifest
 from .mirror import remote_of
@@ -86,6 +89,8 @@ class CacheReader:
         self._version = _version(manifest)
         self._numbers = {sid: i for i, sid in enumerate(self.subjects)}
         self._remote = remote_of(self.cache)  # a mirror of an object store: subjects fetched on first use
+        # "shards" layout: slices are byte ranges of one file per array (cache/shards.py), indexes parsed once
+        self._shards = shards.ShardFiles() if manifest.settings.layout == "shards" else None
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
         self._index: store.SliceIndex | None = index
@@ -102,6 +107,8 @@ class CacheReader:
 
     def close(self) -> None:
         """Let go of this reader's version (a later preprocess run may then delete it). Also at garbage collection."""
+        if self._shards is not None:
+            self._shards.close()
         if self._lease is not None:
             self._lease.close()
             self._lease = None
@@ -219,12 +226,15 @@ class CacheReader:
         `out`. The error context is only put together when something is wrong: read and decode report with an
         empty `where`, and their message gets it in front (the same text as if it had been passed)."""
         try:
-            store.decode_chunk(_read_file(path, buf, ""), out.dtype, out.shape, "", out=out)
+            raw = (_read_file(path, buf, "") if self._shards is None else
+                   self._shards.read(shards.shard_path(self._folders[s], array), z, int(self.shapes[s, 0]), buf))
+            store.decode_chunk(raw, out.dtype, out.shape, "", out=out)
         except FileNotFoundError:
             if self._fetched(s):
                 return self._chunk_into(path, s, array, z, out, buf)
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
+            path = path if self._shards is None else shards.shard_path(self._folders[s], array)
             raise CacheError(f"{self._where(s, array, z)}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
         except CacheError as e:

@@ -24,7 +24,10 @@ ARRAY_FORMAT = 2
 """The format of the cached arrays (the manifest's own is manifest.FORMAT_VERSION); part of the settings hash, so
 a new array format rebuilds, while a new bookkeeping format is upgraded without computing anything again."""
 
-CONTENT = ("spacing", "size", "hu_min", "hu_max")
+CONTENT = ("spacing", "size", "hu_min", "hu_max", "layout")
+_DEFAULTS = {"layout": "slices"}
+"""Content settings added after caches were written without them: their value in such a cache. A setting at its
+default here is also left out of the hash, so that those caches keep their hash and are not rebuilt."""
 SPLIT = ("val_fraction", "seed")
 
 
@@ -37,6 +40,8 @@ class CacheSettings:
     hu_min: int
     hu_max: int
     """The HU clip."""
+    layout: str
+    """"slices" or "shards" (config.LAYOUTS): how the image and label arrays lie on disk (store.py)."""
     val_fraction: float
     seed: int
     """The split rule's settings: changing them moves subjects between splits, rebuilds nothing."""
@@ -79,7 +84,7 @@ class CacheSettings:
         value that a later ctslice no longer accepts still reads."""
         if not isinstance(data, dict) or not isinstance(data.get("split"), dict):
             raise CacheError("settings are not an object with a `split` object")
-        found = {**{k: data[k] for k in CONTENT if k in data}, **{k: data["split"][k] for k in SPLIT
+        found = {**_DEFAULTS, **{k: data[k] for k in CONTENT if k in data}, **{k: data["split"][k] for k in SPLIT
                                                                    if k in data["split"]}}
         missing = [name for name in (*CONTENT, *SPLIT) if name not in found]
         if missing or not isinstance(data.get("hash"), str):
@@ -89,7 +94,8 @@ class CacheSettings:
 
 def settings_hash(content: dict[str, Any], label_map: dict[str, str]) -> str:
     """Hash of what determines the cached arrays: the content settings, the label map and the format."""
-    blob = json.dumps({"format": ARRAY_FORMAT, "settings": content, "labels": label_map}, sort_keys=True)
+    hashed = {name: value for name, value in content.items() if _DEFAULTS.get(name, ...) != value}
+    blob = json.dumps({"format": ARRAY_FORMAT, "settings": hashed, "labels": label_map}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

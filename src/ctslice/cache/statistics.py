@@ -11,12 +11,13 @@ Statistics describe the cached arrays (what training normalises), foreground mea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CacheError
-from . import store
+from . import shards, store
 from .records import Row
 
 HIST_OFFSET = 32768  # bin i holds HU value i - 32768: every int16 value has its bin
@@ -109,13 +110,14 @@ def summed_histogram(cache, records: Iterable[Row], notes: list[str] | None = No
 
 def _recount(cache, record: Row) -> np.ndarray:
     """A subject's foreground histogram from its checked slice chunks."""
-    s, h, w = record.shape
     hist = np.zeros(HIST_BINS, dtype=np.int64)
-    for z in range(s):
-        where = f"{cache}: subject {record.id} slice {z}"
-        image = store.read_chunk(store.chunk_path(cache, record.path, "image", z), store.IMAGE_DTYPE, (h, w), where,
-                                 hint=store.DAMAGE_HINT)
-        label = store.read_chunk(store.chunk_path(cache, record.path, "label", z), store.LABEL_DTYPE, (h, w), where,
-                                 hint=store.DAMAGE_HINT)
-        hist += foreground_histogram(image, label)
+    sharded = shards.is_sharded(Path(cache) / record.path / "image", f"{cache}: subject {record.id}")
+    slices = store.SubjectSlices(cache, record.path, record.shape, sharded)
+    try:
+        for z in range(record.shape[0]):
+            where = f"{cache}: subject {record.id} slice {z}"
+            hist += foreground_histogram(slices.read("image", z, where, store.DAMAGE_HINT),
+                                         slices.read("label", z, where, store.DAMAGE_HINT))
+    finally:
+        slices.close()
     return hist

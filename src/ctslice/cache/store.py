@@ -1,4 +1,6 @@
-"""The cache's arrays on disk: zarr v3 groups, one per subject, one chunk per slice (folders: layout.py).
+"""The cache's arrays on disk: zarr v3 groups, one per subject, one chunk per slice (folders: layout.py), in one
+file per slice or, in the "shards" layout, one shard file per array (cache/shards.py); written without zarr's
+per-chunk cost (cache/encode.py), byte for byte what zarr writes.
 
     CACHE/subjects/<id>-<key>/           zarr group per subject: image (S,H,W) int16, label (S,H,W) uint8,
                                          foreground (S,) int32, present (S, labels) bool, hu_histogram
@@ -27,8 +29,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import CacheError
-from . import layout
-from . import marks
+from . import encode, layout, marks, shards
 from .layout import INDEX_DIR, STAGING_DIR, SUBJECTS_DIR  # noqa: F401  (re-exported)
 
 HISTOGRAM = "hu_histogram"
@@ -57,9 +58,40 @@ def _create(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, .
     array[...] = data
 
 
+def _write_array(group: zarr.Group, folder: Path, name: str, data: np.ndarray, codecs, sliced: bool = False,
+                 sharded: bool = False, threads: int = 1) -> None:
+    """What `_create` writes (and, with `sharded`, what zarr writes with shards=data.shape), with the chunks
+    encoded and written here (cache/encode.py: byte-identical, without zarr's per-chunk cost); zarr writes the
+    metadata. `sliced`: chunks (1, H, W), else one chunk; `sharded`: those slices in one shard file."""
+    chunks = (1, *data.shape[1:]) if sliced else data.shape
+    group.create_array(name, shape=data.shape, chunks=chunks, shards=(max(1, len(data)), *data.shape[1:])
+                       if sharded else None, dtype=data.dtype, compressors=codecs, config={"write_empty_chunks": True})
+    if not sliced:
+        files = {layout.chunk_key(name, *(0 for _ in data.shape)): encode.encode_chunk(data, codecs)}
+    elif sharded:
+        files = {layout.chunk_key(name, 0, 0, 0): shards.pack(encode.encode_slices(data, codecs, threads))}
+    else:
+        files = {layout.chunk_key(name, z, 0, 0): chunk
+                 for z, chunk in enumerate(encode.encode_slices(data, codecs, threads))}
+    made: set[str] = set()
+    for key, chunk in files.items():  # strings and os calls: Path.mkdir/write_bytes cost more than a slice's encode
+        parent, path = os.path.dirname(f"{folder}/{key}"), f"{folder}/{key}"
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(fd, chunk)  # one write of a chunk (a regular file takes it whole)
+        finally:
+            os.close(fd)
+
+
 def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray, foreground: np.ndarray,
-                  present: np.ndarray, record: dict[str, Any], hu_histogram: np.ndarray | None = None) -> None:
-    """Write a subject's arrays under a temporary name, then rename the folder into place.
+                  present: np.ndarray, record: dict[str, Any], hu_histogram: np.ndarray | None = None,
+                  sharded: bool = False, threads: int = 1) -> None:
+    """Write a subject's arrays under a temporary name, then rename the folder into place. `sharded`: the image
+    and label arrays in the "shards" layout (cache/shards.py), else one chunk file per slice; `threads` encode
+    their slices.
 
     If the folder already exists, it holds the same content (same key) from an earlier, interrupted run or
     another worker: the new copy is dropped."""
@@ -71,13 +103,13 @@ def write_subject(cache: Path, folder: str, image: np.ndarray, label: np.ndarray
     try:
         group = zarr.open_group(zarr.storage.LocalStore(staging), mode="w",
                                  attributes={"ctslice": marks.SUBJECT, "record": record})  # mark: cache/marks.py
-        slice_chunks = (1, *image.shape[1:])
-        _create(group, "image", image.astype(IMAGE_DTYPE, copy=False), slice_chunks, IMAGE_CODECS)
-        _create(group, "label", label.astype(LABEL_DTYPE, copy=False), slice_chunks, LABEL_CODECS)
-        _create(group, "foreground", foreground.astype(np.int32, copy=False), foreground.shape, SMALL_CODECS)
-        _create(group, "present", present.astype(bool, copy=False), present.shape, SMALL_CODECS)
+        for name, data, codecs in (("image", image.astype(IMAGE_DTYPE, copy=False), IMAGE_CODECS),
+                                   ("label", label.astype(LABEL_DTYPE, copy=False), LABEL_CODECS)):
+            _write_array(group, staging, name, data, codecs, sliced=True, sharded=sharded, threads=threads)
+        _write_array(group, staging, "foreground", foreground.astype(np.int32, copy=False), SMALL_CODECS)
+        _write_array(group, staging, "present", present.astype(bool, copy=False), SMALL_CODECS)
         if hu_histogram is not None:  # foreground HU counts, for the dataset statistics (cache/statistics.py)
-            _create(group, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), hu_histogram.shape, SMALL_CODECS)
+            _write_array(group, staging, HISTOGRAM, hu_histogram.astype(np.int64, copy=False), SMALL_CODECS)
         if target.exists():
             return
         os.rename(staging, target)  # on disk before the manifest names it: sync_filesystem, called by the writer
@@ -160,6 +192,42 @@ def read_chunk(path: Path, dtype: np.dtype, shape: tuple[int, ...], where: str, 
         raise CacheError(f"{where}: cannot read chunk ({e.strerror or e}){hint}") from None
     flat = decode_chunk(raw, dtype, (1, int(np.prod(shape))), where, hint=hint)
     return flat.reshape(shape)
+
+
+class SubjectSlices:
+    """A subject's image or label slices one at a time, checked and decoded as `read_chunk` does, in either
+    layout (for verify and the statistics' recount; the loader's own path is cache/reader.py). Errors are
+    CacheErrors naming `where`; close() lets go of a sharded subject's open files."""
+
+    def __init__(self, cache: Path, folder: str, shape: tuple[int, int, int], sharded: bool):
+        self.folder, self.shape = f"{cache}/{folder}", tuple(shape)
+        self.files = shards.ShardFiles(keep=2) if sharded else None
+        self._buf = bytearray(self.shape[1] * self.shape[2] * IMAGE_DTYPE.itemsize + _CHUNK_SLACK)
+
+    def check_index(self, array: str, where: str) -> None:
+        """Open a sharded array and check its shard index (nothing to do for one file per slice)."""
+        if self.files is not None:
+            self._shard(array, where, lambda path: self.files.index(path, self.shape[0]))
+
+    def read(self, array: str, z: int, where: str, hint: str = "") -> np.ndarray:
+        dtype, plane = LABEL_DTYPE if array == "label" else IMAGE_DTYPE, self.shape[1:]
+        if self.files is None:
+            return read_chunk(Path(self.folder) / layout.chunk_key(array, z, 0, 0), dtype, plane, where, hint)
+        raw = self._shard(array, where, lambda path: self.files.read(path, z, self.shape[0], self._buf))
+        return decode_chunk(raw, dtype, (1, plane[0] * plane[1]), where, hint=hint).reshape(plane)
+
+    def _shard(self, array: str, where: str, action):
+        path = shards.shard_path(self.folder, array)
+        try:
+            return action(path)
+        except FileNotFoundError:
+            raise CacheError(f"{where}: shard file {path} is missing") from None
+        except CacheError as e:
+            raise CacheError(f"{where}{e}") from None
+
+    def close(self) -> None:
+        if self.files is not None:
+            self.files.close()
 
 
 def read_subject_record(cache: Path, folder: str) -> dict[str, Any]:

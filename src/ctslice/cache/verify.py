@@ -1,11 +1,12 @@
 """`verify_cache`: is every byte of a cache still good, and do its manifest and arrays agree?
 
-Every slice chunk is read from its file and decoded as the loader would (`store.decode_chunk`: crc32c, then
-Blosc), so a damaged byte anywhere is found and named by subject, array and slice. The per-subject statistics
-(foreground counts, present labels, label voxel totals) are recomputed from the decoded labels, and the slice
-index and splits are checked against the subjects, and so are the per-subject statistics the index keeps (voxels
-per label, summed histogram). Every record file is read and must hash to its name. Leftovers of interrupted runs
-are reported but are not problems: readers never look at them.
+Every slice chunk is read from its file (or, in the "shards" layout, from its byte range of the array's shard
+file, whose index is checked first) and decoded as the loader would (`store.decode_chunk`: crc32c, then Blosc),
+so a damaged byte anywhere is found and named by subject, array and slice (a damaged shard index: subject and
+array). The per-subject statistics (foreground counts, present labels, label voxel totals) are recomputed from
+the decoded labels, and the slice index and splits are checked against the subjects, and so are the per-subject
+statistics the index keeps (voxels per label, summed histogram). Every record file is read and must hash to its
+name. Leftovers of interrupted runs are reported but are not problems: readers never look at them.
 
 Repairing needs the dataset, so it lives with preprocessing (`preprocess/repair.py`).
 """
@@ -75,22 +76,29 @@ class SubjectCheck:
     """The subject's record (None: its record file is damaged)."""
 
 
-def _expected_arrays(record: SubjectRecord, num_labels: int) -> dict[str, tuple[tuple, tuple, np.dtype]]:
-    """Array name -> (shape, chunks, dtype), as store.write_subject creates them."""
+def _expected_arrays(record: SubjectRecord, num_labels: int, sharded: bool
+                     ) -> dict[str, tuple[tuple, tuple, tuple | None, np.dtype]]:
+    """Array name -> (shape, chunks, shards, dtype), as store.write_subject creates them."""
     s, h, w = record.shape
+    slice_shards = (max(1, s), h, w) if sharded else None
     return {
-        "image": ((s, h, w), (1, h, w), store.IMAGE_DTYPE),
-        "label": ((s, h, w), (1, h, w), store.LABEL_DTYPE),
-        "foreground": ((s,), (s,), np.dtype("int32")),
-        "present": ((s, num_labels), (s, num_labels), np.dtype(bool)),
+        "image": ((s, h, w), (1, h, w), slice_shards, store.IMAGE_DTYPE),
+        "label": ((s, h, w), (1, h, w), slice_shards, store.LABEL_DTYPE),
+        "foreground": ((s,), (s,), None, np.dtype("int32")),
+        "present": ((s, num_labels), (s, num_labels), None, np.dtype(bool)),
     }
+
+
+def _described(dtype, shape, chunks, shards) -> str:
+    return f"{dtype}{list(shape)} in chunks {list(chunks)}" + (f" in shards {list(shards)}" if shards else "")
 
 
 _read_chunk = store.read_chunk  # checksum-checked, no advice to run verify in verify's own output
 
 
-def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> SubjectCheck:
-    """Check one subject's folder against its manifest record; decodes every chunk it holds."""
+def verify_subject(cache: Path, record: SubjectRecord, num_labels: int, sharded: bool = False) -> SubjectCheck:
+    """Check one subject's folder against its manifest record; decodes every chunk it holds. `sharded`: the
+    cache's layout is "shards" (each inner chunk and each shard index checked)."""
     cache, sid, check = Path(cache), record.id, SubjectCheck()
     problem = check.problems.append
     if not store.subject_exists(cache, record.path):
@@ -113,11 +121,11 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> Subje
                         f"{record.key[:16]}", sid))
     if record.slices != record.shape[0]:
         problem(Problem(f"manifest says {record.slices} slices but shape {record.shape}", sid))
-    for name, (shape, chunks, dtype) in _expected_arrays(record, num_labels).items():
+    for name, (shape, chunks, shards, dtype) in _expected_arrays(record, num_labels, sharded).items():
         a = arrays[name]
-        if (tuple(a.shape), tuple(a.chunks), np.dtype(a.dtype)) != (shape, chunks, dtype):
-            problem(Problem(f"array {name} is {a.dtype}{list(a.shape)} in chunks {list(a.chunks)}, expected "
-                            f"{dtype}{list(shape)} in chunks {list(chunks)}", sid))
+        if (tuple(a.shape), tuple(a.chunks), a.shards, np.dtype(a.dtype)) != (shape, chunks, shards, dtype):
+            problem(Problem(f"array {name} is {_described(a.dtype, a.shape, a.chunks, a.shards)}, expected "
+                            f"{_described(dtype, shape, chunks, shards)}", sid))
     if check.problems:
         return check
 
@@ -131,17 +139,27 @@ def verify_subject(cache: Path, record: SubjectRecord, num_labels: int) -> Subje
         except CacheError as e:
             problem(Problem(str(e), sid))
     totals = np.zeros(num_labels, dtype=np.int64)
+    slices = store.SubjectSlices(cache, record.path, (s, h, w), sharded)
+    readable = []
+    for name in ("image", "label"):
+        try:
+            slices.check_index(name, name)
+            readable.append(name)
+        except CacheError as e:  # a damaged shard index or missing shard: the whole array is unreadable
+            problem(Problem(str(e), sid))
     for z in range(s):
-        for name, dtype in (("image", store.IMAGE_DTYPE), ("label", store.LABEL_DTYPE)):
+        for name in readable:
             check.chunks += 1
             try:
-                data = _read_chunk(store.chunk_path(cache, record.path, name, z), dtype, (h, w), name)
+                data = slices.read(name, z, name)
             except CacheError as e:
                 problem(Problem(str(e), sid, z))
                 continue
             if name == "label":
                 totals += _check_label_slice(data, sid, z, num_labels, check)
-    if not any(p.slice is not None for p in check.problems) and totals.tolist() != list(record.label_voxels):
+    slices.close()
+    if ("label" in readable and not any(p.slice is not None for p in check.problems)
+            and totals.tolist() != list(record.label_voxels)):
         problem(Problem(f"label voxel counts {totals.tolist()} differ from the manifest's {record.label_voxels}",
                         sid))
     _check_histogram(cache, record, check)
@@ -277,7 +295,7 @@ def verify_cache(cache: Path, workers: int = 4, progress: ProgressFn | None = No
             record = manifest.subjects[sid]
         except CacheError as e:
             return SubjectCheck([Problem(str(e).removeprefix(f"{cache}: subject {sid}: "), sid)])
-        check = verify_subject(cache, record, manifest.num_labels)
+        check = verify_subject(cache, record, manifest.num_labels, manifest.settings.layout == "shards")
         check.record = record
         return check
 

@@ -51,6 +51,9 @@ def bench_loader(
     steps: Annotated[bool, typer.Option("--steps", help="Also time each step of reading a pair in one process "
                                         "(file reads, crc32c, Blosc decode, the Python around them) beside the "
                                         ".npy ceiling's copy.")] = False,
+    shards: Annotated[bool, typer.Option("--shards/--no-shards", help="Also read the same cache in the shards "
+                                         "layout (built once under --out from its dataset), row by row beside "
+                                         "it.")] = True,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
     """Slice pairs per second: naive NIfTI reading, the ctslice dataset and DataLoader, and the same DataLoader
@@ -64,7 +67,7 @@ def bench_loader(
     Example (a GPU machine): ctslice bench loader --subjects 48 --workers 0,1,2,4,8,N --batches 200 --json r.json
     """
     with user_errors():
-        from ..bench.loader import ensure_bench_cache, format_table, run_loader_benchmark
+        from ..bench.loader import ensure_bench_cache, ensure_sharded_copy, format_table, run_loader_benchmark
 
         counts = parse_worker_counts(workers)
         log = lambda message: console.print(message, highlight=False)  # noqa: E731
@@ -74,9 +77,10 @@ def bench_loader(
             return bench_store(cache=cache, out_dir=out_dir, workers=counts[0], batch_size=batch_size)
         if cache is None:
             cache = ensure_bench_cache(out_dir, subjects, size, (min_slices, max_slices), log=log)
+        sharded = ensure_sharded_copy(cache, out_dir, log=log) if shards else None
         result = run_loader_benchmark(cache, out_dir, split=split, worker_counts=counts, batch_size=batch_size,
                                       batches=batches, samples=samples, naive_samples=naive,
-                                      context_slices=context_slices, rounds=rounds, log=log)
+                                      context_slices=context_slices, rounds=rounds, sharded=sharded, log=log)
         for line in format_table(result):
             out.print(line, highlight=False)
         if alternatives:

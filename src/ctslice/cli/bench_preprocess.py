@@ -60,6 +60,10 @@ def bench_preprocess(
         digest = r["arrays_digest"]
         out.print(f"  cached arrays: sha256 {digest}, identical in every run" if isinstance(digest, str)
                   else f"  cached arrays DIFFER between runs: {digest}")
+        w = r["subject_write"]
+        out.print(f"  writing one subject's arrays ({w['shape'][0]}x{w['shape'][1]}x{w['shape'][2]}), best of 3:")
+        for name, seconds in w["seconds"].items():
+            out.print(f"    {name:34s} {seconds:7.3f} s  ({w['vs_zarr'][name]:.2f}x zarr's)")
         if json_file:
             json_file.write_text(json.dumps(r, indent=1))
 

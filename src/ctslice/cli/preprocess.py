@@ -40,6 +40,9 @@ def preprocess(
         help=f"Val share without an official split. [default: the cache's; new: {_D.val_fraction}]")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help=f"Seed of the split rule. [default: the cache's; new: {_D.seed}]")] = None,
+    layout: Annotated[Optional[str], typer.Option(
+        help="How the arrays lie on disk: slices (a file per slice) or shards (a zarr shard file per array, for "
+             f"object storage); a change rewrites every subject. [default: the cache's; new: {_D.layout}]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every subject, even unchanged ones.")] = False,
     storage_option: StorageOptions = None,
 ) -> None:
@@ -76,7 +79,8 @@ def preprocess(
         try:
             # Only what the user gave: the library resolves it over --config, the cache's own settings, the defaults.
             given = {"workers": workers, "dask_scheduler": dask_scheduler, "spacing": spacing, "size": size,
-                     "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed}
+                     "hu_min": hu_min, "hu_max": hu_max, "val_fraction": val_fraction, "seed": seed,
+                     "layout": layout}
             folder = opened(cache, storage_option, config, writing=True)
             report = run_preprocess(data, folder, given, config_file=config, force=force, progress=advance,
                                     say=lambda note: console.print(shown(note), highlight=False, soft_wrap=True))

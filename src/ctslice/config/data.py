@@ -7,7 +7,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import SEED, Limit, Relations, check_section
+from .checks import SEED, Limit, OneOf, Relations, check_section
+
+LAYOUTS = ("slices", "shards")
+"""How a subject's image and label arrays lie in the cache (README "Cache format"): "slices", one chunk file per
+slice (local and shared disks); "shards", one zarr v3 shard file per array holding every slice as an inner chunk
+(object storage: one object per array instead of one per slice, read with range requests)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,10 @@ class PreprocessConfig:
     hu_max: int = 3071
     """(content) Upper clip in HU: the 12-bit CT range; dense bone and metal above it saturate."""
 
+    layout: str = "slices"
+    """(content) How the arrays lie on disk: "slices" (a file per slice) or "shards" (a file per array, slices as
+    its inner chunks); one of LAYOUTS. The same numbers either way, but a change writes every subject again."""
+
     val_fraction: float = 0.2
     """Fraction of subjects assigned to 'val' when the dataset has no official split."""
 
@@ -45,7 +54,8 @@ class PreprocessConfig:
 
     def content_settings(self) -> dict[str, Any]:
         """The settings that determine the cached arrays (hashed into the manifest)."""
-        return {"spacing": self.spacing, "size": self.size, "hu_min": self.hu_min, "hu_max": self.hu_max}
+        return {"spacing": self.spacing, "size": self.size, "hu_min": self.hu_min, "hu_max": self.hu_max,
+                "layout": self.layout}
 
     def split_settings(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction, "seed": self.seed}
@@ -62,6 +72,7 @@ class PreprocessConfig:
         "val_fraction": Limit(0, 1, high_open=True),
         "seed": SEED,
         "workers": Limit(0, 4096),
+        "layout": OneOf(LAYOUTS),
     }
     NONE_WORDS = {"spacing": "'native'", "dask_scheduler": "no cluster"}
 

@@ -126,7 +126,8 @@ def _process(job: SubjectJob) -> SubjectOutcome:
         missing_structures=missing, warnings=warnings, header=volume.header_fields(ct_img.header),
     )
     store.write_subject(job.cache, folder, image_cached, label_cached, foreground, present, record.to_json(),
-                        foreground_histogram(image_cached, label_cached))
+                        foreground_histogram(image_cached, label_cached),
+                        sharded=s.get("layout") == "shards")  # encoding threads measured no faster (README)
     if job.remote is not None:
         job.remote.upload_folder(folder)
     return SubjectOutcome(src.id, record=record)
