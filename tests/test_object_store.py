@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_SETTINGS
@@ -37,12 +38,13 @@ def fresh_machine(monkeypatch, tmp_path: Path, name: str) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / name))
 
 
+@pytest.mark.parametrize("layout", ["slices", "shards"])
 def test_build_with_two_workers_reads_back_like_a_local_build(tiny_dataset, tiny_cache, s3_url, tmp_path,
-                                                               monkeypatch):
+                                                               monkeypatch, layout):
     import dataclasses
 
     report = run_preprocess(tiny_dataset, open_cache(s3_url, writing=True),
-                            dataclasses.replace(TINY_SETTINGS, workers=2))
+                            dataclasses.replace(TINY_SETTINGS, workers=2, layout=layout))
     assert report.ok and len(report.processed) == 5
     fresh_machine(monkeypatch, tmp_path, "node2")
     mirror = open_cache(s3_url)
@@ -64,6 +66,8 @@ def test_train_one_epoch_from_the_store_then_evaluate(cache32, s3_url, tmp_path,
     pre = CliRunner().invoke(app, ["preprocess", str(data), "--cache", s3_url, "--workers", "0", "--size", "32",
                                    "--spacing", "native"])
     assert pre.exit_code == 0, pre.output
+    # A new cache on a store takes the "shards" layout unless told otherwise: one object per array and subject.
+    assert read_manifest(open_cache(s3_url)).settings.layout == "shards"
     fresh_machine(monkeypatch, tmp_path, "trainer")  # an empty mirror: the loader's (spawned) worker fetches
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--cache", s3_url, "--out", str(run), "--epochs", "1",
@@ -149,13 +153,17 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k][i], b[k][i]) for k in a for i in (0, 1))
 
 
-def test_verify_checks_the_stores_objects_and_names_the_damaged_one(tiny_dataset, s3_url):
-    assert run_preprocess(tiny_dataset, open_cache(s3_url, writing=True), TINY_SETTINGS).ok
+@pytest.mark.parametrize("layout", ["slices", "shards"])
+def test_verify_checks_the_stores_objects_and_names_the_damaged_one(tiny_dataset, s3_url, layout):
+    import dataclasses
+
+    settings = dataclasses.replace(TINY_SETTINGS, layout=layout)
+    assert run_preprocess(tiny_dataset, open_cache(s3_url, writing=True), settings).ok
     mirror = open_cache(s3_url)
     every_slice(mirror)  # the mirror now holds good copies of every subject
     row = read_manifest(mirror).subjects.table["demo0002"]
     bucket, prefix = s3_url[5:].split("/", 1)
-    key = f"{prefix}/{row.path}/image/c/2/0/0"
+    key = f"{prefix}/{row.path}/image/c/{0 if layout == 'shards' else 2}/0/0"  # slice 2, or the one shard
     client = boto(os.environ["AWS_ENDPOINT_URL"])
     body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x10

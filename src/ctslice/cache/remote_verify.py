@@ -40,18 +40,20 @@ def verify_store(mirror: Path, workers: int = 4, progress: ProgressFn | None = N
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     table = manifest.subjects.table
-    report.problems = [_named(p, url, table[p.subject].path if p.subject in table else None, str(fresh))
+    sharded = manifest.settings.layout == "shards"
+    report.problems = [_named(p, url, table[p.subject].path if p.subject in table else None, str(fresh), sharded)
                        for p in report.problems]
     report.cache, report.leftovers = Path(mirror), []
     return report
 
 
-def _named(problem: Problem, url: str, folder: str | None, fresh: str) -> Problem:
-    """The problem with the store's object named: a slice's chunk, else the subject's folder."""
+def _named(problem: Problem, url: str, folder: str | None, fresh: str, sharded: bool = False) -> Problem:
+    """The problem with the store's object named: a slice's chunk (its array's one shard in the "shards" layout),
+    else the subject's folder."""
     text = problem.message.replace(fresh, url)
     array = text.split(":", 1)[0]
     if folder is not None and problem.slice is not None and array in ("image", "label"):
-        text += f" (object {url}/{folder}/{layout.chunk_key(array, problem.slice, 0, 0)})"
+        text += f" (object {url}/{folder}/{layout.chunk_key(array, 0 if sharded else problem.slice, 0, 0)})"
     elif folder is not None and url not in text:
         text += f" (objects under {url}/{folder}/)"
     return Problem(text, problem.subject, problem.slice)

@@ -9,11 +9,12 @@ still can be (manifest.recover_settings), and the run says from where, or that t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..cache.manifest import OldFormat, manifest_path, read_manifest, recover_settings
+from ..cache.mirror import remote_of
 from ..cache.settings import CacheSettings
 from ..config import Config, PreprocessConfig, load_config
 from ..errors import CacheError, CacheFormatError
@@ -55,7 +56,12 @@ def resolve_config(cache: Path, given: Given = None, config_file: Path | None = 
         given.validate()
         return given, StoredSettings(None)
     stored = stored_settings(cache)
-    base = Config() if stored.settings is None else Config(preprocess=stored.settings.config())
+    if stored.settings is not None:
+        base = Config(preprocess=stored.settings.config())
+    elif remote_of(cache) is not None:  # a new cache on object storage: one object per array and subject (README)
+        base = Config(preprocess=replace(Config().preprocess, layout="shards"))
+    else:
+        base = Config()
     return load_config(config_file, {"preprocess": dict(given or {})}, base=base).preprocess, stored
 
 
