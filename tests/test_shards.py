@@ -141,7 +141,9 @@ def test_a_layout_change_rewrites_every_subject_and_back(tiny_dataset, tiny_cach
     report = run_preprocess(tiny_dataset, tiny_cache, {"layout": "shards", "workers": 0})
     assert report.ok and "layout" in report.rebuilt_all and len(report.processed) == len(before.subjects)
     after = read_manifest(tiny_cache)
-    assert after.settings.layout == "shards"
+    assert after.settings.layout == "shards" and after.settings.hash != before.settings.hash
+    # What a model sees is the same: checkpoints compare this hash, so they resume and evaluate on either layout.
+    assert after.data_hash == before.data_hash == before.settings.hash
     assert all(after.subjects.table[sid].path != before.subjects.table[sid].path for sid in before.subjects)
     assert verify_cache(tiny_cache).ok
     assert run_preprocess(tiny_dataset, tiny_cache, {"workers": 0}).processed == []  # the layout sticks

@@ -30,7 +30,7 @@ from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
 from .records import Records, SubjectEntry, SubjectRecord, as_records, check_entry, check_record  # noqa: F401
-from .settings import SPLIT, CacheSettings
+from .settings import SPLIT, CacheSettings, settings_hash
 
 FORMAT_VERSION = 3
 """The manifest's format. 2: the manifest carries its own checksum; paths in it are checked to stay inside.
@@ -75,6 +75,13 @@ class Manifest:
     @property
     def labels(self) -> dict[int, str]:
         return label_map_from_json(self.label_map)
+
+    @property
+    def data_hash(self) -> str:
+        """The hash of what a model reads from this cache: content settings and label map, whatever layout the
+        arrays lie in (a checkpoint trained on a "slices" cache reads a "shards" copy of it unchanged). Equal to
+        settings.hash for the "slices" layout, which the hash leaves out, so older checkpoints compare as before."""
+        return settings_hash({**self.settings.content(), "layout": "slices"}, self.label_map)
 
     @property
     def num_labels(self) -> int:

@@ -107,9 +107,9 @@ def open_evaluation(checkpoint: Path | str | Sequence[Path | str], cfg: Evaluate
     if save_predictions:  # names become sidecar lines and (split masks) file names: checked before inference
         check_label_names(labels, split_masks)
     warnings = []
-    if ckpt.cache_hash and ckpt.cache_hash != manifest.settings.hash:
+    if ckpt.cache_hash and ckpt.cache_hash != manifest.data_hash:
         warnings.append(f"{cache} was built with other settings than the checkpoint's training cache (hash "
-                        f"{manifest.settings.hash} against {ckpt.cache_hash}): the model sees other input")
+                        f"{manifest.data_hash} against {ckpt.cache_hash}): the model sees other input")
     out = Path(out) if out is not None else Path(checkpoint).parent / default_folder(split, len(paths), cfg.tta)
     check_output_apart(out, cache, manifest.dataset.get("root"), "the evaluation folder")  # as train's --out
     out = output_folder(out, "evaluation writes a folder of reports")  # now, not after all the inference

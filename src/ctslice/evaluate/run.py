@@ -133,7 +133,7 @@ def _settings(ctx: EvaluationContext, cfg: EvaluateConfig, space: Space, saved: 
         "checkpoint": str(ctx.checkpoint.resolve()), "epoch": ctx.ckpt.epoch,
         "ensemble": [str(p.resolve()) for p in ctx.checkpoints] if len(ctx.checkpoints) > 1 else None,
         "cache": cache_name(ctx.cache.resolve()),  # a cache on object storage: its URL
-        "cache_hash": ctx.manifest.settings.hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
+        "cache_hash": ctx.manifest.data_hash, "checkpoint_cache_hash": ctx.ckpt.cache_hash,
         "split": ctx.split, "space": space.name, "data": str(space.reference.root) if original else None,
         "device": str(ctx.device), "evaluate": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "loader": ctx.loader_settings(), "warnings": ctx.warnings, "notes": notes, "train_overlap": ctx.overlap,

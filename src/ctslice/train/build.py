@@ -116,7 +116,7 @@ def run_config(cfg: Config, manifest: Manifest, *, cache: Path, intensity: dict,
         flat.update(fold=train.fold, folds=train.folds, fold_train_subjects=manifest.splits["train"],
                     fold_val_subjects=manifest.splits["val"])
     sections = {**cfg.to_dict(), "preprocess": manifest.settings.to_json()}
-    return {**flat, **sections, "cache": shown(cache), "cache_hash": manifest.settings.hash,
+    return {**flat, **sections, "cache": shown(cache), "cache_hash": manifest.data_hash,
             "intensity": intensity, "device": device.type}
 
 

@@ -61,9 +61,9 @@ def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_s
         found.append(f"the cross-validation fold ({was} in the checkpoint, {now} now)")
     if {"deep_supervision": False, **ckpt.model_config} != model:  # (older checkpoints: no deep supervision)
         found.append(f"the model ({_describe(ckpt.model_config)} in the checkpoint, {_describe(model)} now)")
-    if ckpt.cache_hash != manifest.settings.hash:
+    if ckpt.cache_hash != manifest.data_hash:
         found.append(f"the cache's content hash ({ckpt.cache_hash} in the checkpoint, "
-                     f"{manifest.settings.hash} now: other preprocessing settings or labels)")
+                     f"{manifest.data_hash} now: other preprocessing settings or labels)")
     if ckpt.label_map != dict(manifest.label_map):
         found.append("the label map")
     found += _split_changes(ckpt.splits, manifest.splits)

@@ -51,7 +51,7 @@ def make_checkpoint(trainer: Trainer, state: TrainState, metrics: dict[str, Any]
         run_id=state.run_id, splits={k: list(v) for k, v in manifest.splits.items()},
         subject_keys={sid: manifest.subjects.table[sid].key for split in ("train", "val")
                       for sid in manifest.splits.get(split, []) if sid in manifest.subjects},
-        cache=shown(trainer.cache), cache_hash=manifest.settings.hash, config=trainer.cfg.to_dict(),
+        cache=shown(trainer.cache), cache_hash=manifest.data_hash, config=trainer.cfg.to_dict(),
         epoch=state.epoch, metrics=metrics, world_size=trainer.dist.world_size,
         batch_size=trainer.cfg.loader.batch_size,
         optimizer=trainer.optimizer.state_dict(), schedule=trainer.schedule.state_dict(),
