@@ -182,6 +182,34 @@ def read_manifest(cache: Path) -> Manifest:
     """The cache's manifest, or a CacheError naming the cache and what is wrong with it. Checked before anything
     is used: format version, checksum, field types, and that every path it names lies inside the cache. Reads no
     record file (Records reads each when first asked for it)."""
+    raw, data = _load_current(cache)
+    try:
+        manifest = Manifest.from_json(_checked(cache, data, check_entry, raw), cache)
+    except (CacheError, TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
+    layout.inside_all(cache, [e.path for e in manifest.subjects.table.values()]
+                      + [e.record for e in manifest.subjects.table.values()])
+    if manifest.slice_index is not None:
+        layout.inside(cache, manifest.slice_index)
+    return manifest
+
+
+def read_settings(cache: Path) -> CacheSettings:
+    """The settings of the cache's manifest, checked as `read_manifest` checks it (format, checksum) but without
+    building its subject table: what an update's defaults need before its plan reads the whole manifest."""
+    raw, data = _load_current(cache)
+    try:
+        if not _checksum_ok(raw, data):
+            raise CacheError("its checksum does not match its content: changed or corrupted")
+        return CacheSettings.from_json(data.get("settings"))
+    except (CacheError, TypeError, ValueError, AttributeError, KeyError) as e:
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
+
+
+def _load_current(cache: Path) -> tuple[bytes, Any]:
+    """(bytes, JSON) of a manifest of this ctslice's format; OldFormat or CacheFormatError for others."""
     raw, data = _load(cache)
     version = data.get("format_version") if isinstance(data, dict) else None
     if version == UPGRADABLE:
@@ -193,16 +221,7 @@ def read_manifest(cache: Path) -> Manifest:
             f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
             f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
         )
-    try:
-        manifest = Manifest.from_json(_checked(cache, data, check_entry, raw), cache)
-    except (CacheError, TypeError, ValueError, AttributeError) as e:
-        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
-                         "the cache") from None
-    layout.inside_all(cache, [e.path for e in manifest.subjects.table.values()]
-                      + [e.record for e in manifest.subjects.table.values()])
-    if manifest.slice_index is not None:
-        layout.inside(cache, manifest.slice_index)
-    return manifest
+    return raw, data
 
 
 def read_format2(cache: Path) -> Manifest:

@@ -19,6 +19,7 @@ import io
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def _strip_suffix(name: str) -> str | None:
 
 def _data_files(root: Path, files: list[str]) -> tuple[str, ...]:
     """The data files of the .mhd headers among `files` (relative to root), those that exist."""
-    found = (d for f in files if f.lower().endswith(".mhd") for d in mhd_data_files(root / f))
+    headers = [f for f in files if f[-4:].lower() == ".mhd"]
+    if not headers:  # nearly always: nothing more per subject
+        return ()
+    found = (d for f in headers for d in mhd_data_files(root / f))
     return tuple(sorted({d.relative_to(root).as_posix() for d in found if d.is_file()}))
 
 
@@ -90,8 +94,9 @@ def _scan(folder: str) -> dict[str, os.DirEntry]:
         return {e.name: e for e in entries}
 
 
-def _visible(entries: dict[str, os.DirEntry]) -> list[str]:
-    return sorted(name for name in entries if not name.startswith("."))
+def _visible(names: Iterable[str]) -> list[str]:
+    """`names` (a listing, or _scan's entries) without hidden ones, sorted."""
+    return sorted(name for name in names if not name.startswith("."))
 
 
 def _files_of(folder: str, entries: dict[str, os.DirEntry], names: list[str]) -> list[str]:
@@ -181,7 +186,7 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
             continue
         masks: dict[str, str] = {}
         seg = entries.get("segmentations")
-        for f in _visible(_scan(seg.path)) if seg is not None and seg.is_dir() else []:
+        for f in _visible(os.listdir(seg.path)) if seg is not None and seg.is_dir() else []:  # names suffice
             name = _strip_suffix(f)
             if name is None:
                 continue
