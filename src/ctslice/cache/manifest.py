@@ -28,8 +28,8 @@ from ..errors import CacheError, CacheFormatError
 from ..files import write_atomic
 from . import layout
 from .label_map import label_map_from_json, label_map_problem
-from .marks import same_text
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
+from .marks import same_text
 from .records import Records, SubjectEntry, SubjectRecord, as_records, check_entry, check_record  # noqa: F401
 from .settings import SPLIT, CacheSettings
 
@@ -295,7 +295,7 @@ def write_root_files(cache: Path, manifest: Manifest, unless_same: bool = False)
     root_group = json.loads(files[ZARR_JSON])
     root_group["attributes"][SETTINGS_COPY] = manifest.settings.values()
     cache = Path(cache)
-    # zarr.json's temporary name in the root: subjects/ holds subject folders only
+    # every temporary name in the root (subjects/ holds subject folders only)
     for path, text in ((cache / LABEL_MAP_NAME, files[LABEL_MAP_NAME]), (cache / SPLITS_NAME, files[SPLITS_NAME]),
                        (cache / ZARR_JSON, json.dumps(root_group)),
                        (cache / layout.SUBJECTS_DIR / ZARR_JSON, files[ZARR_JSON])):

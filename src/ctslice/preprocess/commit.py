@@ -4,7 +4,8 @@ Subjects, their record files and the slice index are synced to disk before the m
 slice index only when a subject changed: cache/slice_index.py updates the previous one), the manifest is swapped
 atomically, and only then are folders that neither it nor the previous manifest references deleted (the previous
 version's stay one more run, and longer while a reader holds its lease: cache/lease.py). A run killed before the
-swap leaves the previous manifest; one killed after it leaves the new one and some leftovers.
+swap leaves the previous manifest; one killed after it leaves the new one and some leftovers. A run that changed
+nothing (the manifest it would write says what the current one says) writes none of it.
 """
 
 from __future__ import annotations
