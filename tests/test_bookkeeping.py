@@ -335,7 +335,7 @@ def test_the_manifest_checksum_is_checked_on_its_bytes_and_older_layouts_still_r
 
 def test_cache_stats_takes_the_summed_histogram_from_the_index(tiny_cache, monkeypatch, tmp_path):
     from ctslice.cache.statistics import summed_histogram
-    from ctslice.view.stats import foreground_histogram, write_figures
+    from ctslice.view.stats import dataset_histogram, write_figures
 
     manifest = read_manifest(tiny_cache)
     expected = summed_histogram(tiny_cache, manifest.subjects.table.values())
@@ -346,6 +346,6 @@ def test_cache_stats_takes_the_summed_histogram_from_the_index(tiny_cache, monke
         raise AssertionError(f"histogram of {folder} read")
 
     monkeypatch.setattr(store, "read_histogram", refuse)
-    assert np.array_equal(foreground_histogram(tiny_cache, manifest), expected)
+    assert np.array_equal(dataset_histogram(tiny_cache, manifest), expected)
     assert [p.name for p in write_figures(tiny_cache, tmp_path / "stats", manifest)] == ["structures.png",
                                                                                           "dataset.png"]

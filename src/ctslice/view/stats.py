@@ -1,6 +1,7 @@
 """`cache stats`: the manifest's dataset statistics as a table and figures (structure frequency and volume,
 foreground HU histogram, slices per subject). Reads the manifest and the slice index, which holds the subjects'
-HU histograms summed (an index written before it did: each subject's small histogram, summed here). Figures are drawn on matplotlib's Agg canvas (`Figure`, no pyplot)."""
+HU histograms summed (without such an index: each subject's small histogram, summed here). Figures are drawn on
+matplotlib's Agg canvas (`Figure`, no pyplot)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,17 @@ def figure_folder(cache: Path, out: Path | None) -> Path:
     return out
 
 
-def foreground_histogram(cache: Path, manifest: Manifest) -> np.ndarray:
+def dataset_histogram(cache: Path, manifest: Manifest) -> np.ndarray:
     """All subjects' foreground HU histograms summed: the slice index's sum (no subject read), or, for an index
-    written without it, each subject's summed here."""
+    written without it or one that does not read (`cache verify` names the damage), each subject's summed here."""
     from ..cache import store
     from ..cache.statistics import summed_histogram
 
     if manifest.slice_index is not None:
-        hist = store.read_slice_index(cache, manifest.slice_index).histogram
+        try:
+            hist = store.read_slice_index(cache, manifest.slice_index).histogram
+        except CacheError:
+            hist = None
         if hist is not None:
             return hist
     return summed_histogram(cache, manifest.subjects.table.values())
@@ -50,7 +54,8 @@ def write_figures(cache: Path, out: Path, manifest: Manifest | None = None) -> l
 
     from ..cache.statistics import HIST_OFFSET
 
-    manifest = manifest or read_manifest(cache)
+    if manifest is None:
+        manifest = read_manifest(cache)
     if not manifest.statistics:
         raise CacheError(f"{cache}: the manifest has no statistics (written by an older ctslice): run "
                          "`ctslice preprocess` on it again")
@@ -80,7 +85,7 @@ def write_figures(cache: Path, out: Path, manifest: Manifest | None = None) -> l
 
     fig = Figure(figsize=(11, 4), dpi=100)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    hist = foreground_histogram(cache, manifest)
+    hist = dataset_histogram(cache, manifest)
     nonzero = np.flatnonzero(hist)
     if nonzero.size:
         lo, hi = nonzero[0], nonzero[-1] + 1
