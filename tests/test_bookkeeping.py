@@ -3,6 +3,7 @@ cost reads nothing per unchanged subject; the slice index and statistics updated
 every record file; a format-2 cache is upgraded once, in place; kills at each step of the commit leave a readable
 cache."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -291,3 +292,60 @@ def test_bench_scale_measures_every_operation_and_cleans_up(tmp_path):
     assert [r.subjects for r in results] == [4, 6]
     assert all(set(r.seconds) == set(OPERATIONS) and r.bookkeeping_bytes > 0 for r in results)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_changes_nothing_leaves_the_manifest_as_it_was(tiny_dataset, tiny_cache):
+    """Not even written again (bytes and time stay), while status and info say the same as before; a root file
+    the user deleted is put back."""
+    path = tiny_cache / "manifest.json"
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    info, status = cache_info(tiny_cache).to_json(), cache_status(tiny_cache).to_json()
+    (tiny_cache / "label_map.json").unlink()
+    report = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
+    assert report.ok and not report.written and len(report.unchanged) == 5
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert cache_info(tiny_cache).to_json() == info and cache_status(tiny_cache).to_json() == status
+    assert json.loads((tiny_cache / "label_map.json").read_text()) == read_manifest(tiny_cache).label_map
+    modify_subject(tiny_dataset, SID)
+    changed = run_preprocess(tiny_dataset, tiny_cache, TINY_SETTINGS)
+    assert changed.written and changed.processed == [SID] and path.read_bytes() != before[0]
+
+
+def test_the_manifest_checksum_is_checked_on_its_bytes_and_older_layouts_still_read(tiny_cache):
+    """The checksum is the file's first member and the sha256 of the file without it (checkable with sha256sum
+    alone); a manifest laid out as ctslice wrote it before (checksum last) reads the same; a flipped byte in
+    either is refused."""
+    path = tiny_cache / "manifest.json"
+    raw = path.read_bytes()
+    data = json.loads(raw)
+    member = f'"checksum":"{data["checksum"]}",'.encode()
+    assert raw.startswith(b"{" + member)
+    assert hashlib.sha256(raw.replace(member, b"", 1)).hexdigest() == data["checksum"] == canonical_checksum(data)
+    table = read_manifest(tiny_cache).subjects.table
+    older = json.dumps({**{k: v for k, v in data.items() if k != "checksum"}, "checksum": data["checksum"]})
+    for text in (older.encode(), raw):
+        path.write_bytes(text)
+        assert read_manifest(tiny_cache).subjects.table == table
+        flipped = text.replace(b'"totalsegmentator"', b'"totalsegmentatoR"')  # the layout's value
+        assert flipped != text
+        path.write_bytes(flipped)
+        with pytest.raises(CacheError, match="checksum does not match"):
+            read_manifest(tiny_cache)
+
+
+def test_cache_stats_takes_the_summed_histogram_from_the_index(tiny_cache, monkeypatch, tmp_path):
+    from ctslice.cache.statistics import summed_histogram
+    from ctslice.view.stats import dataset_histogram, write_figures
+
+    manifest = read_manifest(tiny_cache)
+    expected = summed_histogram(tiny_cache, manifest.subjects.table.values())
+    assert expected.sum() > 0
+    no_record_reads(monkeypatch)
+
+    def refuse(cache, folder):
+        raise AssertionError(f"histogram of {folder} read")
+
+    monkeypatch.setattr(store, "read_histogram", refuse)
+    assert np.array_equal(dataset_histogram(tiny_cache, manifest), expected)
+    assert [p.name for p in write_figures(tiny_cache, tmp_path / "stats", manifest)] == ["structures.png",
+                                                                                          "dataset.png"]

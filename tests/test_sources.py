@@ -100,3 +100,26 @@ def test_a_subject_without_any_mask_file_fails_and_a_dataset_without_any_is_an_e
     ts_subject(tmp_path / "none", "s01", masks={})
     with pytest.raises(CtsliceError, match="no subject has any mask"):
         discover(tmp_path / "none")
+
+
+def test_linked_subject_folders_files_and_mask_folders_are_followed(tmp_path):
+    """Datasets are often linked in: the listing follows links to folders and files, as Path.is_file did, and a
+    link to nothing is no CT."""
+    elsewhere = tmp_path / "elsewhere"
+    ts_subject(elsewhere, "s01")
+    ts_subject(elsewhere, "s02")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "s01").symlink_to(elsewhere / "s01")  # a linked subject folder
+    (data / "s02").mkdir()
+    (data / "s02" / "ct.nii.gz").symlink_to(elsewhere / "s02" / "ct.nii.gz")  # a linked CT
+    (data / "s02" / "segmentations").symlink_to(elsewhere / "s02" / "segmentations")  # a linked mask folder
+    (data / "s03" / "segmentations").mkdir(parents=True)
+    (data / "s03" / "ct.nii.gz").symlink_to(tmp_path / "nothing.nii.gz")
+    (data / ".hidden").mkdir()
+    ds = discover(data)
+    assert [s.id for s in ds.subjects] == ["s01", "s02"]
+    assert ds.subjects[1].image == "s02/ct.nii.gz" and dict(ds.subjects[1].masks)["spleen"] == \
+        "s02/segmentations/spleen.nii.gz"
+    assert "no CT" in str(ds.problems[0]) and ds.problems[0].subject == "s03"
+    assert any("1 hidden folder(s) skipped" in w and ".hidden" in w for w in ds.warnings)

@@ -79,3 +79,21 @@ def test_plain_zarr_reads_the_cache_and_root_files_match_the_manifest(tiny_cache
     assert json.loads((tiny_cache / "label_map.json").read_text()) == m.label_map
     with open(tiny_cache / "splits.csv", newline="") as f:
         assert {row["subject"]: row["split"] for row in csv.DictReader(f)} == m.split_of()
+
+
+def test_memory_available_to_a_subject_is_the_dask_workers_limit_inside_one():
+    """Outside a dask worker: the machine's available memory, without importing distributed (seconds a run);
+    inside one: at most the worker's memory limit."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ctslice.imaging.memory import available_bytes; assert available_bytes() > 0; "
+            "assert 'distributed' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from dask.distributed import Client, LocalCluster
+
+    from ctslice.imaging.memory import available_bytes
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      memory_limit="3GiB") as cluster, Client(cluster) as client:
+        assert client.submit(available_bytes, pure=False).result() <= 3 * GIB

@@ -57,10 +57,12 @@ def leftovers(cache: Path, manifest: Manifest, keep: Manifest | None = None, hel
     referenced = _referenced(manifest) | _referenced(keep) | set(held)
     found = []
     for folder in (layout.SUBJECTS_DIR, layout.INDEX_DIR, layout.RECORDS_DIR):
-        if (cache / folder).is_dir() and not (cache / folder).is_symlink():
-            found += [p for p in sorted((cache / folder).iterdir())
-                      if (layout.is_owned_name(folder, p.name) and f"{folder}/{p.name}" not in referenced
-                          and _marked(folder, p)) or (folder == layout.RECORDS_DIR and layout.is_temp_record(p.name))]
+        base = cache / folder
+        if base.is_dir() and not base.is_symlink():
+            # names, not Paths: subjects/ and records/ hold an entry per subject, nearly all of them referenced
+            names = sorted(n for n in os.listdir(base) if f"{folder}/{n}" not in referenced)
+            found += [base / n for n in names if (layout.is_owned_name(folder, n) and _marked(folder, base / n))
+                      or (folder == layout.RECORDS_DIR and layout.is_temp_record(n))]
     if os.path.lexists(cache / layout.STAGING_DIR):
         staged, only = _staged(cache)
         found += [cache / layout.STAGING_DIR] if only else staged  # all of it (its entries first), or what is ours

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .cleanup import leftovers
-from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON
+from .layout import LABEL_MAP_NAME, MANIFEST_NAME, RECORDS_DIR, SPLITS_NAME, SUBJECTS_DIR, ZARR_JSON
 from .manifest import read_manifest
-from .sizes import FolderSize, folder_size
+from .sizes import FolderSize, files_size, folder_size, total_size
 from .store import IMAGE_DTYPE, LABEL_DTYPE
 from .warnings import warning_summary
 
@@ -74,11 +74,12 @@ def cache_info(cache: Path) -> CacheInfo:
     shapes = sorted({tuple(r.shape[1:]) for r in records.values()})
     raw = sum(r.slices * r.shape[1] * r.shape[2] for r in records.values()) * RAW_BYTES_PER_PIXEL
     referenced = [cache / name for name in (MANIFEST_NAME, LABEL_MAP_NAME, SPLITS_NAME, ZARR_JSON)]
-    referenced += [cache / SUBJECTS_DIR / ZARR_JSON, *(cache / r.record for r in records.values())]
+    referenced.append(cache / SUBJECTS_DIR / ZARR_JSON)
     if manifest.slice_index:
         referenced.append(cache / manifest.slice_index)
     # each subject folder's size was taken when it was written (records.SubjectEntry.size)
-    size = sum((folder_size(p) for p in referenced), sum((FolderSize(*r.size) for r in records.values()), FolderSize()))
+    size = sum((folder_size(p) for p in referenced), total_size(r.size for r in records.values()))
+    size += files_size(cache / RECORDS_DIR, {r.record.partition("/")[2] for r in records.values()})
     left = sum((folder_size(p) for p in leftovers(cache, manifest)), FolderSize())
     spacing = {axis: _range([r.spacing[i] for r in records.values()])
                for i, axis in enumerate(("slice", "row", "column"))}

@@ -106,20 +106,28 @@ def inside(cache: Path, rel: str) -> Path:
 
 
 def inside_all(cache: Path, rels: list[str]) -> None:
-    """`inside` for many entries of a few folders (subjects/, records/) at the cost of one lstat each: a folder's
-    real path is taken once, and an entry that is not a link lies where its folder does (a link is checked by
-    its real path). Missing entries pass: they are found missing where they are used."""
-    parents: dict[str, str] = {}
+    """`inside` for many entries of a few folders (subjects/, records/) at the cost of one listing of each folder:
+    a folder's real path is taken once, and an entry that is not a link lies where its folder does (a link is
+    checked by its real path; the listing's entry types tell links, without a stat per entry). Missing entries
+    pass: they are found missing where they are used."""
+    links: dict[str, set[str]] = {}
     for rel in rels:
         parent, _, name = rel.partition("/")
-        if parent not in parents:
-            path = os.path.join(cache, parent)
-            parents[parent] = str(inside(cache, parent)) if os.path.lexists(path) else path
-        try:
-            if stat.S_ISLNK(os.lstat(f"{parents[parent]}/{name}").st_mode):  # strings: Path joins cost more here
-                inside(cache, rel)
-        except FileNotFoundError:
-            continue
+        if parent not in links:
+            links[parent] = _links_in(cache, parent)
+        if name in links[parent]:
+            inside(cache, rel)
+
+
+def _links_in(cache: Path, folder: str) -> set[str]:
+    """Names of the symbolic links in cache/folder (none when it does not exist), its own real path checked."""
+    if not os.path.lexists(os.path.join(cache, folder)):
+        return set()
+    try:
+        with os.scandir(inside(cache, folder)) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
 
 
 def is_marked(cache: Path) -> bool:

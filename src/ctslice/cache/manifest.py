@@ -29,6 +29,7 @@ from ..files import write_atomic
 from . import layout
 from .label_map import label_map_from_json, label_map_problem
 from .layout import LABEL_MAP_NAME, MANIFEST_NAME, SPLITS_NAME, ZARR_JSON
+from .marks import same_text
 from .records import Records, SubjectEntry, SubjectRecord, as_records, check_entry, check_record  # noqa: F401
 from .settings import SPLIT, CacheSettings, settings_hash
 
@@ -120,7 +121,35 @@ MAX_MANIFEST_BYTES = 1 << 30
 def canonical_checksum(data: dict[str, Any]) -> str:
     """sha256 of the manifest's JSON without its `checksum` field, keys sorted: any change to any value shows."""
     body = {k: v for k, v in data.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def canonical_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+_CHECKSUM_HEAD = b'{"checksum":"'
+_HEAD_BYTES = len(_CHECKSUM_HEAD) + 64 + 2  # the head, 64 hex digits, '",'
+
+
+def manifest_bytes(body: dict[str, Any]) -> bytes:
+    """The manifest file: `body` (no `checksum` key) in its canonical JSON with the checksum as its first member,
+    `{"checksum":"<sha256>",<the canonical JSON after its '{'>`. So the checksum is also the sha256 of the file
+    with `"checksum":"<sha256>",` cut out, checked without serialising the content again (`_checksum_ok`)."""
+    canonical = canonical_json(body)
+    return b"".join([_CHECKSUM_HEAD, hashlib.sha256(canonical).hexdigest().encode(), b'",', canonical[1:]])
+
+
+def _checksum_ok(raw: bytes, data: dict[str, Any]) -> bool:
+    """Does the manifest's `checksum` match its content? Files written as `manifest_bytes` writes them are checked
+    on their bytes; others (ctslice before this layout, or content reformatted by hand) by serialising again."""
+    checksum = data.get("checksum")
+    if not isinstance(checksum, str):
+        return False
+    if raw[:_HEAD_BYTES] == b"".join([_CHECKSUM_HEAD, checksum.encode(), b'",']):
+        if hashlib.sha256(b"{" + raw[_HEAD_BYTES:]).hexdigest() == checksum:
+            return True
+    return checksum == canonical_checksum(data)
 
 
 def looks_like_ctslice(data: Any) -> bool:
@@ -130,11 +159,17 @@ def looks_like_ctslice(data: Any) -> bool:
 
 def load_manifest_json(cache: Path) -> Any:
     """The manifest file's JSON as is (no checks beyond being a readable regular file of JSON)."""
+    return _load(cache)[1]
+
+
+def _load(cache: Path) -> tuple[bytes, Any]:
+    """(the manifest file's bytes, its JSON)."""
     path = manifest_path(cache)
     if not Path(cache).is_dir():
         raise CacheError(f"{cache}: no such cache folder (run `ctslice preprocess` first)")
     try:
-        return json.loads(layout.read_regular(path, MAX_MANIFEST_BYTES, str(cache)))
+        raw = layout.read_regular(path, MAX_MANIFEST_BYTES, str(cache))
+        return raw, json.loads(raw)
     except FileNotFoundError:
         raise CacheError(f"{cache}: no {MANIFEST_NAME}, so not a ctslice cache (run `ctslice preprocess`)") from None
     except (OSError, ValueError) as e:
@@ -154,7 +189,35 @@ def read_manifest(cache: Path) -> Manifest:
     """The cache's manifest, or a CacheError naming the cache and what is wrong with it. Checked before anything
     is used: format version, checksum, field types, and that every path it names lies inside the cache. Reads no
     record file (Records reads each when first asked for it)."""
-    data = load_manifest_json(cache)
+    raw, data = _load_current(cache)
+    try:
+        manifest = Manifest.from_json(_checked(cache, data, check_entry, raw), cache)
+    except (CacheError, TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
+    layout.inside_all(cache, [e.path for e in manifest.subjects.table.values()]
+                      + [e.record for e in manifest.subjects.table.values()])
+    if manifest.slice_index is not None:
+        layout.inside(cache, manifest.slice_index)
+    return manifest
+
+
+def read_settings(cache: Path) -> CacheSettings:
+    """The settings of the cache's manifest, checked as `read_manifest` checks it (format, checksum) but without
+    building its subject table: what an update's defaults need before its plan reads the whole manifest."""
+    raw, data = _load_current(cache)
+    try:
+        if not _checksum_ok(raw, data):
+            raise CacheError("its checksum does not match its content: changed or corrupted")
+        return CacheSettings.from_json(data.get("settings"))
+    except (CacheError, TypeError, ValueError, AttributeError, KeyError) as e:
+        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
+                         "the cache") from None
+
+
+def _load_current(cache: Path) -> tuple[bytes, Any]:
+    """(bytes, JSON) of a manifest of this ctslice's format; OldFormat or CacheFormatError for others."""
+    raw, data = _load(cache)
     version = data.get("format_version") if isinstance(data, dict) else None
     if version == UPGRADABLE:
         raise OldFormat(f"{cache}: cache bookkeeping of format {UPGRADABLE} (an older ctslice): run `ctslice "
@@ -165,16 +228,7 @@ def read_manifest(cache: Path) -> Manifest:
             f"{cache}: cache format version {version!r}, this ctslice (version {__version__}) reads version "
             f"{FORMAT_VERSION}: run `ctslice preprocess` again to rebuild it"
         )
-    try:
-        manifest = Manifest.from_json(_checked(cache, data, check_entry), cache)
-    except (CacheError, TypeError, ValueError, AttributeError) as e:
-        raise CacheError(f"{manifest_path(cache)}: damaged manifest ({e}); `ctslice preprocess --force` rebuilds "
-                         "the cache") from None
-    layout.inside_all(cache, [e.path for e in manifest.subjects.table.values()]
-                      + [e.record for e in manifest.subjects.table.values()])
-    if manifest.slice_index is not None:
-        layout.inside(cache, manifest.slice_index)
-    return manifest
+    return raw, data
 
 
 def read_format2(cache: Path) -> Manifest:
@@ -188,9 +242,10 @@ def read_format2(cache: Path) -> Manifest:
     return manifest
 
 
-def _checked(cache: Path, data: dict[str, Any], check_subject) -> dict[str, Any]:
-    """`data` after its checksum and schema checks (check_subject(id, value) for each subject)."""
-    if data.get("checksum") != canonical_checksum(data):
+def _checked(cache: Path, data: dict[str, Any], check_subject, raw: bytes = b"") -> dict[str, Any]:
+    """`data` (read from the bytes `raw`) after its checksum and schema checks (check_subject(id, value) for each
+    subject)."""
+    if not _checksum_ok(raw, data):
         raise CacheError(f"{manifest_path(cache)}: damaged manifest (its checksum does not match its content: "
                          "changed or corrupted); `ctslice preprocess --force` rebuilds the cache")
     try:
@@ -232,20 +287,41 @@ def write_manifest(cache: Path, manifest: Manifest) -> None:
     manifest.updated = time.time()
     manifest.format_version = FORMAT_VERSION
     data = manifest.to_json(rows)
-    data["checksum"] = canonical_checksum(data)
     sync_filesystem(cache)
-    write_atomic(manifest_path(cache), json.dumps(data, separators=(",", ":")), durable=True)
+    write_atomic(manifest_path(cache), manifest_bytes(data), durable=True)
+    write_root_files(cache, manifest)
+
+
+def write_root_files(cache: Path, manifest: Manifest, unless_same: bool = False) -> None:
+    """label_map.json, splits.csv and the zarr.json of the root and of subjects/, from `manifest`, each
+    atomically; with `unless_same`, only those that do not already hold exactly that (a run that changed
+    nothing)."""
     files = root_files(manifest)
-    for name in (LABEL_MAP_NAME, SPLITS_NAME):
-        write_atomic(Path(cache) / name, files[name], durable=True)
     # The root's zarr.json also keeps the settings, so that `preprocess --force` after a damaged manifest can
     # rebuild with the cache's own settings (recover_settings) instead of the defaults.
     root_group = json.loads(files[ZARR_JSON])
     root_group["attributes"][SETTINGS_COPY] = manifest.settings.values()
-    for folder, document in ((Path(cache), json.dumps(root_group)), (Path(cache) / layout.SUBJECTS_DIR, files[ZARR_JSON])):
-        folder.mkdir(exist_ok=True)
-        # the temporary name in the root: subjects/ holds subject folders only
-        write_atomic(folder / ZARR_JSON, document, durable=True, temp_dir=Path(cache))
+    cache = Path(cache)
+    # every temporary name in the root (subjects/ holds subject folders only)
+    for path, text in ((cache / LABEL_MAP_NAME, files[LABEL_MAP_NAME]), (cache / SPLITS_NAME, files[SPLITS_NAME]),
+                       (cache / ZARR_JSON, json.dumps(root_group)),
+                       (cache / layout.SUBJECTS_DIR / ZARR_JSON, files[ZARR_JSON])):
+        if unless_same and same_text(path, text):
+            continue
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, text, durable=True, temp_dir=cache)
+
+
+def same_content(manifest: Manifest, previous: Manifest | None) -> bool:
+    """Does `manifest` say exactly what `previous` (the cache's current one) says, apart from when it was
+    written? Then a run has nothing to write."""
+    if previous is None or manifest.subjects.table != previous.subjects.table:
+        return False
+
+    def content(m: Manifest) -> bytes:
+        return canonical_json({k: v for k, v in m.to_json({}).items() if k != "updated"})
+
+    return content(manifest) == content(previous)
 
 
 def root_files(manifest: Manifest) -> dict[str, str]:

@@ -149,10 +149,10 @@ def _digest(rows: list[tuple[str, int, int]]) -> str:
 def current_stat_digest(root: Path, names: tuple[str, ...]) -> str | None:
     """`stat_digest` of the files as they are now (one stat each); None if one is missing or not a regular file
     (the slow path then says what)."""
-    rows = []
+    rows, root = [], os.fspath(root)
     for name in names:
         try:
-            st = os.stat(os.path.join(root, name))
+            st = os.stat(f"{root}/{name}")  # a string join: this runs once per input file of the dataset
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
@@ -228,6 +228,7 @@ class Records(MutableMapping[str, SubjectRecord]):
         self._entries: dict[str, SubjectEntry] = {}
         self._loaded: dict[str, SubjectRecord] = {}
         self._new: set[str] = set()
+        self._table: dict[str, Row] | None = None
         for sid, row in (rows or {}).items():
             if isinstance(row, SubjectEntry):
                 self._entries[sid] = row
@@ -236,8 +237,11 @@ class Records(MutableMapping[str, SubjectRecord]):
 
     @property
     def table(self) -> dict[str, Row]:
-        """id -> row (a record set here and not yet saved stands for its row): reads no record file."""
-        return {sid: self._loaded[sid] if sid in self._new else self._entries[sid] for sid in self}
+        """id -> row (a record set here and not yet saved stands for its row): reads no record file. Built once
+        until the records change (a run asks for it a dozen times); callers only read it."""
+        if self._table is None:
+            self._table = {sid: self._loaded[sid] if sid in self._new else self._entries[sid] for sid in self}
+        return self._table
 
     def __getitem__(self, sid: str) -> SubjectRecord:
         record = self._loaded.get(sid)
@@ -251,10 +255,12 @@ class Records(MutableMapping[str, SubjectRecord]):
     def __setitem__(self, sid: str, record: SubjectRecord) -> None:
         self._loaded[sid] = record
         self._new.add(sid)
+        self._table = None
 
     def __delitem__(self, sid: str) -> None:
         if sid not in self:
             raise KeyError(sid)
+        self._table = None
         for d in (self._entries, self._loaded):
             d.pop(sid, None)
         self._new.discard(sid)
@@ -282,6 +288,7 @@ class Records(MutableMapping[str, SubjectRecord]):
                 size = old.size if old is not None and old.path == record.path else None
                 self._entries[sid] = entry_of(cache, record, rel, size)
         self._new.clear()
+        self._table = None
         return dict(self._entries)
 
 
@@ -309,8 +316,8 @@ def _check_id(sid: Any) -> None:
 
 
 def _check_shape(sid: str, shape: Any) -> None:
-    _check(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape),
-           f"subject {sid}: bad shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape)):
+        raise CacheError(f"subject {sid}: bad shape")
 
 
 def check_record(sid: str, r: Any) -> None:
@@ -333,14 +340,20 @@ _ENTRY_INTS = ("labelled", "missing", "cropped_label_voxels", "overlap_voxels", 
 
 
 def check_entry(sid: str, e: Any) -> None:
-    """A table row of the manifest: paths that are names the cache gives, and the types readers rely on."""
+    """A table row of the manifest: paths that are names the cache gives, and the types readers rely on. Run for
+    every row of every manifest read, so each message is only formatted when its check fails."""
     _check_id(sid)
-    _check(isinstance(e, dict), f"subject {sid}: row is not an object")
+    if not isinstance(e, dict):
+        raise CacheError(f"subject {sid}: row is not an object")
     layout.check_relative(e.get("path"), layout.SUBJECTS_DIR, f"subject {sid}")
     layout.check_relative(e.get("record"), layout.RECORDS_DIR, f"subject {sid}")
-    _check(isinstance(e.get("key"), str) and isinstance(e.get("stat"), str), f"subject {sid}: key or stat missing")
+    if not (isinstance(e.get("key"), str) and isinstance(e.get("stat"), str)):
+        raise CacheError(f"subject {sid}: key or stat missing")
     _check_shape(sid, e.get("shape"))
-    _check(isinstance(e.get("spacing"), list) and len(e["spacing"]) == 3, f"subject {sid}: bad spacing")
-    _check(all(_is_int(e.get(k)) for k in _ENTRY_INTS), f"subject {sid}: bad voxel counts")
-    size = e.get("size")
-    _check(isinstance(size, list) and len(size) == 3 and all(map(_is_int, size)), f"subject {sid}: bad size")
+    spacing, size = e.get("spacing"), e.get("size")
+    if not (isinstance(spacing, list) and len(spacing) == 3):
+        raise CacheError(f"subject {sid}: bad spacing")
+    if not all(type(e.get(k)) is int for k in _ENTRY_INTS):  # JSON's ints (not bools): as _is_int, faster
+        raise CacheError(f"subject {sid}: bad voxel counts")
+    if not (isinstance(size, list) and len(size) == 3 and all(type(n) is int for n in size)):
+        raise CacheError(f"subject {sid}: bad size")

@@ -148,7 +148,7 @@ _LIBC = _load_libc()
 
 
 def subject_exists(cache: Path, folder: str) -> bool:
-    return (Path(cache) / folder / "zarr.json").is_file()
+    return os.path.isfile(os.path.join(cache, folder, "zarr.json"))  # strings: once per subject in every run
 
 
 def open_subject(cache: Path, folder: str) -> zarr.Group:

@@ -30,12 +30,15 @@ def warning_summary(manifest: Manifest) -> dict[str, Any]:
     def labelled(r) -> int:
         return max(r.labelled + r.cropped_label_voxels, 1)
 
+    # only subjects that have the warning (a run after every preprocess: most subjects have none)
     kinds = {
-        "cropped": _kind([(r.id, r.cropped_label_voxels, r.cropped_label_voxels / labelled(r)) for r in records],
-                         "voxels"),
-        "missing_masks": _kind([(r.id, r.missing, r.missing / structures) for r in records], "masks"),
+        "cropped": _kind([(r.id, r.cropped_label_voxels, r.cropped_label_voxels / labelled(r)) for r in records
+                          if r.cropped_label_voxels > 0], "voxels"),
+        "missing_masks": _kind([(r.id, r.missing, r.missing / structures) for r in records if r.missing > 0],
+                               "masks"),
         "overlaps": _kind([(r.id, r.overlap_voxels, r.overlap_voxels / r.original_label_voxels
-                            if r.original_label_voxels else None) for r in records], "voxels"),
+                            if r.original_label_voxels else None) for r in records if r.overlap_voxels > 0],
+                          "voxels"),
     }
     summary: dict[str, Any] = {name: kind for name, kind in kinds.items() if kind["subjects"]}
     if manifest.dataset.get("warnings"):

@@ -335,5 +335,5 @@ def stats(
                          f"{spacing['slice_thickness'][1]} mm, in-plane {spacing['in_plane'][0]}-"
                          f"{spacing['in_plane'][1]} mm")
         _say("\n".join(lines))
-        for path in write_figures(cache, out_dir):
+        for path in write_figures(cache, out_dir, manifest):
             _say(f"wrote {path}")

@@ -92,6 +92,8 @@ def preprocess(
                    f"in {report.seconds:.1f} s")
         if report.rebuilt_all:
             summary += f" (full build: {report.rebuilt_all})"
+        elif not report.written:
+            summary += " (nothing changed: the cache was left as it was)"
         out.print(shown(summary), highlight=False)
         for line in summary_lines(report.warnings):
             console.print(f"[yellow]warning:[/] {shown(line)}", highlight=False, soft_wrap=True)

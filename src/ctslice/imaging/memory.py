@@ -8,6 +8,8 @@ the CT as read, clipped int16, the label volume, one mask at a time and the resa
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import psutil
 
@@ -29,11 +31,12 @@ def available_bytes() -> int:
     """What this process may still use: the dask worker's memory limit if it runs in one (less what it holds),
     else the machine's available memory."""
     available = psutil.virtual_memory().available
+    distributed = sys.modules.get("distributed")
+    if distributed is None:  # not in a dask worker, which has it loaded (importing it here would cost seconds)
+        return available
     try:
-        from distributed import get_worker
-
-        limit = get_worker().memory_manager.memory_limit
-    except (ImportError, ValueError, AttributeError):  # not in a dask worker
+        limit = distributed.get_worker().memory_manager.memory_limit
+    except (ValueError, AttributeError):  # not in a dask worker
         return available
     if not limit:
         return available

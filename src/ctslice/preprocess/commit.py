@@ -4,7 +4,8 @@ Subjects, their record files and the slice index are synced to disk before the m
 slice index only when a subject changed: cache/slice_index.py updates the previous one), the manifest is swapped
 atomically, and only then are folders that neither it nor the previous manifest references deleted (the previous
 version's stay one more run, and longer while a reader holds its lease: cache/lease.py). A run killed before the
-swap leaves the previous manifest; one killed after it leaves the new one and some leftovers.
+swap leaves the previous manifest; one killed after it leaves the new one and some leftovers. A run that changed
+nothing (the manifest it would write says what the current one says) writes none of it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..cache import lease, mirror, store
 from ..cache.cleanup import remove_leftovers
-from ..cache.manifest import write_manifest
+from ..cache.manifest import same_content, write_manifest, write_root_files
 from ..cache.records import Records
 from ..cache.slice_index import updated_index
 from ..cache.statistics import dataset_statistics
@@ -42,6 +43,8 @@ class PreprocessReport:
     warnings: dict = field(default_factory=dict)
     """cache.warnings.warning_summary of the cache this run left."""
     seconds: float = 0.0
+    written: bool = True
+    """False when nothing changed: the cache was left as it was (its manifest not even written again)."""
 
     @property
     def ok(self) -> bool:
@@ -89,10 +92,15 @@ def commit(plan: Plan, outcomes: list[SubjectOutcome], say: Callable[[str], None
                        **{f"{name}_subjects": len(ids) for name, ids in manifest.splits.items()}}
     _tell(damaged, report.notes, say)
     manifest.statistics = dataset_statistics(index, (r.slices for r in keep.values()), dataset.label_map)
-    manifest.subjects.save(cache)  # record files of new and changed subjects
-    lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
-    write_manifest(cache, manifest)  # syncs subjects, records and index to disk before the manifest names them
-    mirror.publish(cache, manifest)  # a cache on object storage: its manifest.json last (cache/mirror.py)
+    if same_content(manifest, previous):  # nothing changed: the version stays as it is, manifest included
+        report.written = False
+        write_root_files(cache, previous, unless_same=True)  # put back any the user deleted or edited
+        manifest = previous
+    else:
+        manifest.subjects.save(cache)  # record files of new and changed subjects
+        lease.record_version(cache, manifest)  # the file its readers will lock (cache/lease.py)
+        write_manifest(cache, manifest)  # syncs subjects, records and index to disk before the manifest names them
+        mirror.publish(cache, manifest)  # a cache on object storage: its manifest.json last (cache/mirror.py)
     report.warnings = warning_summary(manifest)
     with lease.reclaim_versions(cache, keep=(manifest, previous)) as held:  # versions readers still use stay
         remove_leftovers(cache, manifest, keep=previous, held=held)

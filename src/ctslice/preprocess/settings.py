@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..cache.manifest import OldFormat, manifest_path, read_manifest, recover_settings
+from ..cache.manifest import OldFormat, manifest_path, read_settings, recover_settings
 from ..cache.mirror import remote_of
 from ..cache.settings import CacheSettings
 from ..config import Config, PreprocessConfig, load_config
@@ -38,7 +38,7 @@ def stored_settings(cache: Path) -> StoredSettings:
     if not manifest_path(cache).exists():
         return StoredSettings(None)
     try:
-        return StoredSettings(read_manifest(cache).settings)
+        return StoredSettings(read_settings(cache))  # the plan reads (and checks) the whole manifest
     except OldFormat:  # upgraded by the run, which keeps its settings
         return StoredSettings(recover_settings(cache)[0])
     except CacheFormatError:

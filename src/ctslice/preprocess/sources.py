@@ -19,6 +19,7 @@ import io
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,15 +77,40 @@ def _strip_suffix(name: str) -> str | None:
 
 def _data_files(root: Path, files: list[str]) -> tuple[str, ...]:
     """The data files of the .mhd headers among `files` (relative to root), those that exist."""
-    found = (d for f in files if f.lower().endswith(".mhd") for d in mhd_data_files(root / f))
+    headers = [f for f in files if f[-4:].lower() == ".mhd"]
+    if not headers:  # nearly always: nothing more per subject
+        return ()
+    found = (d for f in headers for d in mhd_data_files(root / f))
     return tuple(sorted({d.relative_to(root).as_posix() for d in found if d.is_file()}))
 
 
-def _ct_of(folder: Path, sid: str) -> tuple[str, tuple[str, ...]] | InputError:
+# Listing costs most of a run that finds nothing changed (10,000 subjects, ~15 files each): one scandir per folder,
+# names kept as strings (no Path per file), file and folder tests from the listing's entry types (a link is
+# followed, as Path.is_file does, with one stat), so the only stat of an input file is the planner's.
+
+def _scan(folder: str) -> dict[str, os.DirEntry]:
+    """The entries of `folder` by name, hidden ones (names starting with '.') included."""
+    with os.scandir(folder) as entries:
+        return {e.name: e for e in entries}
+
+
+def _visible(names: Iterable[str]) -> list[str]:
+    """`names` (a listing, or _scan's entries) without hidden ones, sorted."""
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def _files_of(folder: str, entries: dict[str, os.DirEntry], names: list[str]) -> list[str]:
+    """Those of `names` that are files in `folder`. When the listing has none of them, each is tested by its
+    path as well, as before: a case-insensitive filesystem finds 'CT.nii.gz' as 'ct.nii.gz', a listing does not."""
+    found = [n for n in names if n in entries and entries[n].is_file()]
+    return found or [n for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def _ct_of(folder: str, entries: dict[str, os.DirEntry], sid: str) -> tuple[str, tuple[str, ...]] | InputError:
     """The subject's CT (relative to the dataset root) and, for a DICOM folder, the files in it."""
-    names = [f"ct{s}" for s in FILE_SUFFIXES if (folder / f"ct{s}").is_file()]
-    dicom = folder / DICOM_CT_FOLDER
-    if dicom.is_dir():
+    names = _files_of(folder, entries, [f"ct{s}" for s in FILE_SUFFIXES])
+    dicom = entries.get(DICOM_CT_FOLDER)
+    if dicom is not None and dicom.is_dir():
         names.append(f"{DICOM_CT_FOLDER}/")
     if not names:
         return InputError(sid, f"{sid}/ct.nii.gz", "subject folder has no CT (ct.nii.gz, ct.nrrd, ct.mha or a ct/ "
@@ -93,20 +119,16 @@ def _ct_of(folder: Path, sid: str) -> tuple[str, tuple[str, ...]] | InputError:
         return InputError(sid, f"{sid}/ct.nii.gz", f"several CTs ({' and '.join(names)}); keep one")
     if names[0] != f"{DICOM_CT_FOLDER}/":
         return f"{sid}/{names[0]}", ()
-    files = tuple(f"{sid}/{DICOM_CT_FOLDER}/{p.name}" for p in _visible(dicom) if p.is_file())
+    series = _scan(dicom.path)
+    files = tuple(f"{sid}/{DICOM_CT_FOLDER}/{name}" for name in _visible(series) if series[name].is_file())
     if not files:
         return InputError(sid, f"{sid}/{DICOM_CT_FOLDER}/", "the DICOM series folder ct/ holds no files")
     return f"{sid}/{DICOM_CT_FOLDER}", files
 
 
-def _visible(path: Path) -> list[Path]:
-    # names sorted as strings: the order of Paths of one folder, without Path comparisons (per subject, twice)
-    return [path / name for name in sorted(os.listdir(path)) if not name.startswith(".")]
-
-
-def _hidden_warning(root: Path) -> list[str]:
+def _hidden_warning(entries: dict[str, os.DirEntry]) -> list[str]:
     """Folders starting with '.' are skipped (editor, OS and tool folders); say which, so none is lost silently."""
-    hidden = sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.is_dir())
+    hidden = sorted(name for name, e in entries.items() if name.startswith(".") and e.is_dir())
     if not hidden:
         return []
     return [f"{len(hidden)} hidden folder(s) skipped (names starting with '.'): {first_few(hidden)}"]
@@ -117,8 +139,9 @@ def detect_layout(root: Path) -> str:
         raise CtsliceError(f"dataset folder {root} does not exist or is not a folder")
     if (root / "imagesTr").is_dir():
         return "nnunet"
-    if any(p.is_dir() for p in _visible(root)):
-        return "totalsegmentator"
+    with os.scandir(root) as entries:  # stops at the first subject folder
+        if any(e.is_dir() for e in entries if not e.name.startswith(".")):
+            return "totalsegmentator"
     raise CtsliceError(
         f"no subjects found in {root}: expected <subject>/ct.nii.gz with <subject>/segmentations/*.nii.gz "
         "(TotalSegmentator) or imagesTr/, labelsTr/ and dataset.json (nnU-Net)"
@@ -153,22 +176,24 @@ def _check_ids(candidates: dict[str, SubjectSource | InputError]) -> tuple[list[
 def _discover_totalsegmentator(root: Path) -> Dataset:
     candidates: dict[str, SubjectSource | InputError] = {}
     unmasked: set[str] = set()
-    for folder in (p for p in _visible(root) if p.is_dir()):
-        sid = folder.name
-        ct = _ct_of(folder, sid)
+    top = _scan(str(root))
+    for sid in (name for name in _visible(top) if top[name].is_dir()):
+        folder = top[sid].path
+        entries = _scan(folder)
+        ct = _ct_of(folder, entries, sid)
         if isinstance(ct, InputError):
             candidates[sid] = ct
             continue
         masks: dict[str, str] = {}
-        seg = folder / "segmentations"
-        for f in _visible(seg) if seg.is_dir() else []:
-            name = _strip_suffix(f.name)
+        seg = entries.get("segmentations")
+        for f in _visible(os.listdir(seg.path)) if seg is not None and seg.is_dir() else []:  # names suffice
+            name = _strip_suffix(f)
             if name is None:
                 continue
             if name in masks:
-                candidates[sid] = InputError(sid, f"{sid}/segmentations/{f.name}", f"two files for structure {name}")
+                candidates[sid] = InputError(sid, f"{sid}/segmentations/{f}", f"two files for structure {name}")
                 break
-            masks[name] = f"{sid}/segmentations/{f.name}"
+            masks[name] = f"{sid}/segmentations/{f}"
         else:
             if not masks:  # every structure unknown: nothing to learn or score, so fail it rather than guess
                 unmasked.add(sid)
@@ -189,7 +214,7 @@ def _discover_totalsegmentator(root: Path) -> Dataset:
         warnings.append(f"meta.csv: {len(unknown)} id(s) match no subject folder (their split is not used): "
                         f"{first_few(unknown)}")
     return Dataset(root, "totalsegmentator", tuple(subjects), build_label_map(names), None, split,
-                   tuple(problems), tuple(_hidden_warning(root) + warnings))
+                   tuple(problems), tuple(_hidden_warning(top) + warnings))
 
 
 def _read_meta_csv(path: Path) -> tuple[dict[str, str], list[str]]:
@@ -294,11 +319,12 @@ def _discover_nnunet(root: Path) -> Dataset:
     if len(label_map) - 1 > MAX_LABELS:
         raise CtsliceError(f"{root}: {len(label_map) - 1} labels do not fit in uint8 (at most {MAX_LABELS})")
     images: dict[str, list[str]] = defaultdict(list)
-    for f in _visible(root / "imagesTr"):
-        stem = _strip_suffix(f.name)
+    for f in _visible(_scan(str(root / "imagesTr"))):
+        stem = _strip_suffix(f)
         if stem is not None:
-            images[stem].append(f.relative_to(root).as_posix())
-    labels_dir = root / "labelsTr"
+            images[stem].append(f"imagesTr/{f}")
+    labels_dir = str(root / "labelsTr")
+    labels = _scan(labels_dir) if os.path.isdir(labels_dir) else {}
     candidates: dict[str, SubjectSource | InputError] = {}
     for stem, files in images.items():
         case, _, channel = stem.rpartition("_")
@@ -309,7 +335,7 @@ def _discover_nnunet(root: Path) -> Dataset:
         elif len(files) > 1:
             candidates[case] = InputError(case, files[0], f"duplicate subject id ({' and '.join(files)})")
         else:
-            found = [f"labelsTr/{case}{s}" for s in FILE_SUFFIXES if (labels_dir / f"{case}{s}").is_file()]
+            found = [f"labelsTr/{n}" for n in _files_of(labels_dir, labels, [f"{case}{s}" for s in FILE_SUFFIXES])]
             if len(found) != 1:
                 reason = "no label file" if not found else f"several label files ({' and '.join(found)})"
                 candidates[case] = InputError(case, f"labelsTr/{case}.nii.gz", reason)

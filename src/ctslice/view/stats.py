@@ -1,6 +1,7 @@
 """`cache stats`: the manifest's dataset statistics as a table and figures (structure frequency and volume,
-foreground HU histogram, slices per subject). Reads the manifest, plus each subject's small HU histogram.
-Figures are drawn on matplotlib's Agg canvas (`Figure`, no pyplot)."""
+foreground HU histogram, slices per subject). Reads the manifest and the slice index, which holds the subjects'
+HU histograms summed (without such an index: each subject's small histogram, summed here). Figures are drawn on
+matplotlib's Agg canvas (`Figure`, no pyplot)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,31 @@ def figure_folder(cache: Path, out: Path | None) -> Path:
     return out
 
 
-def write_figures(cache: Path, out: Path) -> list[Path]:
+def dataset_histogram(cache: Path, manifest: Manifest) -> np.ndarray:
+    """All subjects' foreground HU histograms summed: the slice index's sum (no subject read), or, for an index
+    written without it or one that does not read (`cache verify` names the damage), each subject's summed here."""
+    from ..cache import store
+    from ..cache.statistics import summed_histogram
+
+    if manifest.slice_index is not None:
+        try:
+            hist = store.read_slice_index(cache, manifest.slice_index).histogram
+        except CacheError:
+            hist = None
+        if hist is not None:
+            return hist
+    return summed_histogram(cache, manifest.subjects.table.values())
+
+
+def write_figures(cache: Path, out: Path, manifest: Manifest | None = None) -> list[Path]:
     """structures.png (frequency and mean volume per structure) and dataset.png (HU histogram, slices per
-    subject) in `out`; returns their paths."""
+    subject) in `out`; returns their paths. `manifest`: the cache's, if the caller has read it already."""
     from matplotlib.figure import Figure
 
-    from ..cache.statistics import HIST_OFFSET, summed_histogram
+    from ..cache.statistics import HIST_OFFSET
 
-    manifest = read_manifest(cache)
+    if manifest is None:
+        manifest = read_manifest(cache)
     if not manifest.statistics:
         raise CacheError(f"{cache}: the manifest has no statistics (written by an older ctslice): run "
                          "`ctslice preprocess` on it again")
@@ -67,7 +85,7 @@ def write_figures(cache: Path, out: Path) -> list[Path]:
 
     fig = Figure(figsize=(11, 4), dpi=100)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    hist = summed_histogram(cache, manifest.subjects.values())
+    hist = dataset_histogram(cache, manifest)
     nonzero = np.flatnonzero(hist)
     if nonzero.size:
         lo, hi = nonzero[0], nonzero[-1] + 1
@@ -82,7 +100,7 @@ def write_figures(cache: Path, out: Path) -> list[Path]:
             ax1.axvline(intensity[key], color="tab:red", lw=0.8)
     ax1.set_xlabel("HU of labelled voxels (red: 0.5 and 99.5 percentiles)")
     ax1.set_ylabel("voxels")
-    ax2.hist([r.slices for r in manifest.subjects.values()], bins=30, color="tab:blue")
+    ax2.hist([r.slices for r in manifest.subjects.table.values()], bins=30, color="tab:blue")
     ax2.set_xlabel("slices per subject")
     ax2.set_ylabel("subjects")
     fig.suptitle(f"{cache}: foreground intensities and subject lengths", fontsize=10)
