@@ -158,9 +158,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use)
 
     def model_config(self) -> dict:
-        return {"base_width": self.cfg.model.base_width, "depth": self.cfg.model.depth,
-                "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes,
-                "deep_supervision": self.cfg.model.deep_supervision}
+        return {**self.cfg.model.architecture(), "in_channels": self.cfg.loader.context_slices,
+                "num_classes": self.num_classes}
 
 
 def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dist | None = None) -> Trainer:
