@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from ctslice.errors import CtsliceError
 from ctslice.model.checkpoint import read_checkpoint_dict
 from ctslice.model.load import load_model
 from ctslice.model.unet import build_model, describe_heads
-from ctslice.train.build import build_optimizer
+from ctslice.train.build import build_optimizer, build_trainer, check_cache
 from ctslice.train.loop import train_step
 from ctslice.train.loss import (deep_supervision_weights, downsample_labels, segmentation_loss,
                                 supervised_loss)
@@ -183,3 +184,24 @@ def test_an_instance_norm_run_checkpoints_loads_back_and_refuses_a_batchnorm_res
     batchnorm = dataclasses.replace(cfg, model=ModelConfig(4, 3), train=dataclasses.replace(cfg.train, epochs=2))
     with pytest.raises(CtsliceError, match="the model .*instance, leaky_relu in the checkpoint"):
         run_training(cache32, tmp_path / "run", batchnorm, resume=tmp_path / "run")
+
+
+def test_an_epoch_of_steps_per_epoch_batches_draws_past_one_pass_with_the_recipes_oversampling(cache32):
+    cfg = load_config([CONFIGS / "nnunet2d.toml"], {"model": {"base_width": 4, "depth": 3},
+                                                     "loader": {"batch_size": 4, "workers": 0}})
+    assert (cfg.train.steps_per_epoch, cfg.loader.oversample_fraction) == (250, 0.33)
+    trainer = build_trainer(cache32, cfg, check_cache(cache32))
+    sampler, present = trainer.train_loader.sampler, trainer.train_loader.dataset.present
+    assert len(trainer.train_loader) == 250 > len(present) // 4  # nnU-Net's epoch, many passes over this split
+    shows = present[:, 1:].any(1)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = np.fromiter(iter(sampler), dtype=np.int64)
+        assert len(order) == 250 * 4
+        # a third of every batch is a class-aware draw (a slice showing a structure); the rest is uniform, so
+        # the share of slices showing one is at least the third, plus the uniform part's own share
+        assert shows[order].mean() >= 0.33 + 0.67 * shows.mean() - 0.05
+        assert np.bincount(order, minlength=len(present)).min() >= 1  # the uniform part covers every slice
+    short = build_trainer(cache32, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=2)),
+                          check_cache(cache32))
+    assert len(short.train_loader) == 2

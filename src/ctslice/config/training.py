@@ -173,7 +173,8 @@ class TrainConfig:
     """Clip the total gradient L2 norm to this (None = no clipping; the norm is logged either way)."""
 
     steps_per_epoch: int | None = None
-    """Training batches per epoch; None = the whole training split once."""
+    """Training batches per epoch, drawn by the class-aware sampler (fewer or more than one pass over the split:
+    nnU-Net's epoch is 250 batches whatever the dataset's size); None = the whole training split once."""
 
     val_batches: int | None = None
     """Validation batches per epoch; None = every val slice."""
