@@ -182,9 +182,10 @@ def previous_history(out: Path, epoch: int, step: int) -> dict | None:
 def _describe(model: Any) -> str:
     if not isinstance(model, dict):
         return "unknown"
+    unusual = [str(model[k]) for k in ("norm", "activation") if model.get(k, OLDER_MODEL[k]) != OLDER_MODEL[k]]
     return (f"width {model.get('base_width')} depth {model.get('depth')}, {model.get('in_channels')} input(s), "
             f"{model.get('num_classes')} outputs" + (", deep supervision" if model.get("deep_supervision") else "")
-            + "".join(f", {model[k]}" for k in ("norm", "activation") if model.get(k, OLDER_MODEL[k]) != OLDER_MODEL[k]))
+            + "".join(f", {u}" for u in unusual))
 
 
 def _fold(fold: int | None, folds: int | None) -> str:
