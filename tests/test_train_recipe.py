@@ -1,10 +1,13 @@
 """nnU-Net's recipe as configuration values: SGD and the poly schedule, deep supervision (targets, weights, eval
 output, checkpoints), and configs/nnunet2d.toml."""
 
+import contextlib
 import dataclasses
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,8 @@ from ctslice.errors import CtsliceError
 from ctslice.model.checkpoint import read_checkpoint_dict
 from ctslice.model.load import load_model
 from ctslice.model.unet import build_model, describe_heads
-from ctslice.train.build import build_optimizer
+from ctslice.train.build import build_optimizer, build_trainer, check_cache
+from ctslice.train.loop import train_step
 from ctslice.train.loss import (deep_supervision_weights, downsample_labels, segmentation_loss,
                                 supervised_loss)
 from ctslice.train.run import run_training
@@ -125,3 +129,79 @@ def test_nnunet2d_config_sets_the_recipe_over_the_demo_settings():
     assert cfg.model.deep_supervision and (cfg.model.base_width, cfg.model.depth) == (16, 4)  # the demo's size
     assert cfg.train.window_min == -200 and cfg.augment.mirror_probability == 0.0
     assert cfg.augment.gamma_probability == 0.3 and cfg.augment.elastic_probability == 0.0
+
+
+def test_instance_norm_keeps_no_running_statistics_and_normalises_each_slice_alone():
+    cfg = ModelConfig(base_width=4, depth=3, norm="instance", activation="leaky_relu")
+    model = build_model(cfg, 1, 3)
+    assert not any("running" in name or "num_batches" in name for name in model.state_dict())
+    assert sum(t.numel() for t in model.state_dict().values()) == cfg.parameter_count(1, 3)
+    assert cfg.parameter_count(1, 3) < ModelConfig(4, 3).parameter_count(1, 3)  # BatchNorm's buffers gone
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 16, 16)
+    alone = model.train()(x[:1])
+    in_batch = model(x)
+    assert torch.allclose(alone, in_batch[:1], atol=1e-5)  # a slice's output does not depend on its batch
+    assert torch.allclose(model.eval()(x), in_batch, atol=1e-5)  # and inference normalises the same way
+
+
+def test_leaky_relu_lets_negative_inputs_through_with_nnunets_slope():
+    model = build_model(ModelConfig(base_width=4, depth=3, activation="leaky_relu"), 1, 3)
+    acts = [m for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+    assert acts and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.01 for m in acts)
+    assert all(isinstance(m, torch.nn.ReLU) for m in build_model(ModelConfig(4, 3), 1, 3).modules()
+               if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU)))
+    with pytest.raises(ConfigError, match="norm must be one of batch, instance"):
+        load_config(None, {"model": {"norm": "group"}})
+
+
+def test_gradient_clipping_caps_the_update_and_reports_the_norm_before_it():
+    torch.manual_seed(0)
+    cfg = load_config(None, {"train": {"optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0,
+                                       "grad_clip": 1e-3}, "model": {"base_width": 4, "depth": 3}})
+    model = build_model(cfg.model, 1, 3)
+    trainer = SimpleNamespace(cfg=cfg, model=model, forward=model, optimizer=build_optimizer(model, cfg),
+                              autocast=contextlib.nullcontext(), device=torch.device("cpu"))
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    images, labels = torch.rand(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    _, _, norm = train_step(trainer, images, labels, None, lr=1.0)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert float(norm) > 1e-2  # the norm logged is the one before clipping
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)  # plain SGD at lr 1: the clipped norm
+
+
+def test_an_instance_norm_run_checkpoints_loads_back_and_refuses_a_batchnorm_resume(cache32, tmp_path):
+    cfg = load_config(None, {"train": {"epochs": 1, "wandb": "disabled", "val_images": 0, "keep_checkpoints": 0,
+                                       "steps_per_epoch": 1},
+                             "model": {"base_width": 4, "depth": 3, "norm": "instance", "activation": "leaky_relu"},
+                             "loader": {"batch_size": 4, "workers": 0}})
+    run_training(cache32, tmp_path / "run", cfg)
+    ckpt = read_checkpoint_dict(tmp_path / "run" / "checkpoint_last.pth")
+    assert (ckpt["model_config"]["norm"], ckpt["model_config"]["activation"]) == ("instance", "leaky_relu")
+    model, _ = load_model(tmp_path / "run" / "checkpoint_last.pth")
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in model.modules())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+    batchnorm = dataclasses.replace(cfg, model=ModelConfig(4, 3), train=dataclasses.replace(cfg.train, epochs=2))
+    with pytest.raises(CtsliceError, match="the model .*instance, leaky_relu in the checkpoint"):
+        run_training(cache32, tmp_path / "run", batchnorm, resume=tmp_path / "run")
+
+
+def test_an_epoch_of_steps_per_epoch_batches_draws_past_one_pass_with_the_recipes_oversampling(cache32):
+    cfg = load_config([CONFIGS / "nnunet2d.toml"], {"model": {"base_width": 4, "depth": 3},
+                                                     "loader": {"batch_size": 4, "workers": 0}})
+    assert (cfg.train.steps_per_epoch, cfg.loader.oversample_fraction) == (250, 0.33)
+    trainer = build_trainer(cache32, cfg, check_cache(cache32))
+    sampler, present = trainer.train_loader.sampler, trainer.train_loader.dataset.present
+    assert len(trainer.train_loader) == 250 > len(present) // 4  # nnU-Net's epoch, many passes over this split
+    shows = present[:, 1:].any(1)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = np.fromiter(iter(sampler), dtype=np.int64)
+        assert len(order) == 250 * 4
+        # a third of every batch is a class-aware draw (a slice showing a structure); the rest is uniform, so
+        # the share of slices showing one is at least the third, plus the uniform part's own share
+        assert shows[order].mean() >= 0.33 + 0.67 * shows.mean() - 0.05
+        assert np.bincount(order, minlength=len(present)).min() >= 1  # the uniform part covers every slice
+    short = build_trainer(cache32, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=2)),
+                          check_cache(cache32))
+    assert len(short.train_loader) == 2

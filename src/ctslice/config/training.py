@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from .checks import DEVICE, SEED, ConfigError, Limit, OneOf, Relations, check_section
 
+NORMS = ("batch", "instance")
+ACTIVATIONS = ("relu", "leaky_relu")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -24,15 +27,30 @@ class ModelConfig:
     weight nnU-Net sets to 0), trained on nearest-downsampled labels. Inference uses the full-resolution head
     only. Depth 3 or less has no such stage (nothing is added)."""
 
+    norm: str = "batch"
+    """Normalisation after each convolution: 'batch' (BatchNorm, running statistics used at inference) or
+    'instance' (nnU-Net's InstanceNorm with a learned scale and shift: each slice normalised by its own
+    statistics, in training and inference alike, so it keeps no running statistics)."""
+
+    activation: str = "relu"
+    """'relu' or 'leaky_relu' (nnU-Net's: negative slope 0.01, so no unit's gradient is ever exactly 0)."""
+
     SECTION = "model"
     LIMITS = {
         "base_width": Limit(1, 1024),  # 1024 already means 16,384 channels at depth 5
         "depth": Limit(2, 8),
+        "norm": OneOf(NORMS),
+        "activation": OneOf(ACTIVATIONS),
     }
 
     def validate(self) -> None:
         """Every field against its rule in LIMITS, then the rules between fields; raises ConfigError."""
         check_section(self)
+
+    def architecture(self) -> dict:
+        """The settings that shape the network, as a checkpoint's model_config records them."""
+        return {"base_width": self.base_width, "depth": self.depth, "deep_supervision": self.deep_supervision,
+                "norm": self.norm, "activation": self.activation}
 
     def size_problem(self, size: int) -> str | None:
         """Why slices of `size` px do not fit this U-Net (each of its depth - 1 poolings halves them), or None."""
@@ -46,9 +64,12 @@ class ModelConfig:
         """Parameters and BatchNorm buffers of the U-Net (`model/unet.py`) this describes, computed without
         building it: a checkpoint's weights must have exactly this many, and memory is estimated from it."""
         widths = [self.base_width * 2**i for i in range(self.depth)]
+        # per norm layer: scale and shift per channel, and for BatchNorm its running mean and variance per channel
+        # and one batch counter
+        per_channel, per_norm = (4, 1) if self.norm == "batch" else (2, 0)
 
-        def double_conv(c_in: int, c_out: int) -> int:  # two 3x3 convs with bias, two BatchNorms (4 per channel)
-            return 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out + 2 * 4 * c_out + 2
+        def double_conv(c_in: int, c_out: int) -> int:  # two 3x3 convs with bias, two norm layers
+            return 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out + 2 * (per_channel * c_out + per_norm)
 
         down = sum(double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths))
         up = sum(4 * 2 * w * w + w + double_conv(2 * w, w) for w in widths[:-1])
@@ -152,7 +173,8 @@ class TrainConfig:
     """Clip the total gradient L2 norm to this (None = no clipping; the norm is logged either way)."""
 
     steps_per_epoch: int | None = None
-    """Training batches per epoch; None = the whole training split once."""
+    """Training batches per epoch, drawn by the class-aware sampler (fewer or more than one pass over the split:
+    nnU-Net's epoch is 250 batches whatever the dataset's size); None = the whole training split once."""
 
     val_batches: int | None = None
     """Validation batches per epoch; None = every val slice."""

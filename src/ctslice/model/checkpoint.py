@@ -52,6 +52,8 @@ def is_checkpoint_name(name: str) -> bool:
     return name.startswith("checkpoint_") and name.endswith(".pth")
 
 
+OLDER_MODEL = {"deep_supervision": False, "norm": "batch", "activation": "relu"}
+"""model_config keys added after the first checkpoints, with the network those were written by."""
 TRAINING_STATE = ("optimizer", "schedule", "state", "rng", "augment_rng")
 """What only a resumed run reads (a checkpoint without it can be evaluated, not continued)."""
 
@@ -65,8 +67,8 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     """The bare state_dict (no DDP or torch.compile prefixes): loads into a plain UNet."""
     model_config: dict[str, int]
-    """base_width, depth, in_channels, num_classes, and deep_supervision (bool; absent in checkpoints written
-    before it existed: False)."""
+    """base_width, depth, in_channels, num_classes, and deep_supervision, norm, activation (absent in checkpoints
+    written before they existed: OLDER_MODEL's values)."""
     context_slices: int
     intensity: dict[str, Any]
     """clip [low, high], shift, scale: the input normalisation the weights were trained with."""
@@ -159,7 +161,7 @@ class Checkpoint:
         mc = self.model_config
         return validate_settings({"preprocess": {k: v for k, v in self.preprocess.items() if k in known},
                                   "model": {"base_width": mc["base_width"], "depth": mc["depth"],
-                                            "deep_supervision": mc.get("deep_supervision", False)},
+                                            **{k: mc.get(k, v) for k, v in OLDER_MODEL.items()}},
                                   "loader": {"context_slices": self.context_slices}}, "the checkpoint's settings")
 
 

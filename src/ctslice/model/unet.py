@@ -1,4 +1,5 @@
 """The classic 2D U-Net (Ronneberger et al. 2015) with BatchNorm: the network the project exists to train.
+`[model] norm = "instance"` and `activation = "leaky_relu"` give nnU-Net's choices instead.
 
     model = build_model(ModelConfig(), in_channels=1, num_classes=118)   # 7,769,270 parameters
 
@@ -20,24 +21,41 @@ from ..config import ModelConfig
 from ..errors import CtsliceError
 
 
-def double_conv(c_in: int, c_out: int) -> nn.Sequential:
+LEAKY_SLOPE = 0.01
+"""Negative slope of 'leaky_relu' (nnU-Net's, torch's default)."""
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """'batch': BatchNorm2d; 'instance': InstanceNorm2d with a learned scale and shift and no running statistics
+    (every slice is normalised by its own, at inference too)."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+    return nn.BatchNorm2d(channels)
+
+
+def activation_layer(kind: str) -> nn.Module:
+    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True) if kind == "leaky_relu" else nn.ReLU(inplace=True)
+
+
+def double_conv(c_in: int, c_out: int, norm: str = "batch", activation: str = "relu") -> nn.Sequential:
     # Convolutions keep their bias (redundant before BatchNorm, but the original network had it: 7,769,270
     # parameters at 1 input / 118 outputs, which existing comparisons and the issue's count rely on).
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 3, padding=1), norm_layer(norm, c_out), activation_layer(activation),
+        nn.Conv2d(c_out, c_out, 3, padding=1), norm_layer(norm, c_out), activation_layer(activation),
     )
 
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, base_width: int = 32, depth: int = 5,
-                 deep_supervision: bool = False):
+                 deep_supervision: bool = False, norm: str = "batch", activation: str = "relu"):
         super().__init__()
         widths = [base_width * 2**i for i in range(depth)]
-        self.down = nn.ModuleList([double_conv(c_in, c_out) for c_in, c_out in zip([in_channels, *widths], widths)])
+        self.down = nn.ModuleList([double_conv(c_in, c_out, norm, activation)
+                                   for c_in, c_out in zip([in_channels, *widths], widths)])
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList([nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1])])
-        self.merge = nn.ModuleList([double_conv(w * 2, w) for w in reversed(widths[:-1])])
+        self.merge = nn.ModuleList([double_conv(w * 2, w, norm, activation) for w in reversed(widths[:-1])])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         supervised = ModelConfig(base_width, depth, deep_supervision).supervised_widths()  # [1/2, 1/4, ...]
         self.aux_heads = nn.ModuleList([nn.Conv2d(w, num_classes, 1) for w in reversed(supervised)])  # low first
@@ -66,7 +84,7 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> UNet:
     cache's label map, background included)."""
     if in_channels < 1 or num_classes < 2:
         raise CtsliceError(f"a model needs >= 1 input channel and >= 2 classes, got {in_channels}, {num_classes}")
-    return UNet(in_channels, num_classes, cfg.base_width, cfg.depth, cfg.deep_supervision)
+    return UNet(in_channels, num_classes, cfg.base_width, cfg.depth, cfg.deep_supervision, cfg.norm, cfg.activation)
 
 
 def describe_heads(model: UNet) -> str:

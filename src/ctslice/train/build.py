@@ -159,9 +159,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use)
 
     def model_config(self) -> dict:
-        return {"base_width": self.cfg.model.base_width, "depth": self.cfg.model.depth,
-                "in_channels": self.cfg.loader.context_slices, "num_classes": self.num_classes,
-                "deep_supervision": self.cfg.model.deep_supervision}
+        return {**self.cfg.model.architecture(), "in_channels": self.cfg.loader.context_slices,
+                "num_classes": self.num_classes}
 
 
 def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dist | None = None) -> Trainer:
@@ -184,6 +183,8 @@ def build_trainer(cache: Path, cfg: Config, manifest: Manifest, distributed: Dis
     # the manifest's splits (a fold's with [train] fold), not the cache's on disk
     train_loader = build_loader(cache, "train", cfg.loader, shuffle=True, subjects=manifest.splits["train"], **shards)
     val_loader = build_loader(cache, "val", cfg.loader, shuffle=False, subjects=manifest.splits["val"], **shards)
+    if train.steps_per_epoch is not None:  # an epoch of that many batches, more or fewer than one pass
+        train_loader.sampler.num_samples = train.steps_per_epoch * cfg.loader.batch_size * distributed.world_size
     for loader in (train_loader, val_loader):
         loader.worker_init_fn = functools.partial(ignore_stop_signals, loader.worker_init_fn)
     model = build_model(cfg.model, cfg.loader.context_slices, manifest.num_labels).to(device)

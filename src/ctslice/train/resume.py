@@ -16,7 +16,7 @@ from typing import Any
 from ..cache.manifest import Manifest
 from ..config import Config
 from ..errors import CtsliceError
-from ..model.checkpoint import BEST, LAST, Checkpoint, read_checkpoint
+from ..model.checkpoint import BEST, LAST, OLDER_MODEL, Checkpoint, read_checkpoint
 from ..text import first_few
 from .loggers import HISTORY_NAME
 from .rundir import CONFIG_NAME
@@ -53,13 +53,12 @@ def resume_defaults(resume: Path | str | None, cache: Path | str | None) -> tupl
 
 def resume_mismatches(ckpt: Checkpoint, cfg: Config, manifest: Manifest, world_size: int) -> list[str]:
     """What differs between a checkpoint's run and the one asked for, one phrase each (empty: may resume)."""
-    model = {"base_width": cfg.model.base_width, "depth": cfg.model.depth, "in_channels": cfg.loader.context_slices,
-             "num_classes": manifest.num_labels, "deep_supervision": cfg.model.deep_supervision}
+    model = {**cfg.model.architecture(), "in_channels": cfg.loader.context_slices, "num_classes": manifest.num_labels}
     found = []
     was, now = _fold(ckpt.fold, ckpt.folds), _fold(cfg.train.fold, cfg.train.folds)
     if was != now:  # another fold trains and validates on other subjects
         found.append(f"the cross-validation fold ({was} in the checkpoint, {now} now)")
-    if {"deep_supervision": False, **ckpt.model_config} != model:  # (older checkpoints: no deep supervision)
+    if {**OLDER_MODEL, **ckpt.model_config} != model:
         found.append(f"the model ({_describe(ckpt.model_config)} in the checkpoint, {_describe(model)} now)")
     if ckpt.cache_hash != manifest.data_hash:
         found.append(f"the cache's content hash ({ckpt.cache_hash} in the checkpoint, "
@@ -185,8 +184,10 @@ def previous_history(out: Path, epoch: int, step: int) -> dict | None:
 def _describe(model: Any) -> str:
     if not isinstance(model, dict):
         return "unknown"
+    unusual = [str(model[k]) for k in ("norm", "activation") if model.get(k, OLDER_MODEL[k]) != OLDER_MODEL[k]]
     return (f"width {model.get('base_width')} depth {model.get('depth')}, {model.get('in_channels')} input(s), "
-            f"{model.get('num_classes')} outputs" + (", deep supervision" if model.get("deep_supervision") else ""))
+            f"{model.get('num_classes')} outputs" + (", deep supervision" if model.get("deep_supervision") else "")
+            + "".join(f", {u}" for u in unusual))
 
 
 def _fold(fold: int | None, folds: int | None) -> str:
