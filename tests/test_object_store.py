@@ -207,3 +207,15 @@ def test_mirror_keeps_to_its_size_bound_and_refetches(tiny_dataset, s3_url, tmp_
     again = reader.read(reader.subjects[0], 0)  # evicted, fetched again
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert folder_size(mirror / "subjects").bytes < 2 * max(r.size[1] for r in reader.manifest.subjects.table.values())
+
+
+def test_bench_store_reads_its_own_store_in_either_layout(tmp_path):
+    """`ctslice bench store` with no --cache starts its own S3 server, builds a demo cache into it and prints the
+    three rows (local disk, cold and warm mirror) with the ratio to local disk."""
+    result = CliRunner().invoke(app, ["bench", "store", "--out", str(tmp_path), "--subjects", "3", "--size", "32",
+                                      "--min-slices", "4", "--max-slices", "5", "--layout", "shards"])
+    assert result.exit_code == 0, result.output
+    assert "shards layout" in result.output
+    for row in ("local disk", "store, first epoch (cold mirror)", "store, second epoch (warm mirror)"):
+        line = next(line for line in result.output.splitlines() if line.startswith(row))
+        assert float(line.split()[-1]) > 0  # a ratio to local disk was computed

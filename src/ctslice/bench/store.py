@@ -74,8 +74,9 @@ def epoch_rate(cache: Path, cfg: LoaderConfig, split: str = "train") -> tuple[fl
 
 
 def run_store_benchmark(out: Path, url: str | None, options: list[str], data: Path | None, cfg: LoaderConfig,
-                        log: Log) -> list[tuple[str, float, int]]:
-    """[(row, pairs/s, pairs)]: local disk (own store only), store cold, store warm."""
+                        log: Log, layout: str = "shards") -> list[tuple[str, float, int]]:
+    """[(row, pairs/s, pairs)]: local disk (own store only), store cold, store warm. `layout`: how the own
+    store's cache is built ("shards", a new store cache's default, or "slices")."""
     if url is None:
         with own_store() as (own, own_options):
             if data is None:
@@ -84,8 +85,8 @@ def run_store_benchmark(out: Path, url: str | None, options: list[str], data: Pa
             shutil.rmtree(writer / "subjects", ignore_errors=True)  # a rerun of the bench: a new server, new store
             from ..preprocess.run import run_preprocess
 
-            log(f"preprocess {data} into {own} (a moto server on 127.0.0.1) ...")
-            report = run_preprocess(data, writer, PreprocessConfig(size=_size(data), workers=2))
+            log(f"preprocess {data} into {own} (a moto server on 127.0.0.1, {layout} layout) ...")
+            report = run_preprocess(data, writer, PreprocessConfig(size=_size(data), workers=2, layout=layout))
             if not report.ok:
                 raise CtsliceError(f"bench store: preprocessing failed: {report.failed}")
             return _rows(own, own_options, out, cfg, log, local=writer)

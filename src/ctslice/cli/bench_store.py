@@ -25,6 +25,9 @@ def bench_store(
     workers: Annotated[int, typer.Option(help="DataLoader workers (0: read in this process, i.e. what one worker "
                                                "does; with workers, their start is inside the time).")] = 0,
     batch_size: Annotated[int, typer.Option(help="DataLoader batch size.")] = 16,
+    layout: Annotated[str, typer.Option(help="Array layout of the own store's cache: shards (one object per array "
+                                        "and subject, a new store cache's default) or slices (one per slice).")
+                      ] = "shards",
     storage_option: StorageOptions = None,
 ) -> None:
     """DataLoader pairs/s from a cache on object storage (first epoch through an empty local mirror, then a warm
@@ -43,6 +46,6 @@ def bench_store(
             data = ensure_demo_dataset(out_dir / f"demo-store-{size}px-{subjects}",
                                        benchmark_spec(subjects, size, (min_slices, max_slices)))
         cfg = LoaderConfig(batch_size=batch_size, workers=workers, persistent_workers=workers > 0)
-        rows = run_store_benchmark(out_dir, cache, storage_option or [], data, cfg, log)
+        rows = run_store_benchmark(out_dir, cache, storage_option or [], data, cfg, log, layout=layout)
         for line in format_rows(rows, cfg):
             out.print(line, highlight=False)
