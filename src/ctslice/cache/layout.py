@@ -235,3 +235,17 @@ def read_regular(path: Path | str, limit: int, what: str) -> bytes:
         raise CacheError(f"{what}: {e}") from None
     except OSError as e:
         raise CacheError(f"{what}: cannot open {path} ({e.strerror or e}; a symbolic link?)") from None
+
+
+def open_for_reading(path: str, what: str, where: str = "") -> int:
+    """A descriptor of the cache file `path` (a slice's chunk file, a shard), opened as the readers need it:
+    O_NONBLOCK, so a FIFO in its place opens at once and reads as empty (no hang); O_NOFOLLOW, since the cache
+    never holds links, so a linked file (to /dev/zero, say) is refused. FileNotFoundError passes through (the
+    caller tells damage from an update); any other failure is a CacheError naming `where` and `what`."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise CacheError(f"{where}: cannot open {what} {path} ({e.strerror}; a link or special file is damage, run "
+                         "`ctslice cache verify`)") from None

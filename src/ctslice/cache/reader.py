@@ -300,15 +300,7 @@ def _open_version(cache: Path) -> tuple[Manifest, Lease | None]:
 def _read_file(path: str, buf: bytearray, where: str) -> np.ndarray:
     """The whole file, read into `buf`, as a read-only uint8 view of it (valid until the next read into `buf`).
     Raises FileNotFoundError for a missing file (the caller tells damage from an update)."""
-    try:
-        # O_NONBLOCK: a FIFO in place of a chunk opens at once and reads as empty (no hang); O_NOFOLLOW: the cache
-        # never holds links, so a linked chunk (to /dev/zero, say) is refused. A device reads at most `buf`.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise CacheError(f"{where}: cannot open chunk file {path} ({e.strerror}; a link or special file is "
-                         "damage, run `ctslice cache verify`)") from None
+    fd = layout.open_for_reading(path, "chunk file", where)  # no FIFO hang, no link; a device reads at most `buf`
     try:
         # One read returns a whole regular file on local filesystems; loop in case a network filesystem returns
         # less (the last call only sees end of file). A file that fills the buffer is longer than any valid

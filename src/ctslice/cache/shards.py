@@ -155,14 +155,7 @@ class ShardFiles:
 
 
 def _open_shard(path: str, chunks: int) -> tuple[int, list[int], list[int]]:
-    try:
-        # As the slice reader opens chunk files: no FIFO hang, no link followed (the cache never holds links).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise CacheError(f": cannot open shard file {path} ({e.strerror}; a link or special file is damage, run "
-                         "`ctslice cache verify`)") from None
+    fd = layout.open_for_reading(path, "shard file")  # as chunk files: no FIFO hang, no link followed
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
