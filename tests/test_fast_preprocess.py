@@ -162,3 +162,25 @@ def test_threads_beyond_two_only_when_their_waiting_masks_fit(monkeypatch, tmp_p
     assert [memory.affordable_threads(img, w) for w in (1, 2, 4, 8)] == [1, 2, 4, 5]
     monkeypatch.setattr(memory, "available_bytes", lambda: need // 2)
     assert memory.affordable_threads(img, 8) == 2
+
+
+@pytest.mark.parametrize("layout", ["slices", "shards"])
+def test_the_preprocess_benchmark_builds_the_same_arrays_every_way_and_prints_the_ratios(tmp_path, layout):
+    """`ctslice bench preprocess` on tiny demo subjects: in-process, 1 and 2 dask workers all cache the same arrays
+    (one digest), in either layout, and the floor, the ratios against the targets and the write table are printed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ctslice.cli import app
+
+    out = tmp_path / "result.json"
+    result = CliRunner().invoke(app, ["bench", "preprocess", "--out", str(tmp_path), "--subjects", "2", "--size", "32",
+                                      "--min-slices", "4", "--max-slices", "5", "--layout", layout, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    assert r["settings"]["layout"] == layout
+    assert isinstance(r["arrays_digest"], str)  # a list would mean the runs cached different arrays
+    assert r["in_process_vs_floor"] > 0 and r["speedup_1_to_2_workers"] > 0
+    text = " ".join(result.output.split())
+    assert "in-process vs floor" in text and "speed-up 1 -> 2 workers" in text and "direct, shards" in text

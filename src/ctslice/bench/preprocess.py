@@ -98,18 +98,18 @@ def clocked_cluster(seconds: list[float]) -> Iterator[None]:
 
 
 def run_preprocess_benchmark(out: Path, subjects: int = 4, size: int = 512, slices: tuple[int, int] = (80, 100),
-                             workers: int = 2, data: Path | None = None) -> dict:
+                             workers: int = 2, data: Path | None = None, layout: str = "slices") -> dict:
     """Seconds per subject after one untimed warm-up build: the stock read floor (the faster of two measurements,
     before and after the builds), in-process, 1 and `workers` dask workers, and the CPU seconds of each (all
     processes; on a machine shared with other jobs, less noisy than wall time). For the dask rows also the
     cluster's own start and stop (clocked_cluster), and the rows without it (the part that can scale with workers).
     On the demo dataset, or on `data` (dask rows only with 2+ subjects: one subject is always processed
-    in-process)."""
+    in-process). `layout`: the cache's array layout ("slices", the default, or "shards")."""
     out = Path(out)
     if data is None:
         data = ensure_demo_dataset(out / f"demo-{size}px-{subjects}", benchmark_spec(subjects, size, slices))
     n = len(discover(data).subjects)
-    cfg = PreprocessConfig()  # the defaults a user gets: 1.5 mm, 512 px
+    cfg = PreprocessConfig(layout=layout)  # otherwise the defaults a user gets: 1.5 mm, 512 px
     result = {"data": str(data), "subjects": n, "size": size, "slices": list(slices),
               "settings": cfg.content_settings()}
     # Untimed first build: the timed ones then see the libraries imported and the files in the page cache, as the

@@ -22,6 +22,8 @@ def bench_preprocess(
     data: Annotated[Optional[Path], typer.Option(help="A dataset to measure instead of demo subjects (e.g. the "
                                                       "real TotalSegmentator subject).")] = None,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
+    layout: Annotated[str, typer.Option(help="Array layout of the caches built: slices (a file per slice, the "
+                                        "default) or shards (a file per array and subject).")] = "slices",
 ) -> None:
     """Seconds per subject to preprocess 512x512 demo subjects (in-process, 1 and N dask workers) against the
     floor of only reading their NIfTI files with stock nibabel, and whether every run cached the same arrays.
@@ -31,7 +33,8 @@ def bench_preprocess(
     with user_errors():
         from ..bench.preprocess import TARGET_SPEEDUP, TARGET_VS_FLOOR, run_preprocess_benchmark
 
-        r = run_preprocess_benchmark(out_dir, subjects, size, (min_slices, max_slices), workers, data)
+        r = run_preprocess_benchmark(out_dir, subjects, size, (min_slices, max_slices), workers, data,
+                                     layout=layout)
         floor = r["read_floor_s_per_subject"]
         what = f"{r['subjects']} subject(s) of {data}" if data else \
             f"{subjects} demo subjects {size}x{size}, {min_slices}-{max_slices} slices"
