@@ -19,7 +19,8 @@ from .storage import StorageConfig
 from .checks import ConfigError
 from .loading import RUN_SECTIONS, SECTIONS, Config, load_config, parse_spacing, validate_settings
 from .checks import DEVICE
-from .training import INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, AugmentConfig, ModelConfig, TrainConfig
+from .augment import AugmentConfig
+from .training import INTENSITY_SCHEMES, SCHEDULERS, WANDB_MODES, ModelConfig, TrainConfig
 
 __all__ = [
     "DEVICE", "INTENSITY_SCHEMES", "RUN_SECTIONS", "SCHEDULERS", "SECTIONS", "WANDB_MODES", "AugmentConfig",

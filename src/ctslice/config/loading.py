@@ -15,7 +15,8 @@ from .checks import ConfigError, check_section, check_value, kind, show
 from .data import LoaderConfig, PreprocessConfig
 from .evaluation import EvaluateConfig
 from .storage import StorageConfig
-from .training import AugmentConfig, ModelConfig, TrainConfig
+from .augment import AugmentConfig
+from .training import ModelConfig, TrainConfig
 
 
 @dataclass(frozen=True)
