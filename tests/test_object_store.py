@@ -184,6 +184,7 @@ def test_no_secret_in_outputs_or_errors(tiny_dataset, s3_url):
     given = CliRunner().invoke(app, ["cache", "info", s3_url, "--storage-option",
                                      f"secret_access_key={SECRET}-wrong-but-moto-takes-any"])
     assert missing.exit_code == 2 and "error:" in missing.output and bad_key.exit_code == 2
+    assert "Traceback" not in missing.output + bad_key.output and "secret_key" in bad_key.output  # named, no value
     assert given.exit_code == 0
     status = CliRunner().invoke(app, ["cache", "status", s3_url, "--data", str(tiny_dataset)])
     assert status.exit_code == 0 and "up to date" in status.output, status.output
