@@ -91,6 +91,9 @@ class CacheReader:
         self._remote = remote_of(self.cache)  # a mirror of an object store: subjects fetched on first use
         # "shards" layout: slices are byte ranges of one file per array (cache/shards.py), indexes parsed once
         self._shards = shards.ShardFiles() if manifest.settings.layout == "shards" else None
+        # ... and their paths, built once: the read path then formats no string per slice for them
+        self._shard_paths = {array: tuple(shards.shard_path(f, array) for f in self._folders)
+                             for array in ("image", "label")} if self._shards is not None else {}
         # Plain data kept for the process that built the reader; dropped when pickled to a worker (see below).
         self._manifest: Manifest | None = manifest
         self._index: store.SliceIndex | None = index
@@ -227,14 +230,14 @@ class CacheReader:
         empty `where`, and their message gets it in front (the same text as if it had been passed)."""
         try:
             raw = (_read_file(path, buf, "") if self._shards is None else
-                   self._shards.read(shards.shard_path(self._folders[s], array), z, int(self.shapes[s, 0]), buf))
+                   self._shards.read(self._shard_paths[array][s], z, int(self.shapes[s, 0]), buf))
             store.decode_chunk(raw, out.dtype, out.shape, "", out=out)
         except FileNotFoundError:
             if self._fetched(s):
                 return self._chunk_into(path, s, array, z, out, buf)
             if self._superseded(s):  # a version no longer current, being deleted or gone: an update, not damage
                 raise CacheError(updated_message(self.cache, f"subject {self.subjects[s]}'s folder is gone")) from None
-            path = path if self._shards is None else shards.shard_path(self._folders[s], array)
+            path = path if self._shards is None else self._shard_paths[array][s]
             raise CacheError(f"{self._where(s, array, z)}: chunk file {path} is missing, the cache is damaged "
                              f"(run `ctslice cache verify`)") from None
         except CacheError as e:
